@@ -1,0 +1,160 @@
+//! `post draft`: plaintext draft-and-verify decoding over one or many prompts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+use serde_json::{json, Value};
+
+use super::prompts::{parse_ids, read_jsonl, Prompt};
+use crate::model::loader::{load_named_pair, load_pair, ModelPair, Registry};
+use crate::spec::{speculative_decode, DecodeOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct DraftArgs {
+    /// A named public/private pair from the model registry.
+    #[arg(long, conflicts_with_all = ["public", "private"], required_unless_present_all = ["public", "private"])]
+    pub pair: Option<String>,
+    /// The public (drafting) model: a folder, a registry name or a Hugging Face repo id in the local cache.
+    #[arg(long, requires = "private", value_name = "MODEL")]
+    pub public: Option<String>,
+    /// The private (verifying) model, referenced like --public.
+    #[arg(long, requires = "public", value_name = "MODEL")]
+    pub private: Option<String>,
+    /// Drafts per verification step (K, at least 1).
+    #[arg(long, short = 'k', default_value_t = 4, value_name = "K")]
+    pub draft_len: usize,
+    /// Sampling temperature; 0 is greedy, where a draft is accepted when it is the private argmax.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not stop at the private model's end-of-text token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// One prompt as text.
+    #[arg(long, group = "input")]
+    pub prompt: Option<String>,
+    /// Prompts as JSON lines: {"id", "prompt"} or {"id", "prompt_ids"} per line.
+    #[arg(long, group = "input", value_name = "FILE.jsonl")]
+    pub prompts: Option<PathBuf>,
+    /// One prompt as raw token ids, comma-separated (for models without a tokenizer).
+    #[arg(long, group = "input", value_name = "IDS")]
+    pub prompt_ids: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DraftArgs {
+    fn load_models(&self, registry: &Registry) -> Result<ModelPair> {
+        match (&self.pair, &self.public, &self.private) {
+            (Some(name), _, _) => load_named_pair(name, registry),
+            (None, Some(public), Some(private)) => load_pair(public, private, registry),
+            _ => bail!("give --pair NAME, or both --public MODEL and --private MODEL"),
+        }
+    }
+
+    fn prompts(&self) -> Result<Vec<Prompt>> {
+        match (&self.prompt, &self.prompts, &self.prompt_ids) {
+            (Some(text), None, None) => Ok(vec![Prompt {
+                id: Value::from(0),
+                text: Some(text.clone()),
+                ids: None,
+            }]),
+            (None, Some(path), None) => read_jsonl(path),
+            (None, None, Some(list)) => Ok(vec![Prompt {
+                id: Value::from(0),
+                text: None,
+                ids: Some(parse_ids(list)?),
+            }]),
+            _ => bail!("give one of --prompt TEXT, --prompts FILE.jsonl or --prompt-ids IDS"),
+        }
+    }
+}
+
+pub fn run(args: &DraftArgs, registry: Option<&Path>) -> Result<()> {
+    if args.draft_len == 0 {
+        bail!("--draft-len must be at least 1 (K = 0 is plain decoding, which `post draft` does not do)")
+    }
+    if !args.temperature.is_finite() || args.temperature < 0.0 {
+        bail!(
+            "--temperature must be a finite number >= 0, got {}",
+            args.temperature
+        )
+    }
+    let prompts = args.prompts()?;
+    let registry = Registry::locate(registry)?;
+    let pair = args.load_models(&registry)?;
+    let tokenizer = pair.tokenizer();
+    let vocab = pair.private.config().vocab_size;
+    let opts = DecodeOptions {
+        draft_len: args.draft_len,
+        temperature: args.temperature,
+        max_new_tokens: args.max_new_tokens,
+        stop_token: if args.ignore_eos {
+            None
+        } else {
+            pair.private.config().end_of_text()
+        },
+    };
+    let mut rng = ChaCha12Rng::seed_from_u64(args.seed);
+    let mut results = Vec::new();
+    for prompt in &prompts {
+        let ids = prompt.token_ids(tokenizer)?;
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            bail!(
+                "prompt {}: token id {bad} is outside the vocabulary of {vocab}",
+                prompt.id
+            )
+        }
+        let decoded = speculative_decode(
+            &pair.public.model,
+            &pair.private.model,
+            &ids,
+            &opts,
+            &mut rng,
+        )
+        .with_context(|| format!("prompt {}", prompt.id))?;
+        let text = match tokenizer {
+            Some(tok) => Some(tok.decode(&decoded.output_ids)?),
+            None => None,
+        };
+        let result = json!({
+            "id": prompt.id,
+            "prompt_ids": ids,
+            "output_ids": decoded.output_ids,
+            "text": text,
+            "steps": decoded.steps,
+            "mean_accepted": decoded.mean_accepted(),
+            "acceptance_rate": decoded.acceptance_rate(),
+            "tokens_per_step": decoded.tokens_per_step(),
+        });
+        if !args.json {
+            print_text(&result, &decoded);
+        }
+        results.push(result);
+    }
+    if args.json {
+        println!("{}", json!({ "results": results }));
+    }
+    Ok(())
+}
+
+fn print_text(result: &Value, decoded: &crate::spec::Decoded) {
+    let shown = match result["text"].as_str() {
+        Some(text) => text.to_string(),
+        None => format!("{:?}", decoded.output_ids),
+    };
+    println!("[{}] {shown}", result["id"]);
+    println!(
+        "  tokens {} | steps {} | mean accepted {:.2} | acceptance {:.3}",
+        decoded.output_ids.len(),
+        decoded.steps,
+        decoded.mean_accepted(),
+        decoded.acceptance_rate()
+    );
+}

@@ -1,0 +1,8 @@
+//! `post`: private GPT inference by public drafting and secure verification.
+//!
+//! Layers: [`model`] (GPT-2 in candle, loader, tokenizer), [`spec`] (the speculative-sampling rule
+//! and the plaintext draft-and-verify decoder), [`cli`] (subcommands).
+
+pub mod cli;
+pub mod model;
+pub mod spec;

@@ -1,0 +1,90 @@
+//! Text <-> token ids through the `tokenizers` crate.
+//!
+//! A model folder carries either a `tokenizer.json` or GPT-2's `vocab.json` + `merges.txt`
+//! (byte-level BPE, no prefix space: what Hugging Face's `GPT2Tokenizer` does).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Where it was read from, for error messages.
+    pub source: PathBuf,
+}
+
+impl Tokenizer {
+    /// The tokenizer in `dir`, or `None` when the folder has none.
+    pub fn from_dir(dir: &Path) -> Result<Option<Self>> {
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            let inner = tokenizers::Tokenizer::from_file(&json)
+                .map_err(|e| anyhow!("cannot read tokenizer {}: {e}", json.display()))?;
+            return Ok(Some(Self {
+                inner,
+                source: json,
+            }));
+        }
+        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+        if vocab.is_file() && merges.is_file() {
+            return Self::from_vocab_merges(&vocab, &merges).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// GPT-2's byte-level BPE from its two files.
+    pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self> {
+        let to_str = |p: &Path| {
+            p.to_str()
+                .map(str::to_owned)
+                .with_context(|| format!("non-UTF-8 path {}", p.display()))
+        };
+        let bpe = BPE::from_file(&to_str(vocab)?, &to_str(merges)?)
+            .build()
+            .map_err(|e| {
+                anyhow!(
+                    "cannot read BPE files {} and {}: {e}",
+                    vocab.display(),
+                    merges.display()
+                )
+            })?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        Ok(Self {
+            inner,
+            source: vocab.to_path_buf(),
+        })
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("cannot tokenize: {e}"))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| anyhow!("cannot detokenize: {e}"))
+    }
+
+    pub fn vocab(&self) -> HashMap<String, u32> {
+        self.inner.get_vocab(true)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The wrapped `tokenizers` object, for training and saving.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}

@@ -1,0 +1,168 @@
+//! Plaintext draft-and-verify decoding: the public model drafts K tokens, the private model scores
+//! them in one forward pass, and the speculative rule accepts a prefix plus one sampled token.
+//! This is the oracle the secure path is checked against; K = 0 is plain autoregressive decoding.
+
+use anyhow::{bail, Result};
+use rand::Rng;
+
+use super::rule::verify_drafts;
+use super::sampling::{probabilities, sample};
+use crate::model::Gpt2;
+
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// Drafts per verification step (0: plain decoding with the private model alone).
+    pub draft_len: usize,
+    /// 0 is greedy; otherwise logits are divided by it before the softmax.
+    pub temperature: f64,
+    pub max_new_tokens: usize,
+    /// Stop after this token (the private model's end of text), when set.
+    pub stop_token: Option<u32>,
+}
+
+impl DecodeOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            bail!(
+                "temperature must be a finite number >= 0, got {}",
+                self.temperature
+            )
+        }
+        Ok(())
+    }
+}
+
+/// What one prompt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Generated token ids, the prompt excluded.
+    pub output_ids: Vec<u32>,
+    /// Verification steps (private forward passes).
+    pub steps: usize,
+    /// Drafts proposed over all steps.
+    pub drafted: usize,
+    /// Drafts accepted over all steps.
+    pub accepted: usize,
+}
+
+impl Decoded {
+    /// Accepted drafts per verification step.
+    pub fn mean_accepted(&self) -> f64 {
+        ratio(self.accepted, self.steps)
+    }
+
+    /// Accepted drafts over proposed drafts.
+    pub fn acceptance_rate(&self) -> f64 {
+        ratio(self.accepted, self.drafted)
+    }
+
+    /// Emitted tokens per verification step.
+    pub fn tokens_per_step(&self) -> f64 {
+        ratio(self.output_ids.len(), self.steps)
+    }
+}
+
+fn ratio(num: usize, den: usize) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+/// Decodes after `prompt`. The output follows the private model's distribution at `temperature`
+/// exactly, whatever the public model proposes.
+pub fn speculative_decode(
+    public: &Gpt2,
+    private: &Gpt2,
+    prompt: &[u32],
+    opts: &DecodeOptions,
+    rng: &mut impl Rng,
+) -> Result<Decoded> {
+    opts.validate()?;
+    if public.config().vocab_size != private.config().vocab_size {
+        bail!(
+            "public and private vocabularies differ ({} vs {})",
+            public.config().vocab_size,
+            private.config().vocab_size
+        )
+    }
+    let (private_window, public_window) =
+        (private.config().n_positions, public.config().n_positions);
+    if prompt.is_empty() {
+        bail!("empty prompt: at least one token is needed")
+    }
+    if prompt.len() > private_window {
+        bail!(
+            "the prompt has {} tokens, more than the private model's context window of {}",
+            prompt.len(),
+            private_window
+        )
+    }
+    let mut tokens = prompt.to_vec();
+    let mut public_cache = public.new_cache();
+    let mut private_cache = private.new_cache();
+    let mut out = Decoded {
+        output_ids: Vec::new(),
+        steps: 0,
+        drafted: 0,
+        accepted: 0,
+    };
+    // The last token is fed at position tokens.len() - 1, which must lie inside the private window.
+    while out.output_ids.len() < opts.max_new_tokens && tokens.len() <= private_window {
+        let n = tokens.len();
+        let remaining = opts.max_new_tokens - out.output_ids.len();
+        // Drafts occupy positions n..n+k of the private pass and n-1..n+k-2 of the public drafting.
+        let k = opts
+            .draft_len
+            .min(remaining - 1)
+            .min(private_window - n)
+            .min((public_window + 1).saturating_sub(n));
+
+        let mut drafts = Vec::with_capacity(k);
+        let mut q = Vec::with_capacity(k);
+        let mut input = tokens[public_cache.len()..].to_vec();
+        for _ in 0..k {
+            let rows = public.forward_rows(&input, &mut public_cache)?;
+            let q_i = probabilities(
+                rows.last().expect("at least one new token"),
+                opts.temperature,
+            );
+            let x = sample(&q_i, rng);
+            drafts.push(x);
+            q.push(q_i);
+            input = vec![x];
+        }
+
+        let mut input = tokens[private_cache.len()..].to_vec();
+        input.extend(&drafts);
+        let rows = private.forward_rows(&input, &mut private_cache)?;
+        let p: Vec<Vec<f64>> = rows[rows.len() - k - 1..]
+            .iter()
+            .map(|r| probabilities(r, opts.temperature))
+            .collect();
+        let verdict = verify_drafts(&drafts, &q, &p, rng);
+
+        let mut emitted = drafts[..verdict.accepted].to_vec();
+        emitted.push(verdict.next);
+        out.steps += 1;
+        out.drafted += k;
+        out.accepted += verdict.accepted;
+        let stop_at = opts
+            .stop_token
+            .and_then(|stop| emitted.iter().position(|&t| t == stop));
+        if let Some(i) = stop_at {
+            emitted.truncate(i + 1);
+        }
+        tokens.extend(&emitted);
+        out.output_ids.extend(&emitted);
+        if stop_at.is_some() {
+            break;
+        }
+        // Both caches keep only positions whose tokens were committed; the newest token is fed next step.
+        let valid = tokens.len() - 1;
+        public_cache.truncate(valid)?;
+        private_cache.truncate(valid)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,305 @@
+//! The `post` binary end to end: the JSON of `post draft`, and one clear line (never a panic) for
+//! each kind of bad input.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+
+fn post(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_post"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// Runs `post`, expects failure, and returns its one-line error.
+fn post_error(args: &[&str]) -> String {
+    let out = post(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?}: expected one line, got {stderr}"
+    );
+    stderr
+}
+
+fn draft_with(public: &Path, private: &str) -> String {
+    post_error(&[
+        "draft",
+        "--public",
+        public.to_str().unwrap(),
+        "--private",
+        private,
+        "--prompt-ids",
+        "1,2",
+    ])
+}
+
+#[test]
+fn draft_prints_the_promised_json() {
+    let out = post(&[
+        "draft",
+        "--pair",
+        "default",
+        "--prompt",
+        "def load(path):",
+        "--draft-len",
+        "4",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = &json["results"][0];
+    for key in [
+        "id",
+        "prompt_ids",
+        "output_ids",
+        "text",
+        "steps",
+        "mean_accepted",
+        "acceptance_rate",
+    ] {
+        assert!(result.get(key).is_some(), "missing {key} in {result}");
+    }
+    assert_eq!(result["output_ids"].as_array().unwrap().len(), 32);
+    assert!(result["text"].is_string());
+    let steps = result["steps"].as_u64().unwrap();
+    assert!((1..=32).contains(&steps));
+    let rate = result["acceptance_rate"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&rate));
+}
+
+#[test]
+fn draft_without_tokenizer_reports_null_text_and_reads_jsonl() {
+    let dir = common::temp_dir("jsonl");
+    let cfg = common::tiny_config(50, 16, 1, 2, 32);
+    let model_dir = dir.join("m");
+    common::write_model_dir(&model_dir, &cfg, &common::random_weights(&cfg, 1, 0.3));
+    let prompts = dir.join("p.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"id\":\"x\",\"prompt_ids\":[1,2]}\n{\"id\":\"y\",\"prompt_ids\":[3]}\n",
+    )
+    .unwrap();
+    let m = model_dir.to_str().unwrap();
+    let out = post(&[
+        "draft",
+        "--public",
+        m,
+        "--private",
+        m,
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--json",
+        "--max-new-tokens",
+        "5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1]["id"], "y");
+    assert!(results[0]["text"].is_null());
+    // The same model drafting for itself at T=0 is accepted every time.
+    assert_eq!(results[0]["acceptance_rate"].as_f64().unwrap(), 1.0);
+    let err = post_error(&["draft", "--public", m, "--private", m, "--prompt", "hello"]);
+    assert!(err.contains("no tokenizer"), "{err}");
+}
+
+#[test]
+fn bad_model_folders_are_named() {
+    let dir = common::temp_dir("bad-models");
+    let cfg = common::tiny_config(1000, 16, 1, 2, 32);
+    let weights = common::random_weights(&cfg, 1, 0.3);
+
+    let err = draft_with(&dir.join("does-not-exist"), "tiny-private");
+    assert!(
+        err.contains("does-not-exist") && err.contains("not a folder"),
+        "{err}"
+    );
+
+    let partial = dir.join("partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(
+        partial.join("config.json"),
+        serde_json::to_string(&cfg).unwrap(),
+    )
+    .unwrap();
+    let err = draft_with(&partial, "tiny-private");
+    assert!(err.contains("no model.safetensors"), "{err}");
+
+    let malformed = dir.join("malformed");
+    common::write_model_dir(&malformed, &cfg, &weights);
+    std::fs::write(
+        malformed.join("config.json"),
+        "{\"vocab_size\": 1000, \"n_embd\": ",
+    )
+    .unwrap();
+    let err = draft_with(&malformed, "tiny-private");
+    assert!(
+        err.contains("malformed") && err.contains("config.json"),
+        "{err}"
+    );
+
+    let missing = dir.join("missing-tensor");
+    let mut without = weights.clone();
+    without.remove("h.0.mlp.c_fc.bias");
+    common::write_model_dir(&missing, &cfg, &without);
+    let err = draft_with(&missing, "tiny-private");
+    assert!(err.contains("h.0.mlp.c_fc.bias"), "{err}");
+
+    let wrong = dir.join("wrong-shape");
+    let mut reshaped = weights.clone();
+    reshaped.insert(
+        "h.0.attn.c_proj.weight".into(),
+        Tensor::zeros((16, 17), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    common::write_model_dir(&wrong, &cfg, &reshaped);
+    let err = draft_with(&wrong, "tiny-private");
+    assert!(err.contains("shape") && err.contains("c_proj"), "{err}");
+
+    let other_vocab = dir.join("other-vocab");
+    let small = common::tiny_config(500, 16, 1, 2, 32);
+    common::write_model_dir(
+        &other_vocab,
+        &small,
+        &common::random_weights(&small, 1, 0.3),
+    );
+    let err = draft_with(&other_vocab, "tiny-private");
+    assert!(err.contains("vocabulary"), "{err}");
+}
+
+#[test]
+fn differing_tokenizers_are_refused() {
+    let dir = common::temp_dir("tokenizers");
+    let cfg = common::tiny_config(50257, 8, 1, 2, 16);
+    let weights = common::random_weights(&cfg, 1, 0.3);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    common::write_model_dir(&a, &cfg, &weights);
+    common::write_model_dir(&b, &cfg, &weights);
+    let gpt2 = common::models_dir().join("gpt2-tokenizer");
+    for file in ["vocab.json", "merges.txt"] {
+        std::fs::copy(gpt2.join(file), a.join(file)).unwrap();
+    }
+    std::fs::copy(
+        common::models_dir().join("tiny-gpt2-ref/tokenizer.json"),
+        b.join("tokenizer.json"),
+    )
+    .unwrap();
+    let err = post_error(&[
+        "draft",
+        "--public",
+        a.to_str().unwrap(),
+        "--private",
+        b.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert!(
+        err.contains("tokenizers") && err.contains("differ"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_flags_and_prompts_get_one_clear_line() {
+    let err = post_error(&["draft", "--pair", "no-such-pair", "--prompt-ids", "1"]);
+    assert!(
+        err.contains("unknown pair") && err.contains("no-such-pair"),
+        "{err}"
+    );
+    let err = post_error(&[
+        "draft",
+        "--pair",
+        "default",
+        "--prompt-ids",
+        "1",
+        "--draft-len",
+        "0",
+    ]);
+    assert!(err.contains("--draft-len"), "{err}");
+    let err = post_error(&[
+        "draft",
+        "--pair",
+        "default",
+        "--prompt-ids",
+        "1",
+        "--temperature",
+        "-0.5",
+    ]);
+    assert!(err.contains("--temperature"), "{err}");
+    let err = post_error(&["draft", "--pair", "default", "--prompt-ids", "1,two"]);
+    assert!(err.contains("\"two\""), "{err}");
+    let err = post_error(&["draft", "--pair", "default", "--prompt-ids", "1,5000"]);
+    assert!(err.contains("5000") && err.contains("vocabulary"), "{err}");
+    let long: Vec<String> = (0..65).map(|i| (i % 900).to_string()).collect();
+    let err = post_error(&[
+        "draft",
+        "--pair",
+        "default",
+        "--prompt-ids",
+        &long.join(","),
+    ]);
+    assert!(err.contains("context window"), "{err}");
+    let err = post_error(&[
+        "draft",
+        "--pair",
+        "default",
+        "--prompts",
+        "/no/such/file.jsonl",
+    ]);
+    assert!(err.contains("/no/such/file.jsonl"), "{err}");
+    let err = post_error(&["verify"]);
+    assert!(err.contains("not built yet"), "{err}");
+    let err = post_error(&[
+        "--registry",
+        "/no/such/registry.json",
+        "draft",
+        "--pair",
+        "default",
+        "--prompt-ids",
+        "1",
+    ]);
+    assert!(err.contains("registry"), "{err}");
+}
+
+#[test]
+fn an_absent_hub_model_names_the_cache_path() {
+    let cache = common::temp_dir("hf-cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_post"))
+        .args([
+            "draft",
+            "--public",
+            "gpt2",
+            "--private",
+            "gpt2-medium",
+            "--prompt",
+            "hi",
+        ])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(cache.to_str().unwrap()) && stderr.contains("\"gpt2\""),
+        "{stderr}"
+    );
+}
