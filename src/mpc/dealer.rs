@@ -1,0 +1,312 @@
+//! The dealer: a trusted provider of correlated randomness (Beaver triples, truncation pairs,
+//! random bits), who never sees an online message.
+//!
+//! Seeds, not tensors, travel (CrypTen's "TTP" pattern): party 0 expands every share it needs from
+//! its own seed and talks to nobody; party 1 expands the *free* components (uniform masks) from its
+//! seed and receives from the dealer only the corrections of the *derived* ones (c = a*b - c0, ...).
+//! The dealer runs on its own thread, mirrors both seed streams, and holds the fixed weight masks.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{channel, Receiver, Sender};
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+
+use super::error::MpcError;
+use super::ring::RingTensor;
+
+type Result<T> = std::result::Result<T, MpcError>;
+
+/// How the two shares of a component combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// v = s0 + s1 mod 2^64.
+    Additive,
+    /// v = s0 xor s1.
+    Xor,
+    /// One bit (in bit 0): v = s0 xor s1, each share a random bit.
+    XorBit,
+}
+
+/// A request for correlated randomness; both parties make the same requests in the same order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Correlation {
+    /// a, b, c = a * b elementwise.
+    MulTriple { len: usize },
+    /// A [batch, m, k], B [batch, k, n], C = A B.
+    MatmulTriple {
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+    },
+    /// A fixed mask B [k, n] for a weight used many times, remembered by the dealer under `id`.
+    WeightMask { id: u64, k: usize, n: usize },
+    /// A [m, k] and C = A B for the weight mask `id`.
+    WeightTriple { id: u64, m: usize },
+    /// a, b, c = a & b on 64-bit words.
+    AndTriple { words: usize },
+    /// r, r >> f (arithmetic shift of the unsigned value, as an integer) and the top bit of r.
+    TruncPair { len: usize, frac_bits: u32 },
+    /// A random bit, shared both as a xor bit and additively.
+    BitPair { len: usize },
+}
+
+impl Correlation {
+    /// The components in order: (sharing, length, derived?).
+    fn components(&self, masks: &HashMap<u64, (usize, usize)>) -> Vec<(Sharing, usize, bool)> {
+        use Sharing::*;
+        match *self {
+            Correlation::MulTriple { len } => vec![
+                (Additive, len, false),
+                (Additive, len, false),
+                (Additive, len, true),
+            ],
+            Correlation::MatmulTriple { batch, m, k, n } => {
+                vec![
+                    (Additive, batch * m * k, false),
+                    (Additive, batch * k * n, false),
+                    (Additive, batch * m * n, true),
+                ]
+            }
+            Correlation::WeightMask { k, n, .. } => vec![(Additive, k * n, false)],
+            Correlation::WeightTriple { id, m } => {
+                let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
+                vec![(Additive, m * k, false), (Additive, m * n, true)]
+            }
+            Correlation::AndTriple { words } => {
+                vec![(Xor, words, false), (Xor, words, false), (Xor, words, true)]
+            }
+            Correlation::TruncPair { len, .. } => vec![
+                (Additive, len, false),
+                (Additive, len, true),
+                (Additive, len, true),
+            ],
+            Correlation::BitPair { len } => vec![(XorBit, len, false), (Additive, len, true)],
+        }
+    }
+
+    /// The derived components' values from the free components' values.
+    fn derive(
+        &self,
+        free: &[Vec<u64>],
+        masks: &HashMap<u64, (usize, usize, Vec<u64>)>,
+    ) -> Vec<Vec<u64>> {
+        match *self {
+            Correlation::MulTriple { .. } => vec![free[0]
+                .iter()
+                .zip(&free[1])
+                .map(|(a, b)| a.wrapping_mul(*b))
+                .collect()],
+            Correlation::MatmulTriple { batch, m, k, n } => {
+                let mut c = Vec::with_capacity(batch * m * n);
+                for b in 0..batch {
+                    let a = &free[0][b * m * k..(b + 1) * m * k];
+                    let bb = &free[1][b * k * n..(b + 1) * k * n];
+                    c.extend(super::ring::matmul_u64(a, bb, m, k, n));
+                }
+                vec![c]
+            }
+            Correlation::WeightMask { .. } => vec![],
+            Correlation::WeightTriple { id, m } => {
+                let (k, n, mask) = masks
+                    .get(&id)
+                    .expect("weight triple for a mask the dealer made");
+                vec![super::ring::matmul_u64(&free[0], mask, m, *k, *n)]
+            }
+            Correlation::AndTriple { .. } => {
+                vec![free[0].iter().zip(&free[1]).map(|(a, b)| a & b).collect()]
+            }
+            Correlation::TruncPair { frac_bits, .. } => vec![
+                free[0].iter().map(|r| r >> frac_bits).collect(),
+                free[0].iter().map(|r| r >> 63).collect(),
+            ],
+            Correlation::BitPair { .. } => vec![free[0].clone()],
+        }
+    }
+}
+
+fn draw(rng: &mut ChaCha12Rng, sharing: Sharing, len: usize) -> Vec<u64> {
+    let mut v = vec![0u64; len];
+    for x in v.iter_mut() {
+        *x = rng.next_u64();
+    }
+    if sharing == Sharing::XorBit {
+        v.iter_mut().for_each(|x| *x &= 1);
+    }
+    v
+}
+
+fn combine(sharing: Sharing, a: &[u64], b: &[u64]) -> Vec<u64> {
+    match sharing {
+        Sharing::Additive => a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect(),
+        Sharing::Xor | Sharing::XorBit => a.iter().zip(b).map(|(x, y)| x ^ y).collect(),
+    }
+}
+
+fn split_off(sharing: Sharing, value: &[u64], share0: &[u64]) -> Vec<u64> {
+    match sharing {
+        Sharing::Additive => value
+            .iter()
+            .zip(share0)
+            .map(|(v, s)| v.wrapping_sub(*s))
+            .collect(),
+        Sharing::Xor | Sharing::XorBit => value.iter().zip(share0).map(|(v, s)| v ^ s).collect(),
+    }
+}
+
+/// The dealer's state: mirrors of both parties' seed streams and the weight masks.
+struct Dealer {
+    rng0: ChaCha12Rng,
+    rng1: ChaCha12Rng,
+    masks: HashMap<u64, (usize, usize, Vec<u64>)>,
+}
+
+impl Dealer {
+    /// Party 1's corrections for one request (party 0's shares follow from its seed alone).
+    fn corrections(&mut self, corr: &Correlation) -> Vec<Vec<u64>> {
+        let shapes: HashMap<u64, (usize, usize)> = self
+            .masks
+            .iter()
+            .map(|(id, (k, n, _))| (*id, (*k, *n)))
+            .collect();
+        let comps = corr.components(&shapes);
+        let mut free = Vec::new();
+        let mut share0 = Vec::new();
+        for &(sharing, len, derived) in &comps {
+            let s0 = draw(&mut self.rng0, sharing, len);
+            if !derived {
+                let s1 = draw(&mut self.rng1, sharing, len);
+                free.push(combine(sharing, &s0, &s1));
+            }
+            share0.push(s0);
+        }
+        if let Correlation::WeightMask { id, k, n } = *corr {
+            self.masks.insert(id, (k, n, free[0].clone()));
+        }
+        let derived_values = corr.derive(&free, &self.masks);
+        comps
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.2)
+            .zip(derived_values)
+            .map(|((i, &(sharing, _, _)), value)| split_off(sharing, &value, &share0[i]))
+            .collect()
+    }
+}
+
+enum Source {
+    /// Party 0: everything from its own seed.
+    Seed,
+    /// Party 1: free components from its seed, derived ones from the dealer thread.
+    Dealer {
+        requests: Sender<Correlation>,
+        replies: Receiver<Vec<Vec<u64>>>,
+    },
+}
+
+/// One party's access to the dealer.
+pub struct DealerHandle {
+    rng: ChaCha12Rng,
+    source: Source,
+    mask_shapes: HashMap<u64, (usize, usize)>,
+    next_mask_id: u64,
+    /// Bytes of corrections received so far.
+    pub bytes_received: u64,
+}
+
+impl DealerHandle {
+    /// This party's shares of the components of `corr`, in order.
+    pub fn get(&mut self, corr: &Correlation) -> Result<Vec<Vec<u64>>> {
+        let comps = corr.components(&self.mask_shapes);
+        if let Correlation::WeightMask { id, k, n } = *corr {
+            self.mask_shapes.insert(id, (k, n));
+        }
+        if let Correlation::WeightTriple { id, .. } = *corr {
+            if !self.mask_shapes.contains_key(&id) {
+                return Err(MpcError::BadConfig(format!(
+                    "weight triple for unknown mask {id}"
+                )));
+            }
+        }
+        match &mut self.source {
+            Source::Seed => Ok(comps
+                .iter()
+                .map(|&(sharing, len, _)| draw(&mut self.rng, sharing, len))
+                .collect()),
+            Source::Dealer { requests, replies } => {
+                requests
+                    .send(corr.clone())
+                    .map_err(|_| MpcError::PeerClosed)?;
+                let mut corrections = replies
+                    .recv()
+                    .map_err(|_| MpcError::PeerClosed)?
+                    .into_iter();
+                let mut out = Vec::with_capacity(comps.len());
+                for &(sharing, len, derived) in &comps {
+                    if derived {
+                        let c = corrections.next().ok_or_else(|| {
+                            MpcError::Malformed("dealer sent too few corrections".into())
+                        })?;
+                        self.bytes_received += 8 * c.len() as u64;
+                        out.push(c);
+                    } else {
+                        out.push(draw(&mut self.rng, sharing, len));
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// A fresh id for a weight mask (both parties number them the same way).
+    pub fn new_mask_id(&mut self) -> u64 {
+        self.next_mask_id += 1;
+        self.next_mask_id
+    }
+}
+
+/// Starts a dealer thread from a master seed and returns the two parties' handles.
+pub fn start_dealer(seed: u64) -> (DealerHandle, DealerHandle) {
+    let mut master = ChaCha12Rng::seed_from_u64(seed);
+    let mut seed0 = [0u8; 32];
+    let mut seed1 = [0u8; 32];
+    master.fill_bytes(&mut seed0);
+    master.fill_bytes(&mut seed1);
+    let (req_tx, req_rx) = channel::<Correlation>();
+    let (rep_tx, rep_rx) = channel::<Vec<Vec<u64>>>();
+    let mut dealer = Dealer {
+        rng0: ChaCha12Rng::from_seed(seed0),
+        rng1: ChaCha12Rng::from_seed(seed1),
+        masks: HashMap::new(),
+    };
+    std::thread::spawn(move || {
+        for corr in req_rx {
+            if rep_tx.send(dealer.corrections(&corr)).is_err() {
+                break;
+            }
+        }
+    });
+    let handle = |seed, source| DealerHandle {
+        rng: ChaCha12Rng::from_seed(seed),
+        source,
+        mask_shapes: HashMap::new(),
+        next_mask_id: 0,
+        bytes_received: 0,
+    };
+    (
+        handle(seed0, Source::Seed),
+        handle(
+            seed1,
+            Source::Dealer {
+                requests: req_tx,
+                replies: rep_rx,
+            },
+        ),
+    )
+}
+
+/// Ring tensors from a party's component shares, with shapes.
+pub fn as_tensor(values: Vec<u64>, shape: &[usize]) -> Result<RingTensor> {
+    RingTensor::new(shape, values)
+}

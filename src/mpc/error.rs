@@ -1,0 +1,25 @@
+//! Errors of the secure engine, each naming the shape, party or value at fault.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MpcError {
+    #[error("shape mismatch in {op}: {left:?} vs {right:?}")]
+    ShapeMismatch {
+        op: &'static str,
+        left: Vec<usize>,
+        right: Vec<usize>,
+    },
+    #[error("the peer closed the channel")]
+    PeerClosed,
+    #[error("no message from the peer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("bad engine configuration: {0}")]
+    BadConfig(String),
+    #[error("value {value} is outside the fixed-point range (|x| < {limit})")]
+    OutOfRange { value: f64, limit: f64 },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("network I/O: {0}")]
+    Io(#[from] std::io::Error),
+}

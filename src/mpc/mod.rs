@@ -1,0 +1,22 @@
+//! The secure two-party engine: additive secret sharing over Z_2^64 in fixed point, a dealer of
+//! correlated randomness, a network layer that simulates LAN and WAN, and the protocol library.
+//!
+//! Layers: [`ring`] and [`fixed`] (local maths), [`dealer`] (correlated randomness only),
+//! [`net`] (moves bytes, counts rounds and time), [`party`] (one party's context),
+//! [`protocols`] (one file per protocol), [`sim`] (runs both parties as threads).
+
+pub mod dealer;
+pub mod error;
+pub mod fixed;
+pub mod net;
+pub mod party;
+pub mod protocols;
+pub mod ring;
+pub mod sim;
+
+pub use error::MpcError;
+pub use fixed::FixedPoint;
+pub use net::{Counters, LinkModel};
+pub use party::{ApproxConfig, Party, CLIENT, SERVER};
+pub use ring::RingTensor;
+pub use sim::{run_two_party, EngineConfig, TransportKind};

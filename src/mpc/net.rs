@@ -1,0 +1,436 @@
+//! The network between the two parties: a transport that moves byte buffers, wrapped in a
+//! [`Channel`] that counts rounds and bytes per protocol label and keeps a virtual clock.
+//!
+//! Virtual clock: each party's clock advances by its measured local compute (wall time between
+//! network events, minus time spent waiting or fetching dealer randomness); a message sent at clock t
+//! leaves when its direction of the link is free, occupies it for bytes / bandwidth, and arrives one
+//! one-way latency later; the receiver's clock becomes at least the arrival time. The channel never
+//! knows what a message means.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use super::error::MpcError;
+
+type Result<T> = std::result::Result<T, MpcError>;
+
+/// Latency and bandwidth of the simulated link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkModel {
+    /// Round-trip time in seconds (one way is half).
+    pub rtt: f64,
+    /// Bytes per second in each direction.
+    pub bandwidth: f64,
+}
+
+impl LinkModel {
+    /// 3 Gbps, 0.8 ms RTT.
+    pub fn lan() -> Self {
+        Self {
+            rtt: 0.8e-3,
+            bandwidth: 3e9 / 8.0,
+        }
+    }
+
+    /// 100 Mbps, 80 ms RTT.
+    pub fn wan() -> Self {
+        Self {
+            rtt: 80e-3,
+            bandwidth: 100e6 / 8.0,
+        }
+    }
+
+    /// No latency, unlimited bandwidth: pure compute.
+    pub fn ideal() -> Self {
+        Self {
+            rtt: 0.0,
+            bandwidth: f64::INFINITY,
+        }
+    }
+
+    /// `lan`, `wan`, `ideal`, or `bw=200mbps,rtt=40ms` (units: bps/kbps/mbps/gbps, us/ms/s).
+    pub fn parse(spec: &str) -> Result<Self> {
+        match spec.trim() {
+            "lan" => return Ok(Self::lan()),
+            "wan" => return Ok(Self::wan()),
+            "ideal" => return Ok(Self::ideal()),
+            _ => {}
+        }
+        let bad = |why: &str| {
+            MpcError::BadConfig(format!(
+                "--net {spec:?}: {why} (expected lan, wan or bw=200mbps,rtt=40ms)"
+            ))
+        };
+        let (mut rtt, mut bandwidth) = (None, None);
+        for part in spec.split(',') {
+            let (key, value) = part.split_once('=').ok_or_else(|| bad("missing '='"))?;
+            let value = value.trim().to_ascii_lowercase();
+            match key.trim() {
+                "bw" => {
+                    bandwidth = Some(
+                        parse_unit(
+                            &value,
+                            &[("gbps", 1e9), ("mbps", 1e6), ("kbps", 1e3), ("bps", 1.0)],
+                        )
+                        .ok_or_else(|| bad("bad bandwidth"))?
+                            / 8.0,
+                    )
+                }
+                "rtt" => {
+                    rtt = Some(
+                        parse_unit(&value, &[("us", 1e-6), ("ms", 1e-3), ("s", 1.0)])
+                            .ok_or_else(|| bad("bad rtt"))?,
+                    )
+                }
+                other => return Err(bad(&format!("unknown key {other:?}"))),
+            }
+        }
+        let link = Self {
+            rtt: rtt.ok_or_else(|| bad("missing rtt"))?,
+            bandwidth: bandwidth.ok_or_else(|| bad("missing bw"))?,
+        };
+        if !(link.rtt >= 0.0 && link.bandwidth > 0.0) {
+            return Err(bad("rtt must be >= 0 and bw > 0"));
+        }
+        Ok(link)
+    }
+
+    /// Seconds one message of `bytes` occupies one direction of the link.
+    pub fn transfer_time(&self, bytes: usize) -> f64 {
+        bytes as f64 / self.bandwidth
+    }
+}
+
+fn parse_unit(value: &str, units: &[(&str, f64)]) -> Option<f64> {
+    units.iter().find_map(|(unit, factor)| {
+        value
+            .strip_suffix(unit)
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .map(|n| n * factor)
+    })
+}
+
+/// Moves whole messages between the two parties.
+pub trait Transport: Send {
+    fn send(&mut self, msg: Vec<u8>) -> Result<()>;
+    fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>>;
+}
+
+/// Two threads in one process, joined by a pair of queues.
+pub struct SimTransport {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl Transport for SimTransport {
+    fn send(&mut self, msg: Vec<u8>) -> Result<()> {
+        self.tx.send(msg).map_err(|_| MpcError::PeerClosed)
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.rx.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => MpcError::Timeout(timeout),
+            RecvTimeoutError::Disconnected => MpcError::PeerClosed,
+        })
+    }
+}
+
+/// A TCP stream carrying length-prefixed frames.
+pub struct TcpTransport {
+    stream: TcpStream,
+}
+
+impl TcpTransport {
+    pub fn new(stream: TcpStream) -> Result<Self> {
+        stream.set_nodelay(true)?;
+        Ok(Self { stream })
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&mut self, msg: Vec<u8>) -> Result<()> {
+        let len = (msg.len() as u64).to_le_bytes();
+        self.stream
+            .write_all(&len)
+            .and_then(|_| self.stream.write_all(&msg))
+            .map_err(|_| MpcError::PeerClosed)
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let map = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                MpcError::Timeout(timeout)
+            }
+            _ => MpcError::PeerClosed,
+        };
+        let mut len = [0u8; 8];
+        self.stream.read_exact(&mut len).map_err(map)?;
+        let len = u64::from_le_bytes(len) as usize;
+        if len > 1 << 34 {
+            return Err(MpcError::Malformed(format!("frame of {len} bytes")));
+        }
+        let mut buf = vec![0u8; len];
+        self.stream.read_exact(&mut buf).map_err(map)?;
+        Ok(buf)
+    }
+}
+
+/// Counts of one protocol label (inclusive of the labels nested inside it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    /// Message flights this party waited for.
+    pub rounds: u64,
+    pub bytes_sent: u64,
+    pub bytes_recv: u64,
+    /// Virtual seconds spent inside the label.
+    pub sim_time: f64,
+    /// Measured local compute seconds inside the label.
+    pub compute_time: f64,
+    /// Bytes of dealer corrections received (offline).
+    pub dealer_bytes: u64,
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.rounds += other.rounds;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_recv += other.bytes_recv;
+        self.sim_time += other.sim_time;
+        self.compute_time += other.compute_time;
+        self.dealer_bytes += other.dealer_bytes;
+    }
+}
+
+/// One party's end of the link: transport + link model + virtual clock + counters.
+pub struct Channel {
+    transport: Box<dyn Transport>,
+    pub link: LinkModel,
+    pub timeout: Duration,
+    /// Virtual time of this party, seconds.
+    clock: f64,
+    /// When this direction of the link is free again (virtual seconds).
+    link_free_at: f64,
+    /// Start of the current stretch of local compute.
+    mark: Instant,
+    /// Labels open now, outermost first, with the clock and compute total when each opened.
+    labels: Vec<(String, f64, f64)>,
+    compute_total: f64,
+    counters: BTreeMap<String, Counters>,
+    total: Counters,
+    /// Every payload received, when recording (for the leakage tests).
+    transcript: Option<Vec<u8>>,
+}
+
+impl Channel {
+    pub fn new(transport: Box<dyn Transport>, link: LinkModel) -> Self {
+        Self {
+            transport,
+            link,
+            timeout: Duration::from_secs(60),
+            clock: 0.0,
+            link_free_at: 0.0,
+            mark: Instant::now(),
+            labels: Vec::new(),
+            compute_total: 0.0,
+            counters: BTreeMap::new(),
+            total: Counters::default(),
+            transcript: None,
+        }
+    }
+
+    /// Charges the compute since the last mark to the clock.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let spent = now.duration_since(self.mark).as_secs_f64();
+        self.clock += spent;
+        self.compute_total += spent;
+        self.mark = now;
+    }
+
+    /// Restarts the compute stretch without charging the time since the mark (waiting, dealer).
+    pub fn skip_time(&mut self) {
+        self.mark = Instant::now();
+    }
+
+    /// The virtual clock now, seconds.
+    pub fn clock(&mut self) -> f64 {
+        self.tick();
+        self.clock
+    }
+
+    fn record(&mut self, f: impl Fn(&mut Counters)) {
+        f(&mut self.total);
+        let mut path = String::new();
+        for (label, _, _) in &self.labels {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(label);
+            f(self.counters.entry(path.clone()).or_default());
+        }
+    }
+
+    pub fn record_dealer_bytes(&mut self, bytes: usize) {
+        self.record(|c| c.dealer_bytes += bytes as u64);
+    }
+
+    pub fn push_label(&mut self, label: &str) {
+        self.tick();
+        self.labels
+            .push((label.to_string(), self.clock, self.compute_total));
+    }
+
+    pub fn pop_label(&mut self) {
+        self.tick();
+        let path: Vec<String> = self.labels.iter().map(|(l, _, _)| l.clone()).collect();
+        if let Some((_, start, compute_start)) = self.labels.pop() {
+            let (sim, compute) = (self.clock - start, self.compute_total - compute_start);
+            let key = path.join("/");
+            let c = self.counters.entry(key).or_default();
+            c.sim_time += sim;
+            c.compute_time += compute;
+        }
+    }
+
+    /// Sends one message; it arrives at the peer after queueing, transfer and one-way latency.
+    pub fn send_bytes(&mut self, payload: &[u8]) -> Result<()> {
+        self.tick();
+        let depart = self.clock.max(self.link_free_at);
+        let transfer = self.link.transfer_time(payload.len());
+        self.link_free_at = depart + transfer;
+        let arrival = depart + transfer + self.link.rtt / 2.0;
+        let mut msg = Vec::with_capacity(payload.len() + 8);
+        msg.extend_from_slice(&arrival.to_le_bytes());
+        msg.extend_from_slice(payload);
+        self.transport.send(msg)?;
+        let n = payload.len() as u64;
+        self.record(|c| c.bytes_sent += n);
+        Ok(())
+    }
+
+    /// Waits for one message; the clock moves to its arrival time if that is later.
+    pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
+        self.tick();
+        let msg = self.transport.recv(self.timeout)?;
+        self.skip_time();
+        if msg.len() < 8 {
+            return Err(MpcError::Malformed(format!(
+                "message of {} bytes has no header",
+                msg.len()
+            )));
+        }
+        let arrival = f64::from_le_bytes(msg[..8].try_into().expect("8 bytes"));
+        self.clock = self.clock.max(arrival);
+        let n = (msg.len() - 8) as u64;
+        if let Some(t) = self.transcript.as_mut() {
+            t.extend_from_slice(&msg[8..]);
+        }
+        self.record(|c| {
+            c.bytes_recv += n;
+            c.rounds += 1;
+        });
+        Ok(msg[8..].to_vec())
+    }
+
+    /// Starts keeping every received payload.
+    pub fn record_transcript(&mut self) {
+        self.transcript = Some(Vec::new());
+    }
+
+    /// The payloads received since recording started.
+    pub fn take_transcript(&mut self) -> Vec<u8> {
+        self.transcript.take().unwrap_or_default()
+    }
+
+    pub fn send_u64s(&mut self, values: &[u64]) -> Result<()> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.send_bytes(&bytes)
+    }
+
+    pub fn recv_u64s(&mut self, expected: usize) -> Result<Vec<u64>> {
+        let bytes = self.recv_bytes()?;
+        if bytes.len() != expected * 8 {
+            return Err(MpcError::Malformed(format!(
+                "expected {} values, got {} bytes",
+                expected,
+                bytes.len()
+            )));
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+
+    /// Both parties send, then both receive: one round.
+    pub fn exchange_u64s(&mut self, values: &[u64]) -> Result<Vec<u64>> {
+        self.send_u64s(values)?;
+        self.recv_u64s(values.len())
+    }
+
+    /// Totals since the channel was made.
+    pub fn total(&mut self) -> Counters {
+        self.tick();
+        let mut t = self.total;
+        t.sim_time = self.clock;
+        t.compute_time = self.compute_total;
+        t
+    }
+
+    /// Inclusive counters per label path (`softmax`, `softmax/max`, ...).
+    pub fn counters(&self) -> &BTreeMap<String, Counters> {
+        &self.counters
+    }
+
+    /// Sum of the counters of every path whose last label is `label`.
+    pub fn counters_of(&self, label: &str) -> Counters {
+        let mut sum = Counters::default();
+        for (path, c) in &self.counters {
+            if path.rsplit('/').next() == Some(label) && !self.nested_in_same(path, label) {
+                sum.add(c);
+            }
+        }
+        sum
+    }
+
+    /// True when `path` has `label` also higher up (so that recursion is not counted twice).
+    fn nested_in_same(&self, path: &str, label: &str) -> bool {
+        path.split('/').rev().skip(1).any(|l| l == label)
+    }
+
+    pub fn reset_counters(&mut self) {
+        self.counters.clear();
+        self.total = Counters::default();
+        self.tick();
+        self.clock = 0.0;
+        self.link_free_at = 0.0;
+        self.compute_total = 0.0;
+    }
+}
+
+/// Two channels joined in memory, for two threads of one process.
+pub fn sim_pair(link: LinkModel) -> (Channel, Channel) {
+    let (tx0, rx1) = channel();
+    let (tx1, rx0) = channel();
+    (
+        Channel::new(Box::new(SimTransport { tx: tx0, rx: rx0 }), link),
+        Channel::new(Box::new(SimTransport { tx: tx1, rx: rx1 }), link),
+    )
+}
+
+/// Two channels joined by a real TCP connection on loopback.
+pub fn tcp_pair(link: LinkModel) -> Result<(Channel, Channel)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let client = std::thread::spawn(move || TcpStream::connect(addr));
+    let (server, _) = listener.accept()?;
+    let client = client.join().map_err(|_| MpcError::PeerClosed)??;
+    Ok((
+        Channel::new(Box::new(TcpTransport::new(client)?), link),
+        Channel::new(Box::new(TcpTransport::new(server)?), link),
+    ))
+}

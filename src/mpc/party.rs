@@ -1,0 +1,226 @@
+//! One party of the two-party computation: its id, its end of the channel, its dealer handle,
+//! the fixed-point encoding and the approximation settings. Protocols take `&mut Party` and touch
+//! the network only through [`Party::open_many`], [`Party::open_xor_many`] and input sharing.
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+
+use super::dealer::{Correlation, DealerHandle};
+use super::error::MpcError;
+use super::fixed::FixedPoint;
+use super::net::Channel;
+use super::ring::RingTensor;
+
+pub type Result<T> = std::result::Result<T, MpcError>;
+
+/// Party 0 is the client (prompt owner), party 1 the server (model owner).
+pub const CLIENT: usize = 0;
+pub const SERVER: usize = 1;
+
+/// Knobs of the non-linear approximations; every field is documented where it is used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApproxConfig {
+    /// exp(x) = (1 + x / 2^n)^(2^n): n squarings; valid for x in [-2^n, 0].
+    pub exp_iters: u32,
+    /// Newton iterations of the reciprocal after normalisation to [1/2, 1).
+    pub recip_nr_iters: u32,
+    /// Newton iterations of the inverse square root after normalisation to [1/4, 1).
+    pub rsqrt_nr_iters: u32,
+    /// Elements compared at once in each level of the max tournament (2 = binary tree).
+    pub max_arity: usize,
+    /// Largest variance LayerNorm must handle (sets the range of its inverse square root).
+    pub max_variance: f64,
+}
+
+impl Default for ApproxConfig {
+    fn default() -> Self {
+        Self {
+            exp_iters: 8,
+            recip_nr_iters: 3,
+            rsqrt_nr_iters: 3,
+            max_arity: 4,
+            max_variance: 1e5,
+        }
+    }
+}
+
+pub struct Party {
+    pub id: usize,
+    pub net: Channel,
+    pub dealer: DealerHandle,
+    pub fp: FixedPoint,
+    pub approx: ApproxConfig,
+    /// This party's own private randomness (input sharing).
+    rng: ChaCha12Rng,
+}
+
+impl Party {
+    pub fn new(
+        id: usize,
+        net: Channel,
+        dealer: DealerHandle,
+        fp: FixedPoint,
+        approx: ApproxConfig,
+        private_seed: u64,
+    ) -> Self {
+        Self {
+            id,
+            net,
+            dealer,
+            fp,
+            approx,
+            rng: ChaCha12Rng::seed_from_u64(private_seed),
+        }
+    }
+
+    pub fn is_client(&self) -> bool {
+        self.id == CLIENT
+    }
+
+    /// Runs `f` with its traffic and time counted under `label` (nested labels form a path).
+    pub fn labelled<T>(
+        &mut self,
+        label: &str,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        self.net.push_label(label);
+        let out = f(self);
+        self.net.pop_label();
+        out
+    }
+
+    /// This party's shares of a correlation, as tensors of the given shapes. Dealer time is offline.
+    pub fn deal(&mut self, corr: &Correlation, shapes: &[&[usize]]) -> Result<Vec<RingTensor>> {
+        self.net.clock();
+        let before = self.dealer.bytes_received;
+        let parts = self.dealer.get(corr)?;
+        self.net
+            .record_dealer_bytes((self.dealer.bytes_received - before) as usize);
+        self.net.skip_time();
+        parts
+            .into_iter()
+            .zip(shapes)
+            .map(|(values, shape)| RingTensor::new(shape, values))
+            .collect()
+    }
+
+    /// Opens additive shares to both parties in one round.
+    pub fn open_many(&mut self, shares: &[&RingTensor]) -> Result<Vec<RingTensor>> {
+        let flat: Vec<u64> = shares
+            .iter()
+            .flat_map(|s| s.data().iter().copied())
+            .collect();
+        let theirs = self.net.exchange_u64s(&flat)?;
+        let sum: Vec<u64> = flat
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| a.wrapping_add(*b))
+            .collect();
+        split_like(sum, shares)
+    }
+
+    /// Opens xor shares to both parties in one round.
+    pub fn open_xor_many(&mut self, shares: &[&RingTensor]) -> Result<Vec<RingTensor>> {
+        let flat: Vec<u64> = shares
+            .iter()
+            .flat_map(|s| s.data().iter().copied())
+            .collect();
+        let theirs = self.net.exchange_u64s(&flat)?;
+        let x: Vec<u64> = flat.iter().zip(&theirs).map(|(a, b)| a ^ b).collect();
+        split_like(x, shares)
+    }
+
+    pub fn open(&mut self, share: &RingTensor) -> Result<RingTensor> {
+        Ok(self.open_many(&[share])?.remove(0))
+    }
+
+    /// Reveals a shared value to `to` only (one message one way); the other party gets `None`.
+    pub fn reveal_to(&mut self, to: usize, share: &RingTensor) -> Result<Option<RingTensor>> {
+        if self.id == to {
+            let theirs = self.net.recv_u64s(share.len())?;
+            let sum = share
+                .data()
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| a.wrapping_add(*b))
+                .collect();
+            Ok(Some(RingTensor::new(share.shape(), sum)?))
+        } else {
+            self.net.send_u64s(share.data())?;
+            Ok(None)
+        }
+    }
+
+    /// Secret-shares a private input of `owner`: the owner sends a uniform share and keeps the rest.
+    /// The other party passes `None` and the shape.
+    pub fn share_input(
+        &mut self,
+        owner: usize,
+        value: Option<&RingTensor>,
+        shape: &[usize],
+    ) -> Result<RingTensor> {
+        if self.id == owner {
+            let value =
+                value.ok_or_else(|| MpcError::BadConfig("the owner must pass its input".into()))?;
+            if value.shape() != shape {
+                return Err(MpcError::ShapeMismatch {
+                    op: "share_input",
+                    left: value.shape().to_vec(),
+                    right: shape.to_vec(),
+                });
+            }
+            let theirs: Vec<u64> = (0..value.len()).map(|_| self.rng.next_u64()).collect();
+            self.net.send_u64s(&theirs)?;
+            let mine = value
+                .data()
+                .iter()
+                .zip(&theirs)
+                .map(|(v, t)| v.wrapping_sub(*t))
+                .collect();
+            RingTensor::new(shape, mine)
+        } else {
+            let n = shape.iter().product();
+            RingTensor::new(shape, self.net.recv_u64s(n)?)
+        }
+    }
+
+    /// A public constant as a share: the client holds it, the server holds zero.
+    pub fn public(&self, value: &RingTensor) -> RingTensor {
+        if self.is_client() {
+            value.clone()
+        } else {
+            RingTensor::zeros(value.shape())
+        }
+    }
+
+    /// Adds a public constant (same value in every element) to a share.
+    pub fn add_constant(&self, x: &RingTensor, c: u64) -> RingTensor {
+        if self.is_client() {
+            x.map(|v| v.wrapping_add(c))
+        } else {
+            x.clone()
+        }
+    }
+
+    /// Adds a public tensor to a share.
+    pub fn add_public(&self, x: &RingTensor, c: &RingTensor) -> Result<RingTensor> {
+        if self.is_client() {
+            x.add(c)
+        } else {
+            Ok(x.clone())
+        }
+    }
+}
+
+fn split_like(flat: Vec<u64>, like: &[&RingTensor]) -> Result<Vec<RingTensor>> {
+    let mut out = Vec::with_capacity(like.len());
+    let mut offset = 0;
+    for t in like {
+        out.push(RingTensor::new(
+            t.shape(),
+            flat[offset..offset + t.len()].to_vec(),
+        )?);
+        offset += t.len();
+    }
+    Ok(out)
+}

@@ -1,0 +1,179 @@
+//! Beaver multiplication: elementwise and matrix products of two shared values, one round.
+//!
+//! With a triple (a, b, c = a*b) from the dealer: open eps = x - a and delta = y - b (one message each
+//! way, batched for every product of the call), then z = c + eps*b + a*delta + eps*delta, the last term
+//! added by the client alone. Results carry the sum of the operands' fractional bits: fixed-point
+//! callers truncate afterwards ([`super::fixed_mul_many`]).
+//!
+//! Cost: 1 round; each way 8 bytes per element of x and y (elementwise), 8 (m k + k n) per matmul,
+//! or 8 m k against a prepared weight whose mask was opened once.
+
+use crate::mpc::dealer::Correlation;
+use crate::mpc::error::MpcError;
+use crate::mpc::party::{Party, Result};
+use crate::mpc::ring::RingTensor;
+
+/// Elementwise products of several pairs in one round (no truncation).
+pub fn mul_many(p: &mut Party, pairs: &[(&RingTensor, &RingTensor)]) -> Result<Vec<RingTensor>> {
+    if pairs.is_empty() {
+        return Ok(vec![]);
+    }
+    for (x, y) in pairs {
+        if x.shape() != y.shape() {
+            return Err(MpcError::ShapeMismatch {
+                op: "mul",
+                left: x.shape().to_vec(),
+                right: y.shape().to_vec(),
+            });
+        }
+    }
+    let len: usize = pairs.iter().map(|(x, _)| x.len()).sum();
+    let triple = p.deal(&Correlation::MulTriple { len }, &[&[len], &[len], &[len]])?;
+    let (a, b, c) = (triple[0].data(), triple[1].data(), triple[2].data());
+    let mut masked = Vec::with_capacity(2 * pairs.len());
+    let mut offset = 0;
+    for (x, y) in pairs {
+        let n = x.len();
+        let sub = |t: &RingTensor, mask: &[u64]| {
+            t.data()
+                .iter()
+                .zip(&mask[offset..offset + n])
+                .map(|(v, m)| v.wrapping_sub(*m))
+                .collect::<Vec<_>>()
+        };
+        masked.push(RingTensor::new(x.shape(), sub(x, a))?);
+        masked.push(RingTensor::new(y.shape(), sub(y, b))?);
+        offset += n;
+    }
+    let opened = p.open_many(&masked.iter().collect::<Vec<_>>())?;
+    let client = p.is_client();
+    let mut out = Vec::with_capacity(pairs.len());
+    let mut offset = 0;
+    for (i, (x, _)) in pairs.iter().enumerate() {
+        let (eps, delta) = (opened[2 * i].data(), opened[2 * i + 1].data());
+        let data = (0..x.len())
+            .map(|j| {
+                let k = offset + j;
+                let z = c[k]
+                    .wrapping_add(eps[j].wrapping_mul(b[k]))
+                    .wrapping_add(a[k].wrapping_mul(delta[j]));
+                if client {
+                    z.wrapping_add(eps[j].wrapping_mul(delta[j]))
+                } else {
+                    z
+                }
+            })
+            .collect();
+        out.push(RingTensor::new(x.shape(), data)?);
+        offset += x.len();
+    }
+    Ok(out)
+}
+
+pub fn mul(p: &mut Party, x: &RingTensor, y: &RingTensor) -> Result<RingTensor> {
+    Ok(mul_many(p, &[(x, y)])?.remove(0))
+}
+
+fn matmul_dims(x: &RingTensor, y: &RingTensor) -> Result<(usize, usize, usize, usize)> {
+    let (sx, sy) = (x.shape(), y.shape());
+    let mismatch = || MpcError::ShapeMismatch {
+        op: "matmul",
+        left: sx.to_vec(),
+        right: sy.to_vec(),
+    };
+    if sx.len() < 2
+        || sx.len() != sy.len()
+        || sx[..sx.len() - 2] != sy[..sy.len() - 2]
+        || sx[sx.len() - 1] != sy[sy.len() - 2]
+    {
+        return Err(mismatch());
+    }
+    let batch = sx[..sx.len() - 2].iter().product();
+    Ok((batch, sx[sx.len() - 2], sx[sx.len() - 1], sy[sy.len() - 1]))
+}
+
+/// Batched matrix product of two shared tensors [.., m, k] x [.., k, n] in one round (no truncation).
+pub fn matmul(p: &mut Party, x: &RingTensor, y: &RingTensor) -> Result<RingTensor> {
+    let (batch, m, k, n) = matmul_dims(x, y)?;
+    let triple = p.deal(
+        &Correlation::MatmulTriple { batch, m, k, n },
+        &[x.shape(), y.shape(), &out_shape(x, n)],
+    )?;
+    let (a, b, c) = (&triple[0], &triple[1], &triple[2]);
+    let opened = p.open_many(&[&x.sub(a)?, &y.sub(b)?])?;
+    let (eps, delta) = (&opened[0], &opened[1]);
+    let mut z = c.add(&eps.matmul(b)?)?.add(&a.matmul(delta)?)?;
+    if p.is_client() {
+        z.add_assign(&eps.matmul(delta)?)?;
+    }
+    Ok(z)
+}
+
+fn out_shape(x: &RingTensor, n: usize) -> Vec<usize> {
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("matmul operand has dimensions") = n;
+    shape
+}
+
+/// A shared weight [k, n] whose dealer mask B was opened once as F = W - B.
+pub struct PreparedWeight {
+    mask_id: u64,
+    /// W - B, public to both parties.
+    masked: RingTensor,
+    /// This party's share of B.
+    mask: RingTensor,
+}
+
+impl PreparedWeight {
+    pub fn shape(&self) -> &[usize] {
+        self.masked.shape()
+    }
+}
+
+/// Opens W - B once (8 k n bytes each way, one round), so later products send only the activations.
+pub fn prepare_weight(p: &mut Party, w: &RingTensor) -> Result<PreparedWeight> {
+    let [k, n] = w.shape() else {
+        return Err(MpcError::ShapeMismatch {
+            op: "prepare_weight",
+            left: w.shape().to_vec(),
+            right: vec![],
+        });
+    };
+    let (k, n) = (*k, *n);
+    let mask_id = p.dealer.new_mask_id();
+    let mask = p
+        .deal(&Correlation::WeightMask { id: mask_id, k, n }, &[&[k, n]])?
+        .remove(0);
+    let masked = p.open(&w.sub(&mask)?)?;
+    Ok(PreparedWeight {
+        mask_id,
+        masked,
+        mask,
+    })
+}
+
+/// X [.., m, k] times a prepared weight [k, n]: opens only X - A (one round).
+/// X W = (E + A)(F + B) = E F + E B + A F + C, with E = X - A public and C = A B from the dealer.
+pub fn matmul_weight(p: &mut Party, x: &RingTensor, w: &PreparedWeight) -> Result<RingTensor> {
+    let (k, n) = (w.masked.shape()[0], w.masked.shape()[1]);
+    if x.last_dim() != k {
+        return Err(MpcError::ShapeMismatch {
+            op: "matmul_weight",
+            left: x.shape().to_vec(),
+            right: w.masked.shape().to_vec(),
+        });
+    }
+    let m = x.len() / k.max(1);
+    let rows = x.clone().reshape(&[m, k])?;
+    let parts = p.deal(
+        &Correlation::WeightTriple { id: w.mask_id, m },
+        &[&[m, k], &[m, n]],
+    )?;
+    let (a, c) = (&parts[0], &parts[1]);
+    let eps = p.open(&rows.sub(a)?)?;
+    let mut z = c.add(&eps.matmul(&w.mask)?)?.add(&a.matmul(&w.masked)?)?;
+    if p.is_client() {
+        z.add_assign(&eps.matmul(&w.masked)?)?;
+    }
+    z.reshape(&out_shape(x, n))
+}

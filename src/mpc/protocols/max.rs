@@ -1,0 +1,127 @@
+//! Maximum and argmax along the last dimension by a k-ary tournament.
+//!
+//! Each level splits a row into groups of k, compares every pair of a group at once (one batched
+//! comparison), turns the pairwise bits into a one-hot winner per group (a product of k-1 bits: a
+//! tree of ceil(log2(k-1)) integer rounds), and keeps sum(winner * value) and sum(winner * index)
+//! (one round). Ties go to the lower index. Cost per level: 8 + ceil(log2(k-1)) + 1 rounds; levels:
+//! ceil(log_k n). k = 4 gives 11 rounds per level (1024 elements: 5 levels, 55 rounds) against
+//! 9 per level for a binary tree (10 levels, 90 rounds); k = 2 sends a third of the bytes.
+
+use super::{compare::ltz_many, mul_many};
+use crate::mpc::party::{Party, Result};
+use crate::mpc::ring::RingTensor;
+
+/// Padding that loses against every value (fixed-point values stay below 2^45 in magnitude).
+const LOSER: u64 = (-(1i64 << 50)) as u64;
+
+/// (max, argmax) over the last dimension: shapes [.., 1]; the argmax is an integer share.
+pub fn max_last(p: &mut Party, x: &RingTensor) -> Result<(RingTensor, RingTensor)> {
+    p.labelled("max", |p| {
+        let n = x.last_dim();
+        let rows = x.len() / n.max(1);
+        let client = p.is_client();
+        let mut vals = x.data().to_vec();
+        let mut idx: Vec<u64> = (0..rows)
+            .flat_map(|_| (0..n as u64).map(move |j| if client { j } else { 0 }))
+            .collect();
+        let mut width = n;
+        while width > 1 {
+            let k = p.approx.max_arity.clamp(2, width);
+            let groups = width.div_ceil(k);
+            // Pad every row to groups * k with losers (only the client holds the padding value).
+            let padded = groups * k;
+            let pad = |v: &[u64], fill: u64| -> Vec<u64> {
+                v.chunks(width)
+                    .flat_map(|row| {
+                        row.iter()
+                            .copied()
+                            .chain(std::iter::repeat_n(fill, padded - width))
+                    })
+                    .collect()
+            };
+            let (v, ix) = (pad(&vals, if client { LOSER } else { 0 }), pad(&idx, 0));
+            // Pairwise differences v_i - v_j (i < j) of every group.
+            let pairs: Vec<(usize, usize)> = (0..k)
+                .flat_map(|i| ((i + 1)..k).map(move |j| (i, j)))
+                .collect();
+            let mut diffs = Vec::with_capacity(rows * groups * pairs.len());
+            for g in 0..rows * groups {
+                let base = g * k;
+                diffs.extend(
+                    pairs
+                        .iter()
+                        .map(|&(i, j)| v[base + i].wrapping_sub(v[base + j])),
+                );
+            }
+            let diffs = RingTensor::new(&[diffs.len()], diffs)?;
+            let less = ltz_many(p, &[&diffs])?.remove(0); // [v_i < v_j]
+                                                          // Factors of the winner indicator of element i: [v_j < v_i] ... as integer bits:
+                                                          // for j < i: less(j, i); for j > i: 1 - less(i, j).
+            let np = pairs.len();
+            let pair_pos = |i: usize, j: usize| {
+                pairs
+                    .iter()
+                    .position(|&pq| pq == (i, j))
+                    .expect("pair listed")
+            };
+            let mut factors: Vec<Vec<u64>> = vec![Vec::with_capacity(rows * groups * k); k - 1];
+            for g in 0..rows * groups {
+                let l = &less.data()[g * np..(g + 1) * np];
+                for i in 0..k {
+                    for (slot, j) in (0..k).filter(|&j| j != i).enumerate() {
+                        let f = if j < i {
+                            l[pair_pos(j, i)]
+                        } else {
+                            one_minus(l[pair_pos(i, j)], client)
+                        };
+                        factors[slot].push(f);
+                    }
+                }
+            }
+            let mut factors: Vec<RingTensor> = factors
+                .into_iter()
+                .map(|f| RingTensor::new(&[f.len()], f))
+                .collect::<Result<_>>()?;
+            while factors.len() > 1 {
+                let odd = if factors.len() % 2 == 1 {
+                    factors.pop()
+                } else {
+                    None
+                };
+                let pairs: Vec<(&RingTensor, &RingTensor)> =
+                    factors.chunks(2).map(|c| (&c[0], &c[1])).collect();
+                factors = mul_many(p, &pairs)?;
+                factors.extend(odd);
+            }
+            let winner = factors.remove(0);
+            let (v, ix) = (
+                RingTensor::new(&[v.len()], v)?,
+                RingTensor::new(&[ix.len()], ix)?,
+            );
+            let chosen = mul_many(p, &[(&winner, &v), (&winner, &ix)])?;
+            let sum_groups = |t: &RingTensor| -> Vec<u64> {
+                t.data()
+                    .chunks(k)
+                    .map(|c| c.iter().fold(0u64, |s, &x| s.wrapping_add(x)))
+                    .collect()
+            };
+            vals = sum_groups(&chosen[0]);
+            idx = sum_groups(&chosen[1]);
+            width = groups;
+        }
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("max needs a dimension") = 1;
+        Ok((
+            RingTensor::new(&shape, vals)?,
+            RingTensor::new(&shape, idx)?,
+        ))
+    })
+}
+
+fn one_minus(bit_share: u64, client: bool) -> u64 {
+    if client {
+        1u64.wrapping_sub(bit_share)
+    } else {
+        bit_share.wrapping_neg()
+    }
+}

@@ -1,0 +1,71 @@
+//! The protocol library: small functions over this party's shares and the channel.
+//! Each file's doc gives the steps and the cost in rounds and bytes.
+
+pub mod beaver;
+pub mod compare;
+pub mod exp;
+pub mod gelu;
+pub mod layernorm;
+pub mod max;
+pub mod reciprocal;
+pub mod select;
+pub mod softmax;
+pub mod trunc;
+
+use crate::mpc::party::{Party, Result};
+use crate::mpc::ring::RingTensor;
+
+pub use beaver::{matmul, matmul_weight, mul, mul_many, prepare_weight, PreparedWeight};
+pub use compare::{ltz, ltz_many};
+pub use trunc::{truncate, truncate_many};
+
+/// Fixed-point products of several pairs: one Beaver round, then one truncation round.
+pub fn fixed_mul_many(
+    p: &mut Party,
+    pairs: &[(&RingTensor, &RingTensor)],
+) -> Result<Vec<RingTensor>> {
+    let products = mul_many(p, pairs)?;
+    let f = p.fp.frac_bits;
+    truncate_many(p, &products.iter().collect::<Vec<_>>(), f)
+}
+
+pub fn fixed_mul(p: &mut Party, x: &RingTensor, y: &RingTensor) -> Result<RingTensor> {
+    Ok(fixed_mul_many(p, &[(x, y)])?.remove(0))
+}
+
+/// One product, then truncation by `shift` bits (2 rounds).
+pub fn mul_trunc(p: &mut Party, x: &RingTensor, y: &RingTensor, shift: u32) -> Result<RingTensor> {
+    let z = mul(p, x, y)?;
+    truncate(p, &z, shift)
+}
+
+/// Fixed-point matrix product of two shared tensors (2 rounds).
+pub fn fixed_matmul(p: &mut Party, x: &RingTensor, y: &RingTensor) -> Result<RingTensor> {
+    let z = matmul(p, x, y)?;
+    let f = p.fp.frac_bits;
+    truncate(p, &z, f)
+}
+
+/// Fixed-point product with a prepared weight (2 rounds).
+pub fn fixed_matmul_weight(
+    p: &mut Party,
+    x: &RingTensor,
+    w: &PreparedWeight,
+) -> Result<RingTensor> {
+    let z = matmul_weight(p, x, w)?;
+    let f = p.fp.frac_bits;
+    truncate(p, &z, f)
+}
+
+/// Multiplies by a public real with `extra` more bits of precision than the encoding, then
+/// truncates (1 round): the constant c becomes round(c * 2^(f + extra)).
+pub fn mul_public(p: &mut Party, x: &RingTensor, c: f64, extra: u32) -> Result<RingTensor> {
+    let shift = p.fp.frac_bits + extra;
+    let k = (c * 2f64.powi(shift as i32)).round() as i64 as u64;
+    truncate(p, &x.scale(k), shift)
+}
+
+/// Encodes a public real in every element of `shape` (the client's share; the server's is zero).
+pub fn public_fill(p: &Party, shape: &[usize], value: f64) -> RingTensor {
+    p.public(&RingTensor::filled(shape, p.fp.constant(value)))
+}

@@ -1,0 +1,69 @@
+//! Runs the two parties as two threads of this process, over simulated or loopback-TCP links.
+
+use super::dealer::start_dealer;
+use super::error::MpcError;
+use super::fixed::FixedPoint;
+use super::net::{sim_pair, tcp_pair, Channel, LinkModel};
+use super::party::{ApproxConfig, Party, Result};
+
+/// Which transport carries the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// In-memory queues with the virtual clock.
+    Sim,
+    /// Real TCP sockets on 127.0.0.1 (same bytes, same virtual clock).
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub fp: FixedPoint,
+    pub approx: ApproxConfig,
+    pub link: LinkModel,
+    pub transport: TransportKind,
+    /// Master seed of the dealer and of the parties' private randomness (simulation only).
+    pub seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            fp: FixedPoint::default(),
+            approx: ApproxConfig::default(),
+            link: LinkModel::lan(),
+            transport: TransportKind::Sim,
+            seed: 0,
+        }
+    }
+}
+
+/// Runs `f` once as each party on its own thread and returns (client's result, server's result).
+pub fn run_two_party<T, F>(cfg: &EngineConfig, f: F) -> Result<(T, T)>
+where
+    T: Send + 'static,
+    F: Fn(&mut Party) -> Result<T> + Send + Sync + 'static,
+{
+    let (c0, c1): (Channel, Channel) = match cfg.transport {
+        TransportKind::Sim => sim_pair(cfg.link),
+        TransportKind::Tcp => tcp_pair(cfg.link)?,
+    };
+    let (d0, d1) = start_dealer(cfg.seed);
+    let f = std::sync::Arc::new(f);
+    let spawn = |id: usize, net: Channel, dealer| {
+        let f = f.clone();
+        let (fp, approx, seed) = (cfg.fp, cfg.approx.clone(), cfg.seed);
+        std::thread::spawn(move || {
+            let mut party = Party::new(id, net, dealer, fp, approx, seed ^ (0xC0FFEE + id as u64));
+            f(&mut party)
+        })
+    };
+    let h0 = spawn(0, c0, d0);
+    let h1 = spawn(1, c1, d1);
+    let r0 = h0
+        .join()
+        .map_err(|_| MpcError::Malformed("party 0 panicked".into()))?;
+    let r1 = h1
+        .join()
+        .map_err(|_| MpcError::Malformed("party 1 panicked".into()))?;
+    Ok((r0?, r1?))
+}

@@ -1,0 +1,460 @@
+//! Every protocol on secret shares, opened and compared with f64 plaintext over realistic GPT-2
+//! ranges; rounds must not depend on the number of rows.
+
+mod mpc_common;
+
+use mpc_common::{assert_close, decode_at, encode, run, uniform};
+use post::mpc::protocols::{
+    self, exp::exp, gelu::gelu, layernorm::layernorm, max::max_last, reciprocal, select,
+    softmax::softmax,
+};
+use post::mpc::{EngineConfig, FixedPoint, LinkModel, RingTensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+
+fn cfg() -> EngineConfig {
+    EngineConfig {
+        link: LinkModel::ideal(),
+        ..EngineConfig::default()
+    }
+}
+
+fn fp() -> FixedPoint {
+    FixedPoint::default()
+}
+
+fn ulp() -> f64 {
+    1.0 / fp().scale()
+}
+
+fn gelu_ref(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+}
+
+#[test]
+fn fixed_mul_and_matmul_match_f64() {
+    let mut rng = ChaCha12Rng::seed_from_u64(1);
+    let (x, y) = (
+        uniform(&mut rng, 3000, -300.0, 300.0),
+        uniform(&mut rng, 3000, -50.0, 50.0),
+    );
+    let out = run(
+        &cfg(),
+        vec![encode(fp(), &[3000], &x), encode(fp(), &[3000], &y)],
+        |p, s| Ok(vec![protocols::fixed_mul(p, &s[0], &s[1])?]),
+    );
+    let want: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a * b).collect();
+    // Inputs carry half an ulp of rounding each: |x| dy + |y| dx <= 350 * 2^-17, plus one ulp of truncation.
+    assert_close(
+        "fixed_mul",
+        &decode_at(&out.outputs[0], 16),
+        &want,
+        350.0 * ulp() / 2.0 + 2.0 * ulp(),
+        1e-9,
+    );
+    assert_eq!(out.client.rounds, 2, "Beaver round + truncation round");
+
+    let (m, k, n) = (8, 96, 40);
+    let a = uniform(&mut rng, m * k, -3.0, 3.0);
+    let b = uniform(&mut rng, k * n, -0.2, 0.2);
+    let out = run(
+        &cfg(),
+        vec![encode(fp(), &[m, k], &a), encode(fp(), &[k, n], &b)],
+        |p, s| Ok(vec![protocols::fixed_matmul(p, &s[0], &s[1])?]),
+    );
+    let mut want = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();
+        }
+    }
+    // k products each off by (|a| + |b|) half-ulps of input rounding, plus one ulp of truncation.
+    assert_close(
+        "fixed_matmul",
+        &decode_at(&out.outputs[0], 16),
+        &want,
+        k as f64 * 3.2 * ulp() / 2.0 + 2.0 * ulp(),
+        1e-9,
+    );
+    assert_eq!(out.client.rounds, 2);
+    assert_eq!(
+        out.client.bytes_sent,
+        8 * (m * k + k * n + m * n) as u64,
+        "eps, delta, then the truncation mask"
+    );
+}
+
+#[test]
+fn prepared_weight_products_open_only_the_activations() {
+    let mut rng = ChaCha12Rng::seed_from_u64(2);
+    let (m, k, n) = (5, 64, 48);
+    let a = uniform(&mut rng, m * k, -4.0, 4.0);
+    let w = uniform(&mut rng, k * n, -0.3, 0.3);
+    let out = run(
+        &cfg(),
+        vec![encode(fp(), &[m, k], &a), encode(fp(), &[k, n], &w)],
+        move |p, s| {
+            let prepared = protocols::prepare_weight(p, &s[1])?;
+            let before = p.net.total().bytes_sent;
+            let first = protocols::fixed_matmul_weight(p, &s[0], &prepared)?;
+            let per_call = p.net.total().bytes_sent - before;
+            // Second use of the same weight: the mask is not opened again.
+            let second = protocols::fixed_matmul_weight(p, &s[0], &prepared)?;
+            let per_call_again = p.net.total().bytes_sent - before - per_call;
+            assert_eq!(
+                per_call,
+                8 * (m * k + m * n) as u64,
+                "activations and truncation only"
+            );
+            assert_eq!(per_call_again, per_call);
+            Ok(vec![first, second])
+        },
+    );
+    let mut want = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k).map(|t| a[i * k + t] * w[t * n + j]).sum();
+        }
+    }
+    for o in &out.outputs {
+        assert_close(
+            "matmul_weight",
+            &decode_at(o, 16),
+            &want,
+            k as f64 * 4.3 * ulp() / 2.0 + 2.0 * ulp(),
+            1e-9,
+        );
+    }
+}
+
+#[test]
+fn truncation_never_wraps_over_a_million_large_products() {
+    // Products of GPT-2-sized activations (|x y| up to 3e6, i.e. 2^53.5 at 32 fractional bits):
+    // local SecureML truncation would fail about 2^-10 of the time here; ours may only be one ulp high.
+    let mut rng = ChaCha12Rng::seed_from_u64(3);
+    let n = 1 << 20;
+    let x = uniform(&mut rng, n, -3.0e6, 3.0e6);
+    let at_2f: Vec<u64> = x
+        .iter()
+        .map(|v| (v * 2f64.powi(32)).round() as i64 as u64)
+        .collect();
+    let out = run(
+        &cfg(),
+        vec![RingTensor::new(&[n], at_2f.clone()).unwrap()],
+        |p, s| Ok(vec![protocols::truncate(p, &s[0], 16)?]),
+    );
+    let mut off_by_one = 0;
+    for (got, &raw) in out.outputs[0].data().iter().zip(&at_2f) {
+        let exact = (raw as i64) >> 16;
+        let diff = (*got as i64).wrapping_sub(exact);
+        assert!(diff == 0 || diff == 1, "truncation error of {diff} ulps");
+        off_by_one += (diff != 0) as usize;
+    }
+    println!("truncation: {off_by_one} of {n} elements one ulp high, none worse");
+    assert_eq!(out.client.rounds, 1);
+}
+
+#[test]
+fn less_than_zero_is_exact_at_the_edges() {
+    let fpv = fp();
+    let mut values: Vec<f64> = vec![0.0, ulp(), -ulp(), 1.0, -1.0, 5e8, -5e8, 123.456, -0.0001];
+    let mut rng = ChaCha12Rng::seed_from_u64(4);
+    values.extend(uniform(&mut rng, 2000, -1e6, 1e6));
+    let n = values.len();
+    let out = run(&cfg(), vec![encode(fpv, &[n], &values)], |p, s| {
+        Ok(vec![protocols::ltz(p, &s[0])?])
+    });
+    for (bit, v) in out.outputs[0].data().iter().zip(&values) {
+        let want = (fpv.encode_one(*v).unwrap() as i64) < 0;
+        assert_eq!(*bit, want as u64, "ltz({v})");
+    }
+    assert_eq!(out.client.rounds, 8);
+    assert_eq!(out.client.bytes_sent, (192 * n + 8 * n.div_ceil(64)) as u64);
+}
+
+#[test]
+fn relu_and_select_match() {
+    let mut rng = ChaCha12Rng::seed_from_u64(5);
+    let x = uniform(&mut rng, 500, -20.0, 20.0);
+    let out = run(&cfg(), vec![encode(fp(), &[500], &x)], |p, s| {
+        Ok(vec![select::relu(p, &s[0])?])
+    });
+    let want: Vec<f64> = x.iter().map(|v| v.max(0.0)).collect();
+    assert_close("relu", &decode_at(&out.outputs[0], 16), &want, ulp(), 0.0);
+    assert_eq!(out.client.rounds, 9);
+}
+
+#[test]
+fn max_and_argmax_over_rows_of_every_size() {
+    let mut rng = ChaCha12Rng::seed_from_u64(6);
+    for &(rows, n) in &[(3, 1), (4, 2), (2, 5), (3, 17), (2, 1024)] {
+        let x = uniform(&mut rng, rows * n, -50.0, 50.0);
+        let out = run(&cfg(), vec![encode(fp(), &[rows, n], &x)], |p, s| {
+            let (m, i) = max_last(p, &s[0])?;
+            Ok(vec![m, i])
+        });
+        let got_max = decode_at(&out.outputs[0], 16);
+        for r in 0..rows {
+            let row = &x[r * n..(r + 1) * n];
+            let (best, value) =
+                row.iter().enumerate().fold(
+                    (0, f64::MIN),
+                    |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+                );
+            assert!(
+                (got_max[r] - value).abs() <= ulp(),
+                "max of row {r} ({rows}x{n})"
+            );
+            assert_eq!(
+                out.outputs[1].data()[r],
+                best as u64,
+                "argmax of row {r} ({rows}x{n})"
+            );
+        }
+    }
+}
+
+#[test]
+fn exp_matches_on_softmax_inputs() {
+    let mut rng = ChaCha12Rng::seed_from_u64(7);
+    let mut x = uniform(&mut rng, 4000, -100.0, 0.0);
+    x.extend(uniform(&mut rng, 4000, -4.0, 0.0));
+    x.push(0.0);
+    let n = x.len();
+    let out = run(&cfg(), vec![encode(fp(), &[n], &x)], |p, s| {
+        Ok(vec![exp(p, &s[0])?])
+    });
+    let want: Vec<f64> = x.iter().map(|v| v.exp()).collect();
+    // The limit (1 + x/256)^256 is below e^x by at most e^-2 * 4 / 512 = 1.06e-3 (at x = -2);
+    // fixed-point rounding through eight squarings adds a few ulps.
+    assert_close(
+        "exp",
+        &decode_at(&out.outputs[0], 16),
+        &want,
+        1.06e-3 + 8.0 * ulp(),
+        0.0,
+    );
+    assert_eq!(out.client.rounds, 16);
+}
+
+#[test]
+fn reciprocal_and_rsqrt_over_wide_ranges() {
+    let mut rng = ChaCha12Rng::seed_from_u64(8);
+    let x: Vec<f64> = uniform(&mut rng, 2000, 0.0, 1.0)
+        .iter()
+        .map(|u| 10f64.powf(u * 3.0))
+        .collect(); // [1, 1000]
+    let out = run(&cfg(), vec![encode(fp(), &[2000], &x)], |p, s| {
+        let r = reciprocal::reciprocal(p, &s[0], 16, 0.5, 1025.0)?;
+        let bits = r.frac_bits;
+        Ok(vec![
+            r.value,
+            p.public(&RingTensor::new(&[1], vec![bits as u64]).unwrap()),
+        ])
+    });
+    let bits = out.outputs[1].data()[0] as u32;
+    let want: Vec<f64> = x.iter().map(|v| 1.0 / v).collect();
+    // Newton from a 0.086 start error: 0.086^8 after 3 steps; what remains is rounding of the f-bit
+    // normalised value (relative 2^-15) and of the input itself (half an ulp of x).
+    assert_close(
+        "reciprocal",
+        &decode_at(&out.outputs[0], bits),
+        &want,
+        0.0,
+        4e-5 + 0.5 * ulp(),
+    );
+    assert_eq!(out.client.rounds, 24);
+
+    // Variances from 1e-3 to 1e4, given at 32 fractional bits as LayerNorm gives them.
+    let v: Vec<f64> = uniform(&mut rng, 2000, 0.0, 1.0)
+        .iter()
+        .map(|u| 10f64.powf(-3.0 + 7.0 * u))
+        .collect();
+    let at_2f: Vec<u64> = v
+        .iter()
+        .map(|x| (x * 2f64.powi(32)).round() as i64 as u64)
+        .collect();
+    let out = run(
+        &cfg(),
+        vec![RingTensor::new(&[2000], at_2f).unwrap()],
+        |p, s| {
+            let r = reciprocal::rsqrt(p, &s[0], 32, 1e-4, 1e5, 1.0)?;
+            let bits = r.frac_bits;
+            Ok(vec![
+                r.value,
+                p.public(&RingTensor::new(&[1], vec![bits as u64]).unwrap()),
+            ])
+        },
+    );
+    let bits = out.outputs[1].data()[0] as u32;
+    let want: Vec<f64> = v.iter().map(|x| 1.0 / x.sqrt()).collect();
+    assert_close("rsqrt", &decode_at(&out.outputs[0], bits), &want, 0.0, 1e-4);
+    assert_eq!(out.client.rounds, 31);
+}
+
+#[test]
+fn gelu_matches_gpt2_tanh_form() {
+    let mut rng = ChaCha12Rng::seed_from_u64(9);
+    let mut x = uniform(&mut rng, 4000, -20.0, 20.0);
+    x.extend(uniform(&mut rng, 4000, -5.0, 5.0));
+    x.extend([-4.0, -2.0, 2.0, 4.0, 0.0, -100.0, 100.0]);
+    let n = x.len();
+    let out = run(&cfg(), vec![encode(fp(), &[n], &x)], |p, s| {
+        Ok(vec![gelu(p, &s[0])?])
+    });
+    let want: Vec<f64> = x.iter().map(|&v| gelu_ref(v)).collect();
+    // Fit error 1e-4 per piece (7e-5 at the cut-offs), plus rounding of the powers' coefficients.
+    assert_close(
+        "gelu",
+        &decode_at(&out.outputs[0], 16),
+        &want,
+        1e-4 + 12.0 * ulp(),
+        0.0,
+    );
+    assert_eq!(out.client.rounds, 16);
+}
+
+fn softmax_ref(row: &[f64], keep: &[bool]) -> Vec<f64> {
+    let m = row
+        .iter()
+        .zip(keep)
+        .filter(|(_, &k)| k)
+        .map(|(v, _)| *v)
+        .fold(f64::MIN, f64::max);
+    let e: Vec<f64> = row
+        .iter()
+        .zip(keep)
+        .map(|(v, &k)| if k { (v - m).exp() } else { 0.0 })
+        .collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+#[test]
+fn softmax_with_causal_mask_on_attention_logits() {
+    let mut rng = ChaCha12Rng::seed_from_u64(10);
+    let (t, total) = (6, 40);
+    let x = uniform(&mut rng, t * total, -50.0, 50.0);
+    // Query i sees keys 0..=34+i (34 cached positions plus the causal part of the new ones).
+    let mask: Vec<bool> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| j <= total - t + i))
+        .collect();
+    let mask_for_run = mask.clone();
+    let out = run(&cfg(), vec![encode(fp(), &[t, total], &x)], move |p, s| {
+        Ok(vec![softmax(p, &s[0], Some(&mask_for_run))?])
+    });
+    let got = decode_at(&out.outputs[0], 16);
+    let want: Vec<f64> = (0..t)
+        .flat_map(|i| {
+            softmax_ref(
+                &x[i * total..(i + 1) * total],
+                &mask[i * total..(i + 1) * total],
+            )
+        })
+        .collect();
+    // exp's bias (1.1e-3 at most) on entries below the row maximum, relative to a sum >= 1.
+    assert_close("softmax (attention)", &got, &want, 2e-3, 0.0);
+    for (g, keep) in got.iter().zip(&mask) {
+        if !keep {
+            assert_eq!(*g, 0.0, "masked entries are exact zeros");
+        }
+    }
+}
+
+#[test]
+fn softmax_over_a_vocabulary_row() {
+    let mut rng = ChaCha12Rng::seed_from_u64(11);
+    let n = 50257;
+    let x = uniform(&mut rng, n, -10.0, 12.0);
+    let out = run(&cfg(), vec![encode(fp(), &[1, n], &x)], |p, s| {
+        Ok(vec![softmax(p, &s[0], None)?])
+    });
+    let want = softmax_ref(&x, &vec![true; n]);
+    let got = decode_at(&out.outputs[0], 16);
+    assert_close("softmax (vocabulary)", &got, &want, 3e-4, 0.0);
+    let total: f64 = got.iter().sum();
+    assert!((total - 1.0).abs() < 0.05, "probabilities sum to {total}");
+}
+
+#[test]
+fn layernorm_over_variances_from_1e_minus_3_to_1e4() {
+    let mut rng = ChaCha12Rng::seed_from_u64(12);
+    let d = 64;
+    let scales = [0.03, 0.3, 1.0, 10.0, 100.0]; // standard deviations: variances 1e-3 .. 1e4
+    let mut x = Vec::new();
+    for s in scales {
+        x.extend(uniform(&mut rng, d, -1.7, 1.7).iter().map(|v| v * s + 3.0));
+    }
+    let rows = scales.len();
+    let gamma = uniform(&mut rng, d, 0.5, 1.5);
+    let beta = uniform(&mut rng, d, -0.2, 0.2);
+    let out = run(
+        &cfg(),
+        vec![
+            encode(fp(), &[rows, d], &x),
+            encode(fp(), &[d], &gamma),
+            encode(fp(), &[d], &beta),
+        ],
+        |p, s| Ok(vec![layernorm(p, &s[0], &s[1], &s[2], 1e-5)?]),
+    );
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let row = &x[r * d..(r + 1) * d];
+        let mean = row.iter().sum::<f64>() / d as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+        want.extend(
+            row.iter()
+                .enumerate()
+                .map(|(i, v)| (v - mean) / (var + 1e-5).sqrt() * gamma[i] + beta[i]),
+        );
+    }
+    // Outputs are O(1); the input's own rounding (half an ulp over a standard deviation of 0.03)
+    // dominates for the smallest variance: 1.5e-5 / 0.03 * 1.7 ~ 1e-3.
+    assert_close(
+        "layernorm",
+        &decode_at(&out.outputs[0], 16),
+        &want,
+        1.5e-3,
+        0.0,
+    );
+    assert_eq!(out.client.rounds, 37);
+}
+
+/// Rounds of one call over `rows` rows.
+fn rounds_for(rows: usize, which: &'static str) -> u64 {
+    let mut rng = ChaCha12Rng::seed_from_u64(13);
+    let d = 32;
+    let x = uniform(&mut rng, rows * d, -3.0, 3.0);
+    let w = uniform(&mut rng, d * d, -0.1, 0.1);
+    let ones = vec![1.0; d];
+    let inputs = vec![
+        encode(fp(), &[rows, d], &x),
+        encode(fp(), &[d, d], &w),
+        encode(fp(), &[d], &ones),
+    ];
+    let out = run(&cfg(), inputs, move |p, s| {
+        let y = match which {
+            "matmul" => protocols::fixed_matmul(p, &s[0], &s[1])?,
+            "gelu" => gelu(p, &s[0])?,
+            "softmax" => softmax(p, &s[0], None)?,
+            "layernorm" => layernorm(p, &s[0], &s[2], &s[2].map(|_| 0), 1e-5)?,
+            "max" => max_last(p, &s[0])?.0,
+            _ => unreachable!(),
+        };
+        Ok(vec![y])
+    });
+    out.client.rounds
+}
+
+#[test]
+fn rounds_do_not_depend_on_the_number_of_rows() {
+    for which in ["matmul", "gelu", "softmax", "layernorm", "max"] {
+        let one = rounds_for(1, which);
+        let sixteen = rounds_for(16, which);
+        println!("{which}: {one} rounds");
+        assert_eq!(
+            one, sixteen,
+            "{which}: 1 row {one} rounds, 16 rows {sixteen}"
+        );
+    }
+}
