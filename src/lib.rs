@@ -3,6 +3,7 @@
 //! Layers: [`model`] (GPT-2 in candle, loader, tokenizer), [`spec`] (the speculative-sampling rule
 //! and the plaintext draft-and-verify decoder), [`cli`] (subcommands).
 
+pub mod bench;
 pub mod cli;
 pub mod model;
 pub mod mpc;

@@ -1,5 +1,6 @@
 //! `post bench`: measurements. `--mode forward` times the plaintext candle forward of one model
-//! for a list of new-token counts (the cost a verification step pays in plaintext).
+//! for a list of new-token counts (the cost a verification step pays in plaintext); `--mode engine`
+//! measures the secure engine (matmul throughput, per-protocol rounds, bytes and time).
 
 use std::path::Path;
 use std::time::Instant;
@@ -10,9 +11,15 @@ use crate::model::loader::{load_model, Registry};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// What to measure: `forward` (plaintext forward speed). Secure-engine modes come with later issues.
+    /// What to measure: `forward` (plaintext forward speed) or `engine` (secure-engine micro-benchmarks).
     #[arg(long, default_value = "forward")]
     pub mode: String,
+    /// Where `--mode engine` writes its CSV files (engine-matmul.csv, engine-protocols.csv).
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub out: std::path::PathBuf,
+    /// Link profiles for `--mode engine`: lan, wan, or bw=...,rtt=... (repeatable).
+    #[arg(long = "net", default_values = ["lan", "wan"])]
+    pub nets: Vec<String>,
     /// The model to time (forward mode).
     #[arg(long, default_value = "default-private", value_name = "MODEL")]
     pub model: String,
@@ -30,7 +37,8 @@ pub struct BenchArgs {
 pub fn run(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
     match args.mode.as_str() {
         "forward" => forward(args, registry),
-        other => bail!("--mode {other:?} is not built yet (available: forward)"),
+        "engine" => engine(args),
+        other => bail!("--mode {other:?} is not built yet (available: forward, engine)"),
     }
 }
 
@@ -76,5 +84,71 @@ fn forward(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
             t as f64 / median
         );
     }
+    Ok(())
+}
+
+fn engine(args: &BenchArgs) -> Result<()> {
+    use crate::bench::{engine, write_csv};
+    use crate::mpc::LinkModel;
+    let links = args
+        .nets
+        .iter()
+        .map(|n| LinkModel::parse(n).map(|l| (n.clone(), l)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let shapes = [(768, 768, 768), (768, 768, 3072), (8, 768, 50257)];
+    let bar = crate::cli::progress(shapes.len() + links.len(), "engine");
+    let mut matmuls = Vec::new();
+    for (m, k, n) in shapes {
+        bar.set_message(format!("matmul {m}x{k}x{n}"));
+        matmuls.push(engine::matmul_throughput(
+            m,
+            k,
+            n,
+            args.repeats.clamp(1, 5),
+        )?);
+        bar.inc(1);
+    }
+    let mut protocols = Vec::new();
+    for (name, link) in &links {
+        bar.set_message(format!("protocols on {name}"));
+        protocols.extend(engine::protocol_costs(name, *link)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!(
+        "{:<18} {:>10} {:>11} {:>11} {:>9}  kernel",
+        "matmul m x k x n", "u64 GOP/s", "f64 GFMA/s", "f32 GFMA/s", "u64/f64"
+    );
+    for r in &matmuls {
+        println!(
+            "{:<18} {:>10.2} {:>11.2} {:>11.2} {:>9.2}  {}",
+            r.shape, r.u64_gops, r.f64_gflops, r.f32_gflops, r.u64_over_f64, r.kernel
+        );
+    }
+    println!();
+    println!(
+        "{:<46} {:<18} {:<5} {:>6} {:>12} {:>12} {:>9} {:>9}",
+        "protocol", "shape", "link", "rounds", "online B", "dealer B", "sim s", "compute s"
+    );
+    for r in &protocols {
+        println!(
+            "{:<46} {:<18} {:<5} {:>6} {:>12} {:>12} {:>9.3} {:>9.3}",
+            r.protocol,
+            r.shape,
+            r.link,
+            r.rounds,
+            r.online_bytes,
+            r.dealer_bytes,
+            r.sim_seconds,
+            r.compute_seconds
+        );
+    }
+    write_csv(&args.out.join("engine-matmul.csv"), &matmuls)?;
+    write_csv(&args.out.join("engine-protocols.csv"), &protocols)?;
+    println!(
+        "\nwrote {} and {}",
+        args.out.join("engine-matmul.csv").display(),
+        args.out.join("engine-protocols.csv").display()
+    );
     Ok(())
 }

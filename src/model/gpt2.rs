@@ -61,7 +61,7 @@ impl Config {
         if self.vocab_size == 0 || self.n_positions == 0 || self.n_layer == 0 {
             bail!("config: vocab_size, n_positions and n_layer must all be positive")
         }
-        if self.n_head == 0 || self.n_embd % self.n_head != 0 {
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             bail!(
                 "config: n_embd ({}) must be a multiple of n_head ({})",
                 self.n_embd,

@@ -103,7 +103,7 @@ impl Correlation {
                 for b in 0..batch {
                     let a = &free[0][b * m * k..(b + 1) * m * k];
                     let bb = &free[1][b * k * n..(b + 1) * k * n];
-                    c.extend(super::ring::matmul_u64(a, bb, m, k, n));
+                    c.extend(super::matmul::matmul_u64(a, bb, m, k, n));
                 }
                 vec![c]
             }
@@ -112,7 +112,7 @@ impl Correlation {
                 let (k, n, mask) = masks
                     .get(&id)
                     .expect("weight triple for a mask the dealer made");
-                vec![super::ring::matmul_u64(&free[0], mask, m, *k, *n)]
+                vec![super::matmul::matmul_u64(&free[0], mask, m, *k, *n)]
             }
             Correlation::AndTriple { .. } => {
                 vec![free[0].iter().zip(&free[1]).map(|(a, b)| a & b).collect()]

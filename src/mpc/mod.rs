@@ -8,6 +8,7 @@
 pub mod dealer;
 pub mod error;
 pub mod fixed;
+pub mod matmul;
 pub mod net;
 pub mod party;
 pub mod protocols;

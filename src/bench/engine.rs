@@ -1,0 +1,213 @@
+//! Engine micro-benchmarks: the Z_2^64 matmul against candle's f32 and f64 matmuls of the same
+//! shapes, and rounds, bytes and time of each protocol on one GPT-2-small-sized call under a link.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use serde::Serialize;
+
+use crate::mpc::protocols::{self, gelu::gelu, layernorm::layernorm, softmax::softmax};
+use crate::mpc::ring::matmul_u64;
+use crate::mpc::{run_two_party, EngineConfig, FixedPoint, LinkModel, Party, RingTensor};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatmulRow {
+    pub shape: String,
+    pub u64_gops: f64,
+    pub f64_gflops: f64,
+    pub f32_gflops: f64,
+    /// u64 throughput over candle f64 throughput.
+    pub u64_over_f64: f64,
+    pub kernel: String,
+}
+
+/// The u64 kernel the dispatcher picks on this CPU.
+pub fn kernel_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512dq") {
+            return "avx512dq";
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            return "avx2";
+        }
+    }
+    "generic"
+}
+
+fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
+    (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Multiply-adds per second (in G) of the three matmuls on (m, k, n), best of `repeats`.
+pub fn matmul_throughput(m: usize, k: usize, n: usize, repeats: usize) -> Result<MatmulRow> {
+    let mut rng = ChaCha12Rng::seed_from_u64(1);
+    let a: Vec<u64> = (0..m * k).map(|_| rng.next_u64()).collect();
+    let b: Vec<u64> = (0..k * n).map(|_| rng.next_u64()).collect();
+    let ops = (m * k * n) as f64 / 1e9;
+    let t_u64 = best_of(repeats, || {
+        std::hint::black_box(matmul_u64(&a, &b, m, k, n));
+    });
+    let candle = |dtype: DType| -> Result<f64> {
+        let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?.to_dtype(dtype)?;
+        let y = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?.to_dtype(dtype)?;
+        let mut result = Ok(());
+        let t = best_of(repeats, || {
+            if let Err(e) = x.matmul(&y) {
+                result = Err(e);
+            }
+        });
+        result?;
+        Ok(t)
+    };
+    let (t_f64, t_f32) = (candle(DType::F64)?, candle(DType::F32)?);
+    Ok(MatmulRow {
+        shape: format!("{m}x{k}x{n}"),
+        u64_gops: ops / t_u64,
+        f64_gflops: ops / t_f64,
+        f32_gflops: ops / t_f32,
+        u64_over_f64: t_f64 / t_u64,
+        kernel: kernel_name().to_string(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProtocolRow {
+    pub protocol: String,
+    pub shape: String,
+    pub link: String,
+    pub rounds: u64,
+    /// Bytes the client sent plus bytes the server sent.
+    pub online_bytes: u64,
+    /// Bytes of dealer corrections (offline).
+    pub dealer_bytes: u64,
+    /// Virtual end-to-end seconds on the link (the later of the two parties' clocks).
+    pub sim_seconds: f64,
+    /// Measured local compute seconds (the larger of the two parties).
+    pub compute_seconds: f64,
+}
+
+/// One GPT-2-small-sized call of each protocol, run under `link`.
+pub fn protocol_costs(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRow>> {
+    type Setup = (
+        &'static str,
+        &'static str,
+        Vec<usize>,
+        fn(&mut Party, &RingTensor) -> crate::mpc::party::Result<RingTensor>,
+    );
+    let calls: Vec<Setup> = vec![
+        ("ltz", "8x3072", vec![8, 3072], |p, x| protocols::ltz(p, x)),
+        ("gelu", "8x3072", vec![8, 3072], |p, x| gelu(p, x)),
+        ("softmax", "12x8x1024", vec![12 * 8, 1024], |p, x| {
+            softmax(p, x, None)
+        }),
+        ("layernorm", "8x768", vec![8, 768], |p, x| {
+            let ones = p.public(&RingTensor::filled(&[768], p.fp.constant(1.0)));
+            layernorm(p, x, &ones, &RingTensor::zeros(&[768]), 1e-5)
+        }),
+        (
+            "matmul (shared weight, mask opened each call)",
+            "8x768 . 768x3072",
+            vec![8, 768],
+            |p, x| {
+                let w = RingTensor::zeros(&[768, 3072]);
+                protocols::fixed_matmul(p, x, &w)
+            },
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, shape, dims, f) in calls {
+        rows.push(run_call(name, shape, link_name, link, dims, f)?);
+    }
+    rows.push(weight_matmul_row(link_name, link)?);
+    Ok(rows)
+}
+
+fn run_call(
+    name: &str,
+    shape: &str,
+    link_name: &str,
+    link: LinkModel,
+    dims: Vec<usize>,
+    f: fn(&mut Party, &RingTensor) -> crate::mpc::party::Result<RingTensor>,
+) -> Result<ProtocolRow> {
+    let cfg = EngineConfig {
+        link,
+        ..EngineConfig::default()
+    };
+    let fp = FixedPoint::default();
+    let n: usize = dims.iter().product();
+    let mut rng = ChaCha12Rng::seed_from_u64(2);
+    let values: Vec<u64> = (0..n)
+        .map(|_| fp.constant((rng.next_u32() as f64 / u32::MAX as f64) * 8.0 - 4.0))
+        .collect();
+    let input = std::sync::Arc::new(RingTensor::new(&dims, values)?);
+    let ((c0, _), (c1, _)) = run_two_party(&cfg, move |p| {
+        // The client holds the input, the server holds zero shares: the protocol cannot tell.
+        let x = p.public(&input);
+        let before = p.net.total();
+        let y = f(p, &x)?;
+        let after = p.net.total();
+        Ok(((before, after), y.len()))
+    })?;
+    Ok(row(name, shape, link_name, c0, c1))
+}
+
+type Span = (crate::mpc::Counters, crate::mpc::Counters);
+
+fn row(name: &str, shape: &str, link_name: &str, c0: Span, c1: Span) -> ProtocolRow {
+    let d = |s: &Span| {
+        (
+            s.1.rounds - s.0.rounds,
+            s.1.bytes_sent - s.0.bytes_sent,
+            s.1.dealer_bytes - s.0.dealer_bytes,
+            s.1.sim_time - s.0.sim_time,
+            s.1.compute_time - s.0.compute_time,
+        )
+    };
+    let (a, b) = (d(&c0), d(&c1));
+    ProtocolRow {
+        protocol: name.to_string(),
+        shape: shape.to_string(),
+        link: link_name.to_string(),
+        rounds: a.0.max(b.0),
+        online_bytes: a.1 + b.1,
+        dealer_bytes: a.2 + b.2,
+        sim_seconds: a.3.max(b.3),
+        compute_seconds: a.4.max(b.4),
+    }
+}
+
+/// The matmul as the secure forward will run it: the weight's mask opened once beforehand
+/// (reported apart), then only the activations travel.
+fn weight_matmul_row(link_name: &str, link: LinkModel) -> Result<ProtocolRow> {
+    let cfg = EngineConfig {
+        link,
+        ..EngineConfig::default()
+    };
+    let ((c0, _), (c1, _)) = run_two_party(&cfg, move |p| {
+        let w = p.public(&RingTensor::zeros(&[768, 3072]));
+        let prepared = protocols::prepare_weight(p, &w)?;
+        let x = p.public(&RingTensor::zeros(&[8, 768]));
+        let before = p.net.total();
+        protocols::fixed_matmul_weight(p, &x, &prepared)?;
+        let after = p.net.total();
+        Ok(((before, after), ()))
+    })?;
+    Ok(row(
+        "matmul (prepared weight, per call)",
+        "8x768 . 768x3072",
+        link_name,
+        c0,
+        c1,
+    ))
+}

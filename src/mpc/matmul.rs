@@ -1,0 +1,329 @@
+//! Matrix products over Z_2^64 (wrapping u64), the hot loop of every secure linear layer.
+//!
+//! Candle has no Z_2^64 matmul, so this is ours: cache-blocked, rayon-parallel over row or column
+//! blocks (column blocks for the thin decoding shapes), with the inner kernel picked at run time so
+//! that one release binary runs on any x86-64:
+//! - AVX2 (no 64-bit vector multiply): a 4x4 register tile over a packed panel of B, splitting
+//!   a*b mod 2^64 = lo(a) lo(b) + (hi(a) lo(b) + lo(a) hi(b)) << 32 into three 32x32->64 `vpmuludq`;
+//!   the cross sums are accumulated apart and shifted once per tile, not per product. Thin products
+//!   (fewer than 16 rows) skip the packing, which would cost as much as the arithmetic.
+//! - AVX-512DQ: 64-bit vector multiplies (`vpmullq`) from the compiler's vectorisation of a
+//!   row-blocked loop (four rows of C share each loaded row of B).
+//! - Baseline x86-64 / other CPUs: the same loop, scalar-ish.
+
+use rayon::prelude::*;
+
+/// Rows of A per micro-kernel call: each loaded row of B serves four rows of C.
+const MR: usize = 4;
+/// Depth of one panel of B kept hot in cache while a block of rows sweeps it.
+const KC: usize = 256;
+/// Columns of one packed panel (AVX2 path).
+const NC: usize = 256;
+
+/// C = A B over Z_2^64 (A: m x k, B: k x n, row-major).
+pub fn matmul_u64(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
+    assert_eq!(a.len(), m * k, "matmul_u64: A is not m x k");
+    assert_eq!(b.len(), k * n, "matmul_u64: B is not k x n");
+    let threads = rayon::current_num_threads().max(1);
+    // Split rows when there are many, columns when the matrix is thin (decoding shapes).
+    let row_block = if m >= 16 * threads {
+        m.div_ceil(4 * threads).div_ceil(MR) * MR
+    } else {
+        m.max(1)
+    };
+    let col_block = if m >= 16 * threads {
+        n.max(1)
+    } else {
+        n.div_ceil(4 * threads).clamp(64.min(n.max(1)), 1024)
+    };
+    let tasks: Vec<(usize, usize)> = (0..m)
+        .step_by(row_block)
+        .flat_map(|r0| (0..n).step_by(col_block.max(1)).map(move |c0| (r0, c0)))
+        .collect();
+    let blocks: Vec<(usize, usize, usize, Vec<u64>)> = tasks
+        .par_iter()
+        .map(|&(r0, c0)| {
+            let rows = row_block.min(m - r0);
+            let cols = col_block.min(n - c0);
+            (r0, c0, cols, block_product(a, b, k, n, r0, rows, c0, cols))
+        })
+        .collect();
+    let mut c = vec![0u64; m * n];
+    for (r0, c0, cols, block) in blocks {
+        for (i, row) in block.chunks(cols.max(1)).enumerate() {
+            c[(r0 + i) * n + c0..(r0 + i) * n + c0 + cols].copy_from_slice(row);
+        }
+    }
+    c
+}
+
+/// One block of C: rows r0..r0+rows, columns c0..c0+cols, as a rows x cols buffer.
+#[allow(clippy::too_many_arguments)]
+fn block_product(
+    a: &[u64],
+    b: &[u64],
+    k: usize,
+    n: usize,
+    r0: usize,
+    rows: usize,
+    c0: usize,
+    cols: usize,
+) -> Vec<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if rows >= 16
+            && !std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("avx2")
+        {
+            return avx2::block_product(a, b, k, n, r0, rows, c0, cols);
+        }
+    }
+    let mut c = vec![0u64; rows * cols];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for i0 in (0..rows).step_by(MR) {
+            let mr = MR.min(rows - i0);
+            let c_rows = &mut c[i0 * cols..(i0 + mr) * cols];
+            let a_rows: [&[u64]; MR] = std::array::from_fn(|r| {
+                let row = r0 + i0 + r.min(mr - 1);
+                &a[row * k + k0..row * k + k0 + kc]
+            });
+            rows_kernel(c_rows, mr, cols, &a_rows, &b[k0 * n + c0..], n, kc);
+        }
+    }
+    c
+}
+
+fn rows_kernel(
+    c: &mut [u64],
+    mr: usize,
+    cols: usize,
+    a: &[&[u64]; MR],
+    b: &[u64],
+    n: usize,
+    kc: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512dq") {
+            // SAFETY: the CPU has AVX-512F/DQ, checked just above.
+            return unsafe { rows_kernel_avx512(c, mr, cols, a, b, n, kc) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { rows_kernel_avx2(c, mr, cols, a, b, n, kc) };
+        }
+    }
+    rows_kernel_generic(c, mr, cols, a, b, n, kc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn rows_kernel_avx512(
+    c: &mut [u64],
+    mr: usize,
+    cols: usize,
+    a: &[&[u64]; MR],
+    b: &[u64],
+    n: usize,
+    kc: usize,
+) {
+    rows_kernel_generic(c, mr, cols, a, b, n, kc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rows_kernel_avx2(
+    c: &mut [u64],
+    mr: usize,
+    cols: usize,
+    a: &[&[u64]; MR],
+    b: &[u64],
+    n: usize,
+    kc: usize,
+) {
+    rows_kernel_generic(c, mr, cols, a, b, n, kc)
+}
+
+/// c[r][j] += sum_p a[r][p] * b[p][j] for r < mr: four rows share each loaded row of B.
+#[inline(always)]
+fn rows_kernel_generic(
+    c: &mut [u64],
+    mr: usize,
+    cols: usize,
+    a: &[&[u64]; MR],
+    b: &[u64],
+    n: usize,
+    kc: usize,
+) {
+    let (c01, c23) = c.split_at_mut((2 * cols).min(c.len()));
+    let (c0_row, c1_row) = c01.split_at_mut(cols.min(c01.len()));
+    let (c2_row, c3_row) = c23.split_at_mut(cols.min(c23.len()));
+    for p in 0..kc {
+        let brow = &b[p * n..p * n + cols];
+        let (x0, x1, x2, x3) = (a[0][p], a[1][p], a[2][p], a[3][p]);
+        if mr == MR {
+            for j in 0..cols {
+                let bj = brow[j];
+                c0_row[j] = c0_row[j].wrapping_add(x0.wrapping_mul(bj));
+                c1_row[j] = c1_row[j].wrapping_add(x1.wrapping_mul(bj));
+                c2_row[j] = c2_row[j].wrapping_add(x2.wrapping_mul(bj));
+                c3_row[j] = c3_row[j].wrapping_add(x3.wrapping_mul(bj));
+            }
+        } else {
+            for (r, x) in [x0, x1, x2].into_iter().enumerate().take(mr) {
+                let row = match r {
+                    0 => &mut *c0_row,
+                    1 => &mut *c1_row,
+                    _ => &mut *c2_row,
+                };
+                for j in 0..cols {
+                    row[j] = row[j].wrapping_add(x.wrapping_mul(brow[j]));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{KC, MR, NC};
+
+    /// Zero row standing in for the missing rows of a short tile.
+    static ZEROS: [u64; KC] = [0; KC];
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn block_product(
+        a: &[u64],
+        b: &[u64],
+        k: usize,
+        n: usize,
+        r0: usize,
+        rows: usize,
+        c0: usize,
+        cols: usize,
+    ) -> Vec<u64> {
+        let mut c = vec![0u64; rows * cols];
+        let mut packed = Vec::new();
+        for jc in (0..cols).step_by(NC) {
+            let w = NC.min(cols - jc);
+            let groups = w.div_ceil(4);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                // Pack B[k0..k0+kc, c0+jc..c0+jc+w] as `groups` panels of kc x 4, zero-padded.
+                packed.clear();
+                packed.resize(groups * kc * 4, 0);
+                for g in 0..groups {
+                    let cols_here = 4.min(w - 4 * g);
+                    for p in 0..kc {
+                        let src = (k0 + p) * n + c0 + jc + 4 * g;
+                        packed[(g * kc + p) * 4..(g * kc + p) * 4 + cols_here]
+                            .copy_from_slice(&b[src..src + cols_here]);
+                    }
+                }
+                for i0 in (0..rows).step_by(MR) {
+                    let mr = MR.min(rows - i0);
+                    let a_rows: [&[u64]; MR] = std::array::from_fn(|r| {
+                        if r < mr {
+                            let row = r0 + i0 + r;
+                            &a[row * k + k0..row * k + k0 + kc]
+                        } else {
+                            &ZEROS[..kc]
+                        }
+                    });
+                    for g in 0..groups {
+                        // SAFETY: callers reach this module only when the CPU has AVX2.
+                        let tile =
+                            unsafe { tile(&a_rows, &packed[g * kc * 4..(g + 1) * kc * 4], kc) };
+                        let cols_here = 4.min(w - 4 * g);
+                        for (r, tile_row) in tile.iter().enumerate().take(mr) {
+                            let dst = &mut c[(i0 + r) * cols + jc + 4 * g
+                                ..(i0 + r) * cols + jc + 4 * g + cols_here];
+                            for (d, t) in dst.iter_mut().zip(tile_row) {
+                                *d = d.wrapping_add(*t);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// A 4x4 tile of A[4 x kc] B[kc x 4] over Z_2^64, accumulated in registers.
+    #[target_feature(enable = "avx2")]
+    unsafe fn tile(a: &[&[u64]; MR], b: &[u64], kc: usize) -> [[u64; 4]; MR] {
+        let mut lo = [_mm256_setzero_si256(); MR];
+        let mut cross = [_mm256_setzero_si256(); MR];
+        for p in 0..kc {
+            // SAFETY: b holds kc rows of 4 values; each a[r] holds kc values.
+            let bv = unsafe { _mm256_loadu_si256(b.as_ptr().add(p * 4) as *const __m256i) };
+            let b_hi = _mm256_srli_epi64(bv, 32);
+            for r in 0..MR {
+                let va = _mm256_set1_epi64x(unsafe { *a[r].get_unchecked(p) } as i64);
+                let a_hi = _mm256_srli_epi64(va, 32);
+                lo[r] = _mm256_add_epi64(lo[r], _mm256_mul_epu32(va, bv));
+                cross[r] = _mm256_add_epi64(
+                    cross[r],
+                    _mm256_add_epi64(_mm256_mul_epu32(a_hi, bv), _mm256_mul_epu32(va, b_hi)),
+                );
+            }
+        }
+        let mut out = [[0u64; 4]; MR];
+        for r in 0..MR {
+            let v = _mm256_add_epi64(lo[r], _mm256_slli_epi64(cross[r], 32));
+            // SAFETY: out[r] is 4 u64 = 32 bytes.
+            unsafe { _mm256_storeu_si256(out[r].as_mut_ptr() as *mut __m256i, v) };
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
+        let mut c = vec![0u64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    c[i * n + j] =
+                        c[i * n + j].wrapping_add(a[i * k + p].wrapping_mul(b[p * n + j]));
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn blocked_matmul_equals_naive_on_odd_shapes() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (4, 130, 9),
+            (17, 33, 65),
+            (70, 260, 3),
+            (2, 300, 1500),
+            (129, 7, 131),
+            (5, 600, 301),
+        ] {
+            let a: Vec<u64> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<u64> = (0..k * n).map(|_| next()).collect();
+            assert_eq!(
+                matmul_u64(&a, &b, m, k, n),
+                naive(&a, &b, m, k, n),
+                "{m}x{k}x{n}"
+            );
+        }
+    }
+}
