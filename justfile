@@ -31,3 +31,30 @@ fixtures:
     python3 -m venv .venv
     .venv/bin/pip install -q torch transformers safetensors
     .venv/bin/python scripts/make_tiny_fixtures.py
+
+# Training corpora (data/corpus/) and held-out prompt sets (datasets/) from offline Debian documentation and the Python standard library.
+corpora:
+    apt-get install -y -q python3.11-doc debian-reference-en doc-debian
+    python3 scripts/build_corpora.py
+
+# The shipped default pair: private (code-specialised), public (general text), and the distilled public model.
+default-pair: corpora
+    cargo build --release
+    ./target/release/post train --corpus data/corpus/general.txt --corpus data/corpus/code.txt --vocab-size 4096 --n-layer 4 --n-embd 192 --n-head 4 --n-positions 128 --steps 600 --batch-size 16 --seq-len 128 --lr 3e-3 --warmup 50 --checkpoint-every 100 --seed 1 --f16 --out models/default-private
+    ./target/release/post train --corpus data/corpus/general.txt --tokenizer models/default-private --n-layer 2 --n-embd 128 --n-head 4 --n-positions 128 --steps 600 --batch-size 16 --seq-len 128 --lr 3e-3 --warmup 50 --checkpoint-every 100 --seed 2 --out models/default-public
+    just distill
+
+# Align the public model to the private one (the model owner runs this; see `post distill --help`).
+distill loss="tv" steps="300":
+    ./target/release/post distill --teacher default-private --student default-public --corpus data/corpus/code.txt --corpus data/corpus/general.txt --loss {{loss}} --steps {{steps}} --batch-size 16 --seq-len 128 --lr 1e-3 --warmup 20 --checkpoint-every 100 --seed 3 --out models/default-public-aligned --register default-aligned
+
+# Acceptance of a pair on both prompt sets at K = 4, T = 0 and T = 1 (the summary line of post draft).
+acceptance pair="default-aligned":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for set in code-completion text-continuation; do
+      for t in 0 1; do
+        printf '%s T=%s: ' "$set" "$t"
+        ./target/release/post draft --pair {{pair}} --prompts datasets/$set.jsonl --draft-len 4 --temperature $t --max-new-tokens 32 --truncate-prompts --json | python3 -c 'import json,sys; s=json.load(sys.stdin)["summary"]; print("acceptance %.3f, mean accepted %.2f, tokens/step %.2f" % (s["acceptance_rate"], s["mean_accepted"], s["tokens_per_step"]))'
+      done
+    done

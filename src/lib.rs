@@ -8,3 +8,4 @@ pub mod cli;
 pub mod model;
 pub mod mpc;
 pub mod spec;
+pub mod train;

@@ -371,6 +371,19 @@ fn softmax_over_a_vocabulary_row() {
     });
     let want = softmax_ref(&x, &vec![true; n]);
     let got = decode_at(&out.outputs[0], 16);
+    // A row of one element is 1 whatever its value.
+    let single = run(
+        &cfg(),
+        vec![encode(fp(), &[3, 1], &[-40.0, 0.5, 37.0])],
+        |p, s| Ok(vec![softmax(p, &s[0], None)?]),
+    );
+    assert_close(
+        "softmax (rows of 1)",
+        &decode_at(&single.outputs[0], 16),
+        &[1.0; 3],
+        2.0 * ulp(),
+        0.0,
+    );
     assert_close("softmax (vocabulary)", &got, &want, 3e-4, 0.0);
     let total: f64 = got.iter().sum();
     assert!((total - 1.0).abs() < 0.05, "probabilities sum to {total}");
@@ -457,4 +470,30 @@ fn rounds_do_not_depend_on_the_number_of_rows() {
             "{which}: 1 row {one} rounds, 16 rows {sixteen}"
         );
     }
+}
+
+#[test]
+fn square_opens_half_of_a_product() {
+    let mut rng = ChaCha12Rng::seed_from_u64(14);
+    let x = uniform(&mut rng, 1000, -100.0, 100.0);
+    let out = run(&cfg(), vec![encode(fp(), &[1000], &x)], |p, s| {
+        Ok(vec![protocols::square(p, &s[0])?])
+    });
+    let want: Vec<f64> = x.iter().map(|v| v * v).collect();
+    // At 2f fractional bits, exact up to the input's own rounding: 2 |x| * half an ulp.
+    assert_close(
+        "square",
+        &decode_at(&out.outputs[0], 32),
+        &want,
+        100.0 * ulp() + 1e-9,
+        0.0,
+    );
+    assert_eq!(
+        (
+            out.client.rounds,
+            out.client.bytes_sent,
+            out.server.dealer_bytes
+        ),
+        (1, 8000, 8000)
+    );
 }

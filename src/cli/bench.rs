@@ -20,9 +20,12 @@ pub struct BenchArgs {
     /// Link profiles for `--mode engine`: lan, wan, or bw=...,rtt=... (repeatable).
     #[arg(long = "net", default_values = ["lan", "wan"])]
     pub nets: Vec<String>,
-    /// The model to time (forward mode).
-    #[arg(long, default_value = "default-private", value_name = "MODEL")]
+    /// The model to time (forward mode), or the models to score (perplexity mode, comma-separated).
+    #[arg(long, default_value = "tiny-private", value_name = "MODEL")]
     pub model: String,
+    /// Prompt sets (JSON lines) scored by `--mode perplexity` (repeatable).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub prompts: Vec<std::path::PathBuf>,
     /// New tokens per forward call, comma-separated.
     #[arg(long, default_value = "1,8", value_delimiter = ',')]
     pub tokens: Vec<usize>,
@@ -38,7 +41,10 @@ pub fn run(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
     match args.mode.as_str() {
         "forward" => forward(args, registry),
         "engine" => engine(args),
-        other => bail!("--mode {other:?} is not built yet (available: forward, engine)"),
+        "perplexity" => perplexity(args, registry),
+        other => {
+            bail!("--mode {other:?} is not built yet (available: forward, engine, perplexity)")
+        }
     }
 }
 
@@ -150,5 +156,40 @@ fn engine(args: &BenchArgs) -> Result<()> {
         args.out.join("engine-matmul.csv").display(),
         args.out.join("engine-protocols.csv").display()
     );
+    Ok(())
+}
+
+/// Perplexity of each model on each prompt set: exp of the mean next-token cross-entropy over the
+/// prompts' tokens (each prompt scored from its second token on).
+fn perplexity(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
+    if args.prompts.is_empty() {
+        bail!("--mode perplexity needs --prompts FILE.jsonl")
+    }
+    let registry = Registry::locate(registry)?;
+    println!("model,dataset,tokens,cross_entropy,perplexity");
+    for name in args
+        .model
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        let loaded = load_model(name, &registry)?;
+        for path in &args.prompts {
+            let prompts = super::prompts::read_jsonl(path)?;
+            let sequences = prompts
+                .iter()
+                .map(|p| p.token_ids(loaded.tokenizer.as_ref()))
+                .collect::<Result<Vec<_>>>()?;
+            let (ce, tokens) = crate::train::cross_entropy_on(&loaded.model, &sequences)?;
+            println!(
+                "{},{},{},{:.4},{:.2}",
+                name,
+                path.display(),
+                tokens,
+                ce,
+                ce.exp()
+            );
+        }
+    }
     Ok(())
 }

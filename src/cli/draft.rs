@@ -44,6 +44,10 @@ pub struct DraftArgs {
     /// One prompt as raw token ids, comma-separated (for models without a tokenizer).
     #[arg(long, group = "input", value_name = "IDS")]
     pub prompt_ids: Option<String>,
+    /// Keep only the last tokens of a prompt that would not leave room for --max-new-tokens in the
+    /// context window (instead of refusing it).
+    #[arg(long)]
+    pub truncate_prompts: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -104,7 +108,16 @@ pub fn run(args: &DraftArgs, registry: Option<&Path>) -> Result<()> {
     let mut rng = ChaCha12Rng::seed_from_u64(args.seed);
     let mut results = Vec::new();
     for prompt in &prompts {
-        let ids = prompt.token_ids(tokenizer)?;
+        let mut ids = prompt.token_ids(tokenizer)?;
+        let window = pair
+            .private
+            .config()
+            .n_positions
+            .min(pair.public.config().n_positions);
+        if args.truncate_prompts && ids.len() + args.max_new_tokens > window {
+            let keep = window.saturating_sub(args.max_new_tokens).max(1);
+            ids.drain(..ids.len().saturating_sub(keep));
+        }
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
             bail!(
                 "prompt {}: token id {bad} is outside the vocabulary of {vocab}",
@@ -132,16 +145,54 @@ pub fn run(args: &DraftArgs, registry: Option<&Path>) -> Result<()> {
             "mean_accepted": decoded.mean_accepted(),
             "acceptance_rate": decoded.acceptance_rate(),
             "tokens_per_step": decoded.tokens_per_step(),
+            "accepted": decoded.accepted,
+            "drafted": decoded.drafted,
         });
         if !args.json {
             print_text(&result, &decoded);
         }
         results.push(result);
     }
+    let summary = summarise(&results);
     if args.json {
-        println!("{}", json!({ "results": results }));
+        println!("{}", json!({ "results": results, "summary": summary }));
+    } else if results.len() > 1 {
+        println!(
+            "all {} prompts: tokens {} | steps {} | mean accepted {:.3} | acceptance {:.3}",
+            results.len(),
+            summary["tokens"],
+            summary["steps"],
+            summary["mean_accepted"].as_f64().unwrap_or_default(),
+            summary["acceptance_rate"].as_f64().unwrap_or_default()
+        );
     }
     Ok(())
+}
+
+/// Totals over all prompts: accepted drafts per step and per drafted token, pooled.
+fn summarise(results: &[Value]) -> Value {
+    let sum = |key: &str| {
+        results
+            .iter()
+            .map(|r| r[key].as_u64().unwrap_or_default())
+            .sum::<u64>()
+    };
+    let (steps, accepted, drafted) = (sum("steps"), sum("accepted"), sum("drafted"));
+    let tokens: usize = results
+        .iter()
+        .map(|r| r["output_ids"].as_array().map_or(0, Vec::len))
+        .sum();
+    let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+    json!({
+        "prompts": results.len(),
+        "tokens": tokens,
+        "steps": steps,
+        "accepted": accepted,
+        "drafted": drafted,
+        "mean_accepted": ratio(accepted, steps),
+        "acceptance_rate": ratio(accepted, drafted),
+        "tokens_per_step": ratio(tokens as u64, steps),
+    })
 }
 
 fn print_text(result: &Value, decoded: &crate::spec::Decoded) {

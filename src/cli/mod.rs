@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod draft;
 pub mod prompts;
+pub mod train;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,7 +32,9 @@ pub enum Command {
     /// Secure verification of drafts with the private model under two-party computation.
     Verify(NotBuilt),
     /// Align the public model to the private one by knowledge distillation.
-    Distill(NotBuilt),
+    Distill(train::DistillArgs),
+    /// Train a GPT-2 from scratch on text files (checkpoints in the Hugging Face layout).
+    Train(train::TrainArgs),
     /// Measurements: `--mode forward` times the plaintext candle forward.
     Bench(bench::BenchArgs),
     /// Scripted parameter grids over `bench`.
@@ -50,7 +53,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Draft(draft) => draft::run(&draft, args.registry.as_deref()),
         Command::Bench(bench) => bench::run(&bench, args.registry.as_deref()),
         Command::Verify(_) => not_built("verify", "secure verification"),
-        Command::Distill(_) => not_built("distill", "knowledge-distillation alignment"),
+        Command::Distill(distill) => train::run_distill(&distill, args.registry.as_deref()),
+        Command::Train(train_args) => train::run_train(&train_args),
         Command::Sweep(_) => not_built("sweep", "parameter sweeps"),
     }
 }

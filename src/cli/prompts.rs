@@ -47,8 +47,8 @@ pub fn parse_ids(list: &str) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// Other fields (a prompt's source, say) are allowed and ignored.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct JsonlLine {
     #[serde(default)]
     id: Option<Value>,

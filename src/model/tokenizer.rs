@@ -11,6 +11,9 @@ use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 
+/// GPT-2's end-of-text token, the separator between training documents.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Where it was read from, for error messages.
@@ -83,8 +86,56 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// The wrapped `tokenizers` object, for training and saving.
+    /// The wrapped `tokenizers` object.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+
+    /// The id of a token string (e.g. `<|endoftext|>`), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Trains a byte-level BPE of `vocab_size` tokens (GPT-2's scheme, `<|endoftext|>` first) on text files.
+    pub fn train_bpe(files: &[PathBuf], vocab_size: usize) -> Result<Self> {
+        use tokenizers::models::bpe::BpeTrainer;
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::AddedToken;
+        if vocab_size < 300 {
+            anyhow::bail!(
+                "--vocab-size must be at least 300 (256 bytes plus merges), got {vocab_size}"
+            )
+        }
+        let alphabet = ByteLevel::alphabet().into_iter().collect();
+        let mut trainer: TrainerWrapper = BpeTrainer::builder()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(vec![AddedToken::from(END_OF_TEXT, true)])
+            .initial_alphabet(alphabet)
+            .build()
+            .into();
+        let mut inner = tokenizers::Tokenizer::new(BPE::default());
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let names = files
+            .iter()
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect();
+        inner
+            .train_from_files(&mut trainer, names)
+            .map_err(|e| anyhow!("cannot train the tokenizer: {e}"))?;
+        Ok(Self {
+            inner,
+            source: files.first().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Writes `tokenizer.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("tokenizer.json");
+        self.inner
+            .save(&path, false)
+            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
     }
 }

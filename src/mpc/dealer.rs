@@ -33,6 +33,8 @@ pub enum Sharing {
 pub enum Correlation {
     /// a, b, c = a * b elementwise.
     MulTriple { len: usize },
+    /// a, a^2 elementwise: squaring opens only x - a.
+    SquarePair { len: usize },
     /// A [batch, m, k], B [batch, k, n], C = A B.
     MatmulTriple {
         batch: usize,
@@ -62,6 +64,7 @@ impl Correlation {
                 (Additive, len, false),
                 (Additive, len, true),
             ],
+            Correlation::SquarePair { len } => vec![(Additive, len, false), (Additive, len, true)],
             Correlation::MatmulTriple { batch, m, k, n } => {
                 vec![
                     (Additive, batch * m * k, false),
@@ -98,6 +101,9 @@ impl Correlation {
                 .zip(&free[1])
                 .map(|(a, b)| a.wrapping_mul(*b))
                 .collect()],
+            Correlation::SquarePair { .. } => {
+                vec![free[0].iter().map(|a| a.wrapping_mul(*a)).collect()]
+            }
             Correlation::MatmulTriple { batch, m, k, n } => {
                 let mut c = Vec::with_capacity(batch * m * n);
                 for b in 0..batch {

@@ -4,9 +4,10 @@
 //! the rounding error before it, and 8 squarings at f bits would turn one ulp into 2^7. The last
 //! truncation lands on f bits. Error: the limit's bias e^x x^2 / 2^(n+1), at most 4 e^-2 / 2^(n+1)
 //! (1.06e-3 for n = 8, near x = -2), plus about one ulp. Inputs below -2^n give garbage, so callers
-//! subtract the maximum first (softmax). Cost: 2n rounds, 16 bytes per element per round pair.
+//! subtract the maximum first (softmax). Cost: 2n rounds, 16 bytes per element per squaring
+//! (a square pair opens only x - a).
 
-use super::mul_trunc;
+use super::{square, truncate};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
@@ -24,7 +25,8 @@ pub fn exp(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
         let mut y = p.add_constant(x, 1u64 << bits);
         for i in 0..n {
             let shift = if i + 1 == n { 2 * bits - f } else { bits };
-            y = mul_trunc(p, &y, &y, shift)?;
+            let sq = square(p, &y)?;
+            y = truncate(p, &sq, shift)?;
         }
         Ok(y)
     })

@@ -8,7 +8,7 @@
 //! 4. out = diff * r (2 rounds), then * gamma (2 rounds) + beta. gamma and beta are shares (the
 //!    server's weights). Cost: 37 rounds.
 
-use super::{fixed_mul, mul, mul_public, mul_trunc, reciprocal::rsqrt};
+use super::{fixed_mul, mul_public, mul_trunc, reciprocal::rsqrt, square};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
@@ -32,7 +32,7 @@ pub fn layernorm(
         let f = p.fp.frac_bits;
         let mean = mul_public(p, &x.sum_last(), 1.0 / d as f64, 12)?;
         let diff = x.sub(&mean.expand_last(d))?;
-        let q = mul(p, &diff, &diff)?.sum_last();
+        let q = square(p, &diff)?.sum_last();
         let d_eps = (d as f64 * eps * 2f64.powi(2 * f as i32)).round() as u64;
         let q = p.add_constant(&q, d_eps);
         let max_var = p.approx.max_variance;

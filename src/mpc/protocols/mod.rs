@@ -15,7 +15,7 @@ pub mod trunc;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
-pub use beaver::{matmul, matmul_weight, mul, mul_many, prepare_weight, PreparedWeight};
+pub use beaver::{matmul, matmul_weight, mul, mul_many, prepare_weight, square, PreparedWeight};
 pub use compare::{ltz, ltz_many};
 pub use trunc::{truncate, truncate_many};
 
