@@ -47,7 +47,7 @@ fn draft_prints_the_promised_json() {
     let out = post(&[
         "draft",
         "--pair",
-        "default",
+        "tiny",
         "--prompt",
         "def load(path):",
         "--draft-len",
@@ -226,7 +226,7 @@ fn bad_flags_and_prompts_get_one_clear_line() {
     let err = post_error(&[
         "draft",
         "--pair",
-        "default",
+        "tiny",
         "--prompt-ids",
         "1",
         "--draft-len",
@@ -236,30 +236,24 @@ fn bad_flags_and_prompts_get_one_clear_line() {
     let err = post_error(&[
         "draft",
         "--pair",
-        "default",
+        "tiny",
         "--prompt-ids",
         "1",
         "--temperature",
         "-0.5",
     ]);
     assert!(err.contains("--temperature"), "{err}");
-    let err = post_error(&["draft", "--pair", "default", "--prompt-ids", "1,two"]);
+    let err = post_error(&["draft", "--pair", "tiny", "--prompt-ids", "1,two"]);
     assert!(err.contains("\"two\""), "{err}");
-    let err = post_error(&["draft", "--pair", "default", "--prompt-ids", "1,5000"]);
+    let err = post_error(&["draft", "--pair", "tiny", "--prompt-ids", "1,5000"]);
     assert!(err.contains("5000") && err.contains("vocabulary"), "{err}");
     let long: Vec<String> = (0..65).map(|i| (i % 900).to_string()).collect();
-    let err = post_error(&[
-        "draft",
-        "--pair",
-        "default",
-        "--prompt-ids",
-        &long.join(","),
-    ]);
+    let err = post_error(&["draft", "--pair", "tiny", "--prompt-ids", &long.join(",")]);
     assert!(err.contains("context window"), "{err}");
     let err = post_error(&[
         "draft",
         "--pair",
-        "default",
+        "tiny",
         "--prompts",
         "/no/such/file.jsonl",
     ]);
@@ -271,7 +265,7 @@ fn bad_flags_and_prompts_get_one_clear_line() {
         "/no/such/registry.json",
         "draft",
         "--pair",
-        "default",
+        "tiny",
         "--prompt-ids",
         "1",
     ]);

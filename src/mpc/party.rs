@@ -106,28 +106,31 @@ impl Party {
 
     /// Opens additive shares to both parties in one round.
     pub fn open_many(&mut self, shares: &[&RingTensor]) -> Result<Vec<RingTensor>> {
-        let flat: Vec<u64> = shares
-            .iter()
-            .flat_map(|s| s.data().iter().copied())
-            .collect();
-        let theirs = self.net.exchange_u64s(&flat)?;
-        let sum: Vec<u64> = flat
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| a.wrapping_add(*b))
-            .collect();
-        split_like(sum, shares)
+        self.open_with(shares, u64::wrapping_add)
     }
 
     /// Opens xor shares to both parties in one round.
     pub fn open_xor_many(&mut self, shares: &[&RingTensor]) -> Result<Vec<RingTensor>> {
+        self.open_with(shares, |a, b| a ^ b)
+    }
+
+    /// One exchange of every share at once, then `combine(mine, theirs)` elementwise.
+    fn open_with(
+        &mut self,
+        shares: &[&RingTensor],
+        combine: fn(u64, u64) -> u64,
+    ) -> Result<Vec<RingTensor>> {
         let flat: Vec<u64> = shares
             .iter()
             .flat_map(|s| s.data().iter().copied())
             .collect();
         let theirs = self.net.exchange_u64s(&flat)?;
-        let x: Vec<u64> = flat.iter().zip(&theirs).map(|(a, b)| a ^ b).collect();
-        split_like(x, shares)
+        let opened: Vec<u64> = flat
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| combine(*a, *b))
+            .collect();
+        RingTensor::split_like(&opened, shares)
     }
 
     pub fn open(&mut self, share: &RingTensor) -> Result<RingTensor> {
@@ -210,17 +213,4 @@ impl Party {
             Ok(x.clone())
         }
     }
-}
-
-fn split_like(flat: Vec<u64>, like: &[&RingTensor]) -> Result<Vec<RingTensor>> {
-    let mut out = Vec::with_capacity(like.len());
-    let mut offset = 0;
-    for t in like {
-        out.push(RingTensor::new(
-            t.shape(),
-            flat[offset..offset + t.len()].to_vec(),
-        )?);
-        offset += t.len();
-    }
-    Ok(out)
 }

@@ -179,26 +179,6 @@ impl RingTensor {
         Ok(out)
     }
 
-    /// Multiplies every row elementwise by `row`: a LayerNorm gain.
-    pub fn mul_row(&self, row: &Self) -> Result<Self> {
-        let d = self.last_dim();
-        if row.len() != d {
-            return Err(MpcError::ShapeMismatch {
-                op: "mul_row",
-                left: self.shape.clone(),
-                right: row.shape.clone(),
-            });
-        }
-        let mut out = self.clone();
-        out.data.chunks_mut(d).for_each(|chunk| {
-            chunk
-                .iter_mut()
-                .zip(&row.data)
-                .for_each(|(a, &b)| *a = a.wrapping_mul(b))
-        });
-        Ok(out)
-    }
-
     /// Sums over the last dimension: [.., n] -> [.., 1].
     pub fn sum_last(&self) -> Self {
         let d = self.last_dim().max(1);
@@ -236,9 +216,23 @@ impl RingTensor {
         Self::new(&[rows, d], data)
     }
 
-    /// Elementwise `self` times a broadcast per-row value `col` ([.., 1]).
-    pub fn mul_col(&self, col: &Self) -> Result<Self> {
-        self.mul(&col.expand_last(self.last_dim()))
+    /// Cuts a flat run of values into tensors shaped like `like`, in order (the inverse of
+    /// concatenating their data).
+    pub fn split_like(flat: &[u64], like: &[&RingTensor]) -> Result<Vec<RingTensor>> {
+        let mut out = Vec::with_capacity(like.len());
+        let mut offset = 0;
+        for t in like {
+            let part = flat
+                .get(offset..offset + t.len())
+                .ok_or(MpcError::ShapeMismatch {
+                    op: "split_like",
+                    left: vec![flat.len()],
+                    right: t.shape().to_vec(),
+                })?;
+            out.push(RingTensor::new(t.shape(), part.to_vec())?);
+            offset += t.len();
+        }
+        Ok(out)
     }
 
     /// Keeps columns `start..start+len` of the last dimension.

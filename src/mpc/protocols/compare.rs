@@ -123,16 +123,7 @@ pub fn ltz_many(p: &mut Party, xs: &[&RingTensor]) -> Result<Vec<RingTensor>> {
         // msb(x) = msb(x0) ^ msb(x1) ^ carry into bit 63 (= generate bit 62 of the prefix).
         let msb = own.zip_map(&gen, "msb", |x, g| ((x >> 63) ^ (g >> 62)) & 1)?;
         let bits = bit_to_arith(p, &msb)?;
-        let mut out = Vec::with_capacity(xs.len());
-        let mut offset = 0;
-        for x in xs {
-            out.push(RingTensor::new(
-                x.shape(),
-                bits.data()[offset..offset + x.len()].to_vec(),
-            )?);
-            offset += x.len();
-        }
-        Ok(out)
+        RingTensor::split_like(bits.data(), xs)
     })
 }
 

@@ -59,16 +59,7 @@ pub fn truncate_many(p: &mut Party, xs: &[&RingTensor], shift: u32) -> Result<Ve
             }
         })
         .collect();
-    let mut result = Vec::with_capacity(xs.len());
-    let mut offset = 0;
-    for x in xs {
-        result.push(RingTensor::new(
-            x.shape(),
-            out[offset..offset + x.len()].to_vec(),
-        )?);
-        offset += x.len();
-    }
-    Ok(result)
+    RingTensor::split_like(&out, xs)
 }
 
 pub fn truncate(p: &mut Party, x: &RingTensor, shift: u32) -> Result<RingTensor> {
