@@ -244,3 +244,36 @@ fn the_server_sees_uniform_bytes_whatever_the_client_secret() {
         "the transcripts' distributions differ: chi-square {chi:.1}"
     );
 }
+
+#[test]
+fn reveal_to_one_party_and_per_protocol_counters() {
+    let cfg = EngineConfig {
+        link: LinkModel::ideal(),
+        ..EngineConfig::default()
+    };
+    let (client, server) = run_two_party(&cfg, |p| {
+        let fp = FixedPoint::default();
+        let secret = if p.is_client() {
+            Some(fp.encode(&[2, 8], &[1.5; 16])?)
+        } else {
+            None
+        };
+        let x = p.share_input(0, secret.as_ref(), &[2, 8])?;
+        softmax(p, &x, None)?;
+        let revealed = p.reveal_to(1, &x)?;
+        let counters = p.net.counters().clone();
+        Ok((revealed, counters))
+    })
+    .unwrap();
+    assert!(client.0.is_none(), "the client asked for nothing");
+    let shown = decode_at(server.0.as_ref().unwrap(), 16);
+    assert!(shown.iter().all(|v| (v - 1.5).abs() < 1e-9), "{shown:?}");
+    // Inclusive counters per label path: the comparison inside the max inside the softmax.
+    let (softmax_c, ltz_c) = (client.1["softmax"], client.1["softmax/max/ltz"]);
+    assert!(
+        softmax_c.rounds > ltz_c.rounds && ltz_c.rounds >= 8,
+        "{softmax_c:?} {ltz_c:?}"
+    );
+    assert!(client.1.contains_key("softmax/exp") && client.1.contains_key("softmax/reciprocal"));
+    assert!(softmax_c.sim_time >= 0.0 && softmax_c.bytes_sent > ltz_c.bytes_sent);
+}

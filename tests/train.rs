@@ -56,7 +56,7 @@ fn train_tiny(
     steps: usize,
 ) -> (Trainee, Tokenizer, post::train::FitReport, TokenStream) {
     let file = corpus(dir);
-    let tokenizer = Tokenizer::train_bpe(&[file.clone()], 300).unwrap();
+    let tokenizer = Tokenizer::train_bpe(std::slice::from_ref(&file), 300).unwrap();
     let trainee = Trainee::fresh(&tiny_cfg(tokenizer.vocab_size()), 3).unwrap();
     let stream = TokenStream::from_files(&[file], &tokenizer).unwrap();
     let opts = options(steps);

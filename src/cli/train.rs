@@ -222,7 +222,7 @@ pub struct DistillArgs {
 
 pub fn run_distill(args: &DistillArgs, registry_path: Option<&Path>) -> Result<()> {
     let loss: DistillLoss = args.loss.parse().map_err(anyhow::Error::msg)?;
-    if !(args.temperature > 0.0) {
+    if args.temperature.is_nan() || args.temperature <= 0.0 {
         bail!("--temperature must be positive, got {}", args.temperature)
     }
     if args.corpus.is_empty() && args.prompts.is_none() {
@@ -347,4 +347,16 @@ fn register_pair(registry: &Path, pair: &str, model_dir: &Path, private: &str) -
     json["pairs"][pair] = serde_json::json!({ "public": public, "private": private, "description": "distilled public model with its teacher" });
     std::fs::write(registry, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("cannot write {}", registry.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_match_the_published_gpt2_sizes() {
+        // 124,439,808 and 354,823,168: GPT-2 small and medium with the tied LM head counted once.
+        assert_eq!(parameter_count(&Config::gpt2_small()), 124_439_808);
+        assert_eq!(parameter_count(&Config::gpt2_medium()), 354_823_168);
+    }
 }

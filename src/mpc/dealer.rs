@@ -13,7 +13,6 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 use super::error::MpcError;
-use super::ring::RingTensor;
 
 type Result<T> = std::result::Result<T, MpcError>;
 
@@ -310,9 +309,4 @@ pub fn start_dealer(seed: u64) -> (DealerHandle, DealerHandle) {
             },
         ),
     )
-}
-
-/// Ring tensors from a party's component shares, with shapes.
-pub fn as_tensor(values: Vec<u64>, shape: &[usize]) -> Result<RingTensor> {
-    RingTensor::new(shape, values)
 }

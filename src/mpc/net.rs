@@ -194,17 +194,6 @@ pub struct Counters {
     pub dealer_bytes: u64,
 }
 
-impl Counters {
-    fn add(&mut self, other: &Counters) {
-        self.rounds += other.rounds;
-        self.bytes_sent += other.bytes_sent;
-        self.bytes_recv += other.bytes_recv;
-        self.sim_time += other.sim_time;
-        self.compute_time += other.compute_time;
-        self.dealer_bytes += other.dealer_bytes;
-    }
-}
-
 /// One party's end of the link: transport + link model + virtual clock + counters.
 pub struct Channel {
     transport: Box<dyn Transport>,
@@ -384,31 +373,6 @@ impl Channel {
     /// Inclusive counters per label path (`softmax`, `softmax/max`, ...).
     pub fn counters(&self) -> &BTreeMap<String, Counters> {
         &self.counters
-    }
-
-    /// Sum of the counters of every path whose last label is `label`.
-    pub fn counters_of(&self, label: &str) -> Counters {
-        let mut sum = Counters::default();
-        for (path, c) in &self.counters {
-            if path.rsplit('/').next() == Some(label) && !self.nested_in_same(path, label) {
-                sum.add(c);
-            }
-        }
-        sum
-    }
-
-    /// True when `path` has `label` also higher up (so that recursion is not counted twice).
-    fn nested_in_same(&self, path: &str, label: &str) -> bool {
-        path.split('/').rev().skip(1).any(|l| l == label)
-    }
-
-    pub fn reset_counters(&mut self) {
-        self.counters.clear();
-        self.total = Counters::default();
-        self.tick();
-        self.clock = 0.0;
-        self.link_free_at = 0.0;
-        self.compute_total = 0.0;
     }
 }
 

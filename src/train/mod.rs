@@ -359,7 +359,7 @@ pub fn cross_entropy_on(model: &Gpt2, sequences: &[Vec<u32>]) -> Result<(f64, us
     Ok((total / count as f64, count))
 }
 
-/// Folders given on the command line, checked to exist.
+/// Corpus files given on the command line, checked to exist.
 pub fn existing_files(files: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if files.is_empty() {
         bail!("no corpus given: pass --corpus FILE (repeatable)")

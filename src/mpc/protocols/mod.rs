@@ -64,8 +64,3 @@ pub fn mul_public(p: &mut Party, x: &RingTensor, c: f64, extra: u32) -> Result<R
     let k = (c * 2f64.powi(shift as i32)).round() as i64 as u64;
     truncate(p, &x.scale(k), shift)
 }
-
-/// Encodes a public real in every element of `shape` (the client's share; the server's is zero).
-pub fn public_fill(p: &Party, shape: &[usize], value: f64) -> RingTensor {
-    p.public(&RingTensor::filled(shape, p.fp.constant(value)))
-}
