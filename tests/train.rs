@@ -358,3 +358,68 @@ fn distilling_across_vocabularies_is_refused() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("vocabulary"), "{e}");
 }
+
+#[test]
+fn a_killed_run_keeps_its_last_checkpoint_and_resumes() {
+    let dir = common::temp_dir("killed");
+    let file = corpus(&dir);
+    let out = dir.join("run");
+    let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "train",
+        "--corpus",
+        f,
+        "--out",
+        o,
+        "--vocab-size",
+        "300",
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "32",
+        "--n-head",
+        "2",
+        "--n-positions",
+        "32",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "2",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_post"))
+        .args(args)
+        .args(["--steps", "100000"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(out.join("trainer_state.json").is_file() && state(&out).step >= 4) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Whatever the moment of the kill, the folder holds a complete checkpoint the loader reads.
+    let saved = state(&out).step;
+    assert!(saved >= 4 && saved % 2 == 0, "checkpoint at step {saved}");
+    load_dir("run", &out, &out).expect("the last checkpoint loads");
+    let resumed = post(
+        &[
+            &args[..],
+            &["--steps", &(saved + 2).to_string(), "--resume"],
+        ]
+        .concat(),
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(state(&out).step, saved + 2);
+}
