@@ -130,18 +130,14 @@ fn state(dir: &Path) -> TrainerState {
     serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json")).unwrap()).unwrap()
 }
 
-#[test]
-fn an_interrupted_run_resumes_from_its_checkpoint_and_bad_input_is_named() {
-    let dir = common::temp_dir("resume");
-    let file = corpus(&dir);
-    let out = dir.join("run");
-    let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
-    let base = [
+/// `post train` on a one-layer model over `corpus`, checkpointing every 2 steps into `out`.
+fn tiny_train_args<'a>(corpus: &'a str, out: &'a str) -> [&'a str; 21] {
+    [
         "train",
         "--corpus",
-        f,
+        corpus,
         "--out",
-        o,
+        out,
         "--vocab-size",
         "300",
         "--n-layer",
@@ -158,7 +154,16 @@ fn an_interrupted_run_resumes_from_its_checkpoint_and_bad_input_is_named() {
         "4",
         "--checkpoint-every",
         "2",
-    ];
+    ]
+}
+
+#[test]
+fn an_interrupted_run_resumes_from_its_checkpoint_and_bad_input_is_named() {
+    let dir = common::temp_dir("resume");
+    let file = corpus(&dir);
+    let out = dir.join("run");
+    let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
+    let base = tiny_train_args(f, o);
     // The first run "stops" after 4 of its steps: its last checkpoint holds step 4.
     let run = post(&[&base[..], &["--steps", "4"]].concat());
     assert!(
@@ -365,29 +370,7 @@ fn a_killed_run_keeps_its_last_checkpoint_and_resumes() {
     let file = corpus(&dir);
     let out = dir.join("run");
     let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
-    let args = [
-        "train",
-        "--corpus",
-        f,
-        "--out",
-        o,
-        "--vocab-size",
-        "300",
-        "--n-layer",
-        "1",
-        "--n-embd",
-        "32",
-        "--n-head",
-        "2",
-        "--n-positions",
-        "32",
-        "--seq-len",
-        "16",
-        "--batch-size",
-        "4",
-        "--checkpoint-every",
-        "2",
-    ];
+    let args = tiny_train_args(f, o);
     let mut child = Command::new(env!("CARGO_BIN_EXE_post"))
         .args(args)
         .args(["--steps", "100000"])
@@ -407,7 +390,7 @@ fn a_killed_run_keeps_its_last_checkpoint_and_resumes() {
     child.wait().unwrap();
     // Whatever the moment of the kill, the folder holds a complete checkpoint the loader reads.
     let saved = state(&out).step;
-    assert!(saved >= 4 && saved % 2 == 0, "checkpoint at step {saved}");
+    assert!(saved >= 4 && saved.is_multiple_of(2), "checkpoint at step {saved}");
     load_dir("run", &out, &out).expect("the last checkpoint loads");
     let resumed = post(
         &[
