@@ -7,5 +7,6 @@ pub mod bench;
 pub mod cli;
 pub mod model;
 pub mod mpc;
+pub mod secure;
 pub mod spec;
 pub mod train;

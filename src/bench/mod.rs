@@ -1,6 +1,7 @@
 //! Measurements behind `post bench`: each mode returns rows that the CLI prints and writes as CSV.
 
 pub mod engine;
+pub mod secure;
 
 use std::path::Path;
 

@@ -158,9 +158,9 @@ impl Module for LayerNorm {
 }
 
 #[derive(Debug, Clone)]
-struct Attention {
-    c_attn: Conv1D,
-    c_proj: Conv1D,
+pub struct Attention {
+    pub c_attn: Conv1D,
+    pub c_proj: Conv1D,
     n_head: usize,
     head_dim: usize,
 }
@@ -226,9 +226,9 @@ fn causal_mask(seq_len: usize, past: usize, device: &Device) -> Result<Tensor> {
 }
 
 #[derive(Debug, Clone)]
-struct Mlp {
-    c_fc: Conv1D,
-    c_proj: Conv1D,
+pub struct Mlp {
+    pub c_fc: Conv1D,
+    pub c_proj: Conv1D,
 }
 
 impl Mlp {
@@ -248,11 +248,11 @@ impl Module for Mlp {
 }
 
 #[derive(Debug, Clone)]
-struct Block {
-    ln_1: LayerNorm,
-    attn: Attention,
-    ln_2: LayerNorm,
-    mlp: Mlp,
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub attn: Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
 }
 
 impl Block {
@@ -345,6 +345,24 @@ impl Gpt2 {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The token table [vocab, d], also the tied LM head.
+    pub fn wte(&self) -> &Tensor {
+        &self.wte
+    }
+
+    /// The position table [n_positions, d].
+    pub fn wpe(&self) -> &Tensor {
+        &self.wpe
+    }
+
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    pub fn ln_f(&self) -> &LayerNorm {
+        &self.ln_f
     }
 
     pub fn device(&self) -> &Device {

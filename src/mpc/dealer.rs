@@ -13,6 +13,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 use super::error::MpcError;
+use super::matmul::head_matmul;
 
 type Result<T> = std::result::Result<T, MpcError>;
 
@@ -51,6 +52,19 @@ pub enum Correlation {
     TruncPair { len: usize, frac_bits: u32 },
     /// A random bit, shared both as a xor bit and additively.
     BitPair { len: usize },
+    /// `rows` fresh rows [rows, width] appended to the growing row mask `id` (made on first use):
+    /// the mask of a shared matrix that grows by rows, such as a KV cache.
+    RowMask { id: u64, rows: usize, width: usize },
+    /// Keeps the first `rows` rows of the row mask `id` (no randomness: the dealer forgets the rest).
+    RowTruncate { id: u64, rows: usize },
+    /// Per-head products against the row mask `id` ([rows, heads * dh]), see [`head_matmul`]:
+    /// keys: A [heads, m, dh], C_h = A_h B_h^T; values: A [heads, m, rows], C_h = A_h B_h.
+    HeadTriple {
+        id: u64,
+        heads: usize,
+        m: usize,
+        keys: bool,
+    },
 }
 
 impl Correlation {
@@ -85,6 +99,14 @@ impl Correlation {
                 (Additive, len, true),
             ],
             Correlation::BitPair { len } => vec![(XorBit, len, false), (Additive, len, true)],
+            Correlation::RowMask { rows, width, .. } => vec![(Additive, rows * width, false)],
+            Correlation::RowTruncate { .. } => vec![],
+            Correlation::HeadTriple { id, heads, m, keys } => {
+                let (rows, width) = masks.get(&id).copied().unwrap_or((0, 0));
+                let dh = width / heads.max(1);
+                let (a, c) = if keys { (dh, rows) } else { (rows, dh) };
+                vec![(Additive, heads * m * a, false), (Additive, heads * m * c, true)]
+            }
         }
     }
 
@@ -127,6 +149,11 @@ impl Correlation {
                 free[0].iter().map(|r| r >> 63).collect(),
             ],
             Correlation::BitPair { .. } => vec![free[0].clone()],
+            Correlation::RowMask { .. } | Correlation::RowTruncate { .. } => vec![],
+            Correlation::HeadTriple { id, heads, m, keys } => {
+                let (rows, _, mask) = masks.get(&id).expect("head triple for a row mask the dealer made");
+                vec![head_matmul(&free[0], m, mask, *rows, heads, keys)]
+            }
         }
     }
 }
@@ -186,8 +213,22 @@ impl Dealer {
             }
             share0.push(s0);
         }
-        if let Correlation::WeightMask { id, k, n } = *corr {
-            self.masks.insert(id, (k, n, free[0].clone()));
+        match *corr {
+            Correlation::WeightMask { id, k, n } => {
+                self.masks.insert(id, (k, n, free[0].clone()));
+            }
+            Correlation::RowMask { id, rows, width } => {
+                let entry = self.masks.entry(id).or_insert((0, width, Vec::new()));
+                entry.0 += rows;
+                entry.2.extend_from_slice(&free[0]);
+            }
+            Correlation::RowTruncate { id, rows } => {
+                if let Some(entry) = self.masks.get_mut(&id) {
+                    entry.0 = entry.0.min(rows);
+                    entry.2.truncate(entry.0 * entry.1);
+                }
+            }
+            _ => {}
         }
         let derived_values = corr.derive(&free, &self.masks);
         comps
@@ -224,15 +265,26 @@ impl DealerHandle {
     /// This party's shares of the components of `corr`, in order.
     pub fn get(&mut self, corr: &Correlation) -> Result<Vec<Vec<u64>>> {
         let comps = corr.components(&self.mask_shapes);
-        if let Correlation::WeightMask { id, k, n } = *corr {
-            self.mask_shapes.insert(id, (k, n));
-        }
-        if let Correlation::WeightTriple { id, .. } = *corr {
-            if !self.mask_shapes.contains_key(&id) {
-                return Err(MpcError::BadConfig(format!(
-                    "weight triple for unknown mask {id}"
-                )));
+        match *corr {
+            Correlation::WeightMask { id, k, n } => {
+                self.mask_shapes.insert(id, (k, n));
             }
+            Correlation::RowMask { id, rows, width } => {
+                self.mask_shapes.entry(id).or_insert((0, width)).0 += rows;
+            }
+            Correlation::RowTruncate { id, rows } => {
+                if let Some(shape) = self.mask_shapes.get_mut(&id) {
+                    shape.0 = shape.0.min(rows);
+                }
+            }
+            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. } => {
+                if !self.mask_shapes.contains_key(&id) {
+                    return Err(MpcError::BadConfig(format!(
+                        "product against unknown mask {id}"
+                    )));
+                }
+            }
+            _ => {}
         }
         match &mut self.source {
             Source::Seed => Ok(comps

@@ -20,6 +20,40 @@ const KC: usize = 256;
 /// Columns of one packed panel (AVX2 path).
 const NC: usize = 256;
 
+/// Per-head products against the column blocks of a row-major matrix `rows_mat` [rows, heads * dh]
+/// (head h owns columns h*dh..(h+1)*dh), as attention needs them against a KV cache:
+/// keys: `left` [heads, m, dh] -> [heads, m, rows] = left_h X_h^T;
+/// values: `left` [heads, m, rows] -> [heads, m, dh] = left_h X_h.
+pub fn head_matmul(
+    left: &[u64],
+    m: usize,
+    rows_mat: &[u64],
+    rows: usize,
+    heads: usize,
+    keys: bool,
+) -> Vec<u64> {
+    let width = if rows == 0 { 0 } else { rows_mat.len() / rows };
+    let dh = width / heads.max(1);
+    let mut out = Vec::with_capacity(heads * m * if keys { rows } else { dh });
+    for h in 0..heads {
+        // X_h as [rows, dh], or its transpose [dh, rows] for keys.
+        let mut x_h = vec![0u64; rows * dh];
+        for r in 0..rows {
+            for c in 0..dh {
+                let v = rows_mat[r * width + h * dh + c];
+                if keys {
+                    x_h[c * rows + r] = v;
+                } else {
+                    x_h[r * dh + c] = v;
+                }
+            }
+        }
+        let (k, n) = if keys { (dh, rows) } else { (rows, dh) };
+        out.extend(matmul_u64(&left[h * m * k..(h + 1) * m * k], &x_h, m, k, n));
+    }
+    out
+}
+
 /// C = A B over Z_2^64 (A: m x k, B: k x n, row-major).
 pub fn matmul_u64(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
     assert_eq!(a.len(), m * k, "matmul_u64: A is not m x k");

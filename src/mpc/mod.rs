@@ -20,4 +20,4 @@ pub use fixed::FixedPoint;
 pub use net::{Counters, LinkModel};
 pub use party::{ApproxConfig, Party, CLIENT, SERVER};
 pub use ring::RingTensor;
-pub use sim::{run_two_party, EngineConfig, TransportKind};
+pub use sim::{make_parties, run_two_party, EngineConfig, TransportKind};

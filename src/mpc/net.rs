@@ -212,6 +212,8 @@ pub struct Channel {
     total: Counters,
     /// Every payload received, when recording (for the leakage tests).
     transcript: Option<Vec<u8>>,
+    /// Public announcements received while recording (shapes, cache lengths), kept apart.
+    public_log: Vec<Vec<u64>>,
 }
 
 impl Channel {
@@ -228,6 +230,7 @@ impl Channel {
             counters: BTreeMap::new(),
             total: Counters::default(),
             transcript: None,
+            public_log: Vec::new(),
         }
     }
 
@@ -323,6 +326,28 @@ impl Channel {
             c.rounds += 1;
         });
         Ok(msg[8..].to_vec())
+    }
+
+    /// Sends values that are public by design (not shares): a shape, a cache length.
+    pub fn send_public(&mut self, values: &[u64]) -> Result<()> {
+        self.send_u64s(values)
+    }
+
+    /// Receives public values; while recording they go to the public log, not the transcript.
+    pub fn recv_public(&mut self, expected: usize) -> Result<Vec<u64>> {
+        let recording = self.transcript.take();
+        let values = self.recv_u64s(expected);
+        self.transcript = recording;
+        let values = values?;
+        if self.transcript.is_some() {
+            self.public_log.push(values.clone());
+        }
+        Ok(values)
+    }
+
+    /// The public announcements received since recording started.
+    pub fn take_public_log(&mut self) -> Vec<Vec<u64>> {
+        std::mem::take(&mut self.public_log)
     }
 
     /// Starts keeping every received payload.

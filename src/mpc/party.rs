@@ -154,6 +154,24 @@ impl Party {
         }
     }
 
+    /// A public value that `owner` tells the other party (one message one way), such as a shape
+    /// or a cache length. Both get the values; the channel logs them apart from the shared traffic.
+    pub fn announce(&mut self, owner: usize, values: &[u64], len: usize) -> Result<Vec<u64>> {
+        if self.id == owner {
+            if values.len() != len {
+                return Err(MpcError::ShapeMismatch {
+                    op: "announce",
+                    left: vec![values.len()],
+                    right: vec![len],
+                });
+            }
+            self.net.send_public(values)?;
+            Ok(values.to_vec())
+        } else {
+            self.net.recv_public(len)
+        }
+    }
+
     /// Secret-shares a private input of `owner`: the owner sends a uniform share and keeps the rest.
     /// The other party passes `None` and the shape.
     pub fn share_input(

@@ -37,28 +37,34 @@ impl Default for EngineConfig {
     }
 }
 
+/// The client and the server, joined by a link and a dealer thread, ready to run on two threads.
+pub fn make_parties(cfg: &EngineConfig) -> Result<(Party, Party)> {
+    let (c0, c1): (Channel, Channel) = match cfg.transport {
+        TransportKind::Sim => sim_pair(cfg.link),
+        TransportKind::Tcp => tcp_pair(cfg.link)?,
+    };
+    let (d0, d1) = start_dealer(cfg.seed);
+    let party = |id: usize, net: Channel, dealer| {
+        let seed = cfg.seed ^ (0xC0FFEE + id as u64);
+        Party::new(id, net, dealer, cfg.fp, cfg.approx.clone(), seed)
+    };
+    Ok((party(0, c0, d0), party(1, c1, d1)))
+}
+
 /// Runs `f` once as each party on its own thread and returns (client's result, server's result).
 pub fn run_two_party<T, F>(cfg: &EngineConfig, f: F) -> Result<(T, T)>
 where
     T: Send + 'static,
     F: Fn(&mut Party) -> Result<T> + Send + Sync + 'static,
 {
-    let (c0, c1): (Channel, Channel) = match cfg.transport {
-        TransportKind::Sim => sim_pair(cfg.link),
-        TransportKind::Tcp => tcp_pair(cfg.link)?,
-    };
-    let (d0, d1) = start_dealer(cfg.seed);
+    let (client, server) = make_parties(cfg)?;
     let f = std::sync::Arc::new(f);
-    let spawn = |id: usize, net: Channel, dealer| {
+    let spawn = |mut party: Party| {
         let f = f.clone();
-        let (fp, approx, seed) = (cfg.fp, cfg.approx.clone(), cfg.seed);
-        std::thread::spawn(move || {
-            let mut party = Party::new(id, net, dealer, fp, approx, seed ^ (0xC0FFEE + id as u64));
-            f(&mut party)
-        })
+        std::thread::spawn(move || f(&mut party))
     };
-    let h0 = spawn(0, c0, d0);
-    let h1 = spawn(1, c1, d1);
+    let h0 = spawn(client);
+    let h1 = spawn(server);
     let r0 = h0
         .join()
         .map_err(|_| MpcError::Malformed("party 0 panicked".into()))?;

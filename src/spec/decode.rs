@@ -3,11 +3,11 @@
 //! This is the oracle the secure path is checked against; K = 0 is plain autoregressive decoding.
 
 use anyhow::{bail, Result};
-use rand::Rng;
+use rand::{Rng, RngCore};
 
-use super::rule::verify_drafts;
+use super::rule::{verify_drafts, Verdict};
 use super::sampling::{probabilities, sample};
-use crate::model::Gpt2;
+use crate::model::{Gpt2, KvCache};
 
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {
@@ -70,8 +70,84 @@ fn ratio(num: usize, den: usize) -> f64 {
     }
 }
 
-/// Decodes after `prompt`. The output follows the private model's distribution at `temperature`
-/// exactly, whatever the public model proposes.
+/// Scores drafts with the private model and applies the speculative rule: in plaintext
+/// ([`PlainVerifier`]) or under two-party computation (`secure::SecureVerifier`). The decoding loop
+/// below is the same for both, so the rule's inputs and the cache rollback exist once.
+pub trait Verifier {
+    /// The private model's context window.
+    fn window(&self) -> usize;
+    fn vocab_size(&self) -> usize;
+    /// Forgets every position (a new prompt).
+    fn reset(&mut self) -> Result<()>;
+    /// Scores `drafts` after the committed `tokens` (q: the public model's distribution of each
+    /// draft) in one forward pass and applies the rule.
+    fn verify(
+        &mut self,
+        tokens: &[u32],
+        drafts: &[u32],
+        q: &[Vec<f64>],
+        rng: &mut dyn RngCore,
+    ) -> Result<Verdict>;
+    /// Keeps the first `len` positions of the private model's cache.
+    fn rollback(&mut self, len: usize) -> Result<()>;
+}
+
+/// The private model in plaintext candle: the oracle the secure verifier is tested against.
+pub struct PlainVerifier<'a> {
+    model: &'a Gpt2,
+    cache: KvCache,
+    temperature: f64,
+}
+
+impl<'a> PlainVerifier<'a> {
+    pub fn new(model: &'a Gpt2, temperature: f64) -> Self {
+        Self {
+            model,
+            cache: model.new_cache(),
+            temperature,
+        }
+    }
+}
+
+impl Verifier for PlainVerifier<'_> {
+    fn window(&self) -> usize {
+        self.model.config().n_positions
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        self.cache = self.model.new_cache();
+        Ok(())
+    }
+
+    fn verify(
+        &mut self,
+        tokens: &[u32],
+        drafts: &[u32],
+        q: &[Vec<f64>],
+        mut rng: &mut dyn RngCore,
+    ) -> Result<Verdict> {
+        let mut input = tokens[self.cache.len()..].to_vec();
+        input.extend(drafts);
+        let rows = self.model.forward_rows(&input, &mut self.cache)?;
+        let k = drafts.len();
+        let p: Vec<Vec<f64>> = rows[rows.len() - k - 1..]
+            .iter()
+            .map(|r| probabilities(r, self.temperature))
+            .collect();
+        Ok(verify_drafts(drafts, q, &p, &mut rng))
+    }
+
+    fn rollback(&mut self, len: usize) -> Result<()> {
+        Ok(self.cache.truncate(len)?)
+    }
+}
+
+/// Decodes after `prompt` with the private model in plaintext. The output follows the private
+/// model's distribution at `temperature` exactly, whatever the public model proposes.
 pub fn speculative_decode(
     public: &Gpt2,
     private: &Gpt2,
@@ -79,16 +155,28 @@ pub fn speculative_decode(
     opts: &DecodeOptions,
     rng: &mut impl Rng,
 ) -> Result<Decoded> {
+    let mut verifier = PlainVerifier::new(private, opts.temperature);
+    decode_with(public, &mut verifier, prompt, opts, rng)
+}
+
+/// The draft-and-verify loop: the public model drafts K tokens, `verifier` scores them in one pass
+/// and applies the rule; K = 0 is plain decoding with the private model alone.
+pub fn decode_with(
+    public: &Gpt2,
+    verifier: &mut impl Verifier,
+    prompt: &[u32],
+    opts: &DecodeOptions,
+    rng: &mut impl Rng,
+) -> Result<Decoded> {
     opts.validate()?;
-    if public.config().vocab_size != private.config().vocab_size {
+    if public.config().vocab_size != verifier.vocab_size() {
         bail!(
             "public and private vocabularies differ ({} vs {})",
             public.config().vocab_size,
-            private.config().vocab_size
+            verifier.vocab_size()
         )
     }
-    let (private_window, public_window) =
-        (private.config().n_positions, public.config().n_positions);
+    let (private_window, public_window) = (verifier.window(), public.config().n_positions);
     if prompt.is_empty() {
         bail!("empty prompt: at least one token is needed")
     }
@@ -99,9 +187,9 @@ pub fn speculative_decode(
             private_window
         )
     }
+    verifier.reset()?;
     let mut tokens = prompt.to_vec();
     let mut public_cache = public.new_cache();
-    let mut private_cache = private.new_cache();
     let mut out = Decoded {
         output_ids: Vec::new(),
         steps: 0,
@@ -134,15 +222,7 @@ pub fn speculative_decode(
             input = vec![x];
         }
 
-        let mut input = tokens[private_cache.len()..].to_vec();
-        input.extend(&drafts);
-        let rows = private.forward_rows(&input, &mut private_cache)?;
-        let p: Vec<Vec<f64>> = rows[rows.len() - k - 1..]
-            .iter()
-            .map(|r| probabilities(r, opts.temperature))
-            .collect();
-        let verdict = verify_drafts(&drafts, &q, &p, rng);
-
+        let verdict = verifier.verify(&tokens, &drafts, &q, rng)?;
         let mut emitted = drafts[..verdict.accepted].to_vec();
         emitted.push(verdict.next);
         out.steps += 1;
@@ -162,7 +242,7 @@ pub fn speculative_decode(
         // Both caches keep only positions whose tokens were committed; the newest token is fed next step.
         let valid = tokens.len() - 1;
         public_cache.truncate(valid)?;
-        private_cache.truncate(valid)?;
+        verifier.rollback(valid)?;
     }
     Ok(out)
 }

@@ -8,6 +8,7 @@ pub mod gelu;
 pub mod layernorm;
 pub mod max;
 pub mod reciprocal;
+pub mod rows;
 pub mod select;
 pub mod softmax;
 pub mod trunc;
@@ -17,6 +18,7 @@ use crate::mpc::ring::RingTensor;
 
 pub use beaver::{matmul, matmul_weight, mul, mul_many, prepare_weight, square, PreparedWeight};
 pub use compare::{ltz, ltz_many};
+pub use rows::{append_and_multiply, PreparedRows};
 pub use trunc::{truncate, truncate_many};
 
 /// Fixed-point products of several pairs: one Beaver round, then one truncation round.

@@ -1,0 +1,189 @@
+//! Measurements of the secure forward: its logits against candle's, and its cost over N new tokens
+//! at a given context on each link (the motivating table of POST: N tokens cost about one).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use serde::Serialize;
+
+use crate::model::Gpt2;
+use crate::mpc::net::{Counters, LinkModel};
+use crate::mpc::{make_parties, EngineConfig, Party};
+use crate::secure::SecureGpt2;
+
+/// Runs `f` as both parties, each with its side of the shared model set up first.
+/// Returns (client's result, server's result).
+pub fn with_secure_model<T, F>(model: &Gpt2, engine: &EngineConfig, f: F) -> Result<(T, T)>
+where
+    T: Send + 'static,
+    F: Fn(&mut Party, &SecureGpt2) -> Result<T> + Send + Sync + 'static,
+{
+    let (client, server) = make_parties(engine)?;
+    let f = Arc::new(f);
+    let cfg = model.config().clone();
+    let spawn = |mut party: Party, weights: Option<Gpt2>| {
+        let (f, cfg) = (f.clone(), cfg.clone());
+        std::thread::spawn(move || -> Result<T> {
+            let secure = SecureGpt2::setup(&mut party, &cfg, weights.as_ref())?;
+            drop(weights);
+            f(&mut party, &secure)
+        })
+    };
+    let h0 = spawn(client, None);
+    let h1 = spawn(server, Some(model.clone()));
+    let r0 = h0.join().map_err(|_| anyhow!("the client panicked"))?;
+    let r1 = h1.join().map_err(|_| anyhow!("the server panicked"))?;
+    Ok((r0?, r1?))
+}
+
+/// Secure logits [ids.len(), vocab] opened from shares: the first `split` tokens in one forward,
+/// the rest in a second one through the shared KV cache.
+pub fn secure_logits(
+    model: &Gpt2,
+    engine: &EngineConfig,
+    ids: &[u32],
+    split: usize,
+) -> Result<Vec<Vec<f64>>> {
+    let ids = ids.to_vec();
+    let vocab = model.config().vocab_size;
+    let (rows, _) = with_secure_model(model, engine, move |p, m| {
+        let mut cache = m.new_cache(p)?;
+        let mut out = Vec::new();
+        for part in [&ids[..split], &ids[split..]] {
+            if part.is_empty() {
+                continue;
+            }
+            let logits = m.forward(p, Some(part), part.len(), &mut cache)?;
+            let opened = p.open(&logits)?;
+            out.extend(p.fp.decode(&opened)?);
+        }
+        Ok(out)
+    })?;
+    Ok(rows.chunks(vocab).map(<[f64]>::to_vec).collect())
+}
+
+/// Max and mean absolute difference between secure and candle logits over every position.
+pub fn logit_error(
+    model: &Gpt2,
+    engine: &EngineConfig,
+    ids: &[u32],
+    split: usize,
+) -> Result<(f64, f64)> {
+    let secure = secure_logits(model, engine, ids, split)?;
+    let plain = model.forward_rows(ids, &mut model.new_cache())?;
+    let (mut max, mut sum, mut n) = (0.0f64, 0.0, 0usize);
+    for (s, c) in secure.iter().flatten().zip(plain.iter().flatten()) {
+        let e = (s - *c as f64).abs();
+        max = max.max(e);
+        sum += e;
+        n += 1;
+    }
+    Ok((max, sum / n.max(1) as f64))
+}
+
+/// One secure forward of a model over `new_tokens` at `context` cached positions.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardRow {
+    pub model: String,
+    pub link: String,
+    pub context: usize,
+    pub new_tokens: usize,
+    pub rounds: u64,
+    /// Online MB sent by the client (10^6 bytes).
+    pub client_mb: f64,
+    pub server_mb: f64,
+    /// Dealer corrections (offline), MB.
+    pub dealer_mb: f64,
+    /// Simulated seconds on the link.
+    pub sim_seconds: f64,
+    /// Measured local compute seconds of the busier party.
+    pub compute_seconds: f64,
+}
+
+fn delta(after: &Counters, before: &Counters) -> Counters {
+    Counters {
+        rounds: after.rounds - before.rounds,
+        bytes_sent: after.bytes_sent - before.bytes_sent,
+        bytes_recv: after.bytes_recv - before.bytes_recv,
+        sim_time: after.sim_time - before.sim_time,
+        compute_time: after.compute_time - before.compute_time,
+        dealer_bytes: after.dealer_bytes - before.dealer_bytes,
+    }
+}
+
+/// What one party measured: per (link, tokens) the counters of the forward, and per label of the
+/// first measured forward its rounds.
+type Measured = (Vec<Counters>, BTreeMap<String, u64>);
+
+/// Costs of one secure forward over each of `tokens` new tokens after `context` positions, on each
+/// link. The context is filled with random keys and values (1 round per matrix, not counted), so a
+/// long context costs no forward. One setup serves every measurement.
+pub fn forward_costs(
+    name: &str,
+    model: &Gpt2,
+    links: &[(String, LinkModel)],
+    context: usize,
+    tokens: &[usize],
+) -> Result<(Vec<ForwardRow>, BTreeMap<String, u64>)> {
+    let cfg = model.config().clone();
+    let max_new = tokens.iter().copied().max().unwrap_or(1);
+    if tokens.contains(&0) || context + max_new > cfg.n_positions {
+        anyhow::bail!(
+            "--context {context} + {max_new} new tokens must fit the context window of {} (and every count be at least 1)",
+            cfg.n_positions
+        )
+    }
+    let (engine, link_list) = (EngineConfig::default(), links.to_vec());
+    let token_list = tokens.to_vec();
+    let (client, server): (Measured, Measured) = with_secure_model(model, &engine, move |p, m| {
+        let width = cfg.n_embd;
+        let mut rng = ChaCha12Rng::seed_from_u64(7);
+        let kv: Vec<f64> = (0..context * width).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut per_call = Vec::new();
+        let mut labels = BTreeMap::new();
+        for (_, link) in &link_list {
+            p.net.link = *link;
+            for &t in &token_list {
+                let mut cache = m.new_cache(p)?;
+                if context > 0 {
+                    cache.fill(p, (!p.is_client()).then_some(&kv[..]), context)?;
+                }
+                let ids: Vec<u32> = (0..t).map(|i| ((i * 7919 + 13) % cfg.vocab_size) as u32).collect();
+                let (before, labels_before) = (p.net.total(), p.net.counters().clone());
+                m.forward(p, p.is_client().then_some(&ids[..]), t, &mut cache)?;
+                per_call.push(delta(&p.net.total(), &before));
+                if labels.is_empty() {
+                    for (label, c) in p.net.counters() {
+                        let old = labels_before.get(label).map_or(0, |c| c.rounds);
+                        labels.insert(label.clone(), c.rounds - old);
+                    }
+                }
+            }
+        }
+        Ok((per_call, labels))
+    })?;
+    let mut rows = Vec::new();
+    let mut i = 0;
+    for (link_name, _) in links {
+        for &t in tokens {
+            let (c, s) = (&client.0[i], &server.0[i]);
+            rows.push(ForwardRow {
+                model: name.to_string(),
+                link: link_name.clone(),
+                context,
+                new_tokens: t,
+                rounds: c.rounds.max(s.rounds),
+                client_mb: c.bytes_sent as f64 / 1e6,
+                server_mb: s.bytes_sent as f64 / 1e6,
+                dealer_mb: (c.dealer_bytes + s.dealer_bytes) as f64 / 1e6,
+                sim_seconds: c.sim_time.max(s.sim_time),
+                compute_seconds: c.compute_time.max(s.compute_time),
+            });
+            i += 1;
+        }
+    }
+    Ok((rows, client.1))
+}

@@ -1,0 +1,146 @@
+//! A shared matrix that grows by rows and is multiplied at every step: the keys or the values of a
+//! KV cache. Like a prepared weight, each row's dealer mask B is opened once, as F = X - B, when the
+//! row is appended; later products open only the other operand, so a step never re-opens the cache.
+//!
+//! Per head h (columns h*dh..(h+1)*dh), with E = L - A opened and C_h from the dealer:
+//!   keys:   L_h X_h^T = E_h F_h^T + E_h B_h^T + A_h F_h^T + C_h,   C_h = A_h B_h^T
+//!   values: L_h X_h   = E_h F_h   + E_h B_h   + A_h F_h   + C_h,   C_h = A_h B_h
+//! (E F by the client alone). Appending new rows and the product share one opening.
+//!
+//! Cost: 1 round; each way 8 bytes per new element (t * width) and per element of L.
+//! Rolling back rows ([`PreparedRows::truncate`]) is local; re-appended rows get fresh masks.
+
+use crate::mpc::dealer::Correlation;
+use crate::mpc::error::MpcError;
+use crate::mpc::matmul::head_matmul;
+use crate::mpc::party::{Party, Result};
+use crate::mpc::ring::RingTensor;
+
+/// A shared [rows, width] matrix split into `heads` column blocks, with its masks opened row by row.
+pub struct PreparedRows {
+    mask_id: u64,
+    heads: usize,
+    width: usize,
+    /// F = X - B, public to both parties, row-major.
+    masked: Vec<u64>,
+    /// This party's share of B, row-major.
+    mask: Vec<u64>,
+}
+
+impl PreparedRows {
+    pub fn new(p: &mut Party, width: usize, heads: usize) -> Result<Self> {
+        if heads == 0 || width % heads != 0 {
+            return Err(MpcError::BadConfig(format!(
+                "a row cache of width {width} cannot be split into {heads} heads"
+            )));
+        }
+        Ok(Self {
+            mask_id: p.dealer.new_mask_id(),
+            heads,
+            width,
+            masked: Vec::new(),
+            mask: Vec::new(),
+        })
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn rows(&self) -> usize {
+        self.masked.len() / self.width
+    }
+
+    /// Keeps the first `rows` rows (how rejected drafts leave the cache); both parties call it.
+    pub fn truncate(&mut self, p: &mut Party, rows: usize) -> Result<()> {
+        if rows >= self.rows() {
+            return Ok(());
+        }
+        p.deal(
+            &Correlation::RowTruncate {
+                id: self.mask_id,
+                rows,
+            },
+            &[],
+        )?;
+        self.masked.truncate(rows * self.width);
+        self.mask.truncate(rows * self.width);
+        Ok(())
+    }
+
+    /// The dealer's mask of `new` and the share `new - B` to open.
+    fn stage(&mut self, p: &mut Party, new: &RingTensor) -> Result<(RingTensor, RingTensor)> {
+        if new.last_dim() != self.width {
+            return Err(MpcError::ShapeMismatch {
+                op: "append rows",
+                left: new.shape().to_vec(),
+                right: vec![self.rows(), self.width],
+            });
+        }
+        let t = new.len() / self.width;
+        let corr = Correlation::RowMask {
+            id: self.mask_id,
+            rows: t,
+            width: self.width,
+        };
+        let b = p.deal(&corr, &[&[t, self.width]])?.remove(0);
+        let to_open = new.clone().reshape(&[t, self.width])?.sub(&b)?;
+        Ok((b, to_open))
+    }
+
+    fn push(&mut self, b: RingTensor, opened: &RingTensor) {
+        self.mask.extend_from_slice(b.data());
+        self.masked.extend_from_slice(opened.data());
+    }
+
+    /// Appends rows without a product (1 round): for filling a cache with given rows.
+    pub fn append(&mut self, p: &mut Party, new: &RingTensor) -> Result<()> {
+        let (b, to_open) = self.stage(p, new)?;
+        let opened = p.open(&to_open)?;
+        self.push(b, &opened);
+        Ok(())
+    }
+}
+
+/// Appends `new` [t, width] to `rows` and multiplies `left` by the whole matrix per head, in one
+/// round. keys: `left` [heads, m, dh] -> [heads, m, rows]; values: [heads, m, rows] -> [heads, m, dh].
+/// No truncation: the result carries the operands' fractional bits added.
+pub fn append_and_multiply(
+    p: &mut Party,
+    rows: &mut PreparedRows,
+    new: &RingTensor,
+    left: &RingTensor,
+    keys: bool,
+) -> Result<RingTensor> {
+    let (b_new, to_open) = rows.stage(p, new)?;
+    let (heads, dh) = (rows.heads, rows.width / rows.heads);
+    let total = rows.rows() + to_open.shape()[0];
+    let inner = if keys { dh } else { total };
+    let m = left.len() / (heads * inner).max(1);
+    if left.len() != heads * m * inner {
+        return Err(MpcError::ShapeMismatch {
+            op: "append_and_multiply",
+            left: left.shape().to_vec(),
+            right: vec![heads, m, inner],
+        });
+    }
+    let corr = Correlation::HeadTriple {
+        id: rows.mask_id,
+        heads,
+        m,
+        keys,
+    };
+    let out_cols = if keys { total } else { dh };
+    let parts = p.deal(&corr, &[&[heads * m * inner], &[heads * m * out_cols]])?;
+    let (a, c) = (&parts[0], &parts[1]);
+    let opened = p.open_many(&[&to_open, &left.clone().reshape(&[left.len()])?.sub(a)?])?;
+    rows.push(b_new, &opened[0]);
+    let eps = opened[1].data();
+    let product = |l: &[u64], x: &[u64]| head_matmul(l, m, x, total, heads, keys);
+    let mut z = c.add(&RingTensor::new(c.shape(), product(eps, &rows.mask))?)?;
+    z.add_assign(&RingTensor::new(c.shape(), product(a.data(), &rows.masked))?)?;
+    if p.is_client() {
+        z.add_assign(&RingTensor::new(c.shape(), product(eps, &rows.masked))?)?;
+    }
+    z.reshape(&[heads, m, out_cols])
+}

@@ -1,0 +1,360 @@
+//! GPT-2 on secret shares, block for block beside the candle model in `model/gpt2.rs` (as candle
+//! keeps `quantized_llama.rs` beside `llama.rs`). Built from the loaded [`Gpt2`]'s weights: no second
+//! copy of config parsing or weight names.
+//!
+//! The server's weights are its private input: its share is the weight itself, the client's is zero,
+//! and every matrix is prepared once (its dealer mask opened as W - B, uniform to the client), so a
+//! product sends only the activations. The client's tokens enter as a one-hot [t, vocab] times the
+//! prepared token table: the server sees only the masked one-hot. Positions are public, so each party
+//! adds its share of the position rows locally. Attention's 1/sqrt(head_dim) is folded into the
+//! query columns of `c_attn` by the server before sharing.
+//!
+//! Rounds of one forward, whatever the number of new tokens (one layer):
+//!   ln_1 37 | c_attn 2 | scores 2 | softmax 97 | values 2 | c_proj 2 | ln_2 37 | c_fc 2 | GeLU 16 | c_proj 2
+//! = 199 per layer, plus 1 (embedding) and 37 + 2 (ln_f, LM head).
+
+use anyhow::bail;
+use candle_core::{DType, Tensor};
+
+use crate::model::gpt2::{Conv1D, LayerNorm};
+use crate::model::{Config, Gpt2};
+use crate::mpc::error::MpcError;
+use crate::mpc::party::Result;
+use crate::mpc::protocols::{
+    append_and_multiply, fixed_matmul_weight, gelu::gelu, layernorm::layernorm, matmul_weight,
+    prepare_weight, softmax::softmax, truncate, PreparedRows, PreparedWeight,
+};
+use crate::mpc::{Party, RingTensor, SERVER};
+
+fn values(t: &Tensor) -> anyhow::Result<Vec<f64>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// The server's weight as a share: the weight itself on the server, zeros on the client.
+fn server_share(p: &Party, values: Option<Vec<f64>>, shape: &[usize]) -> anyhow::Result<RingTensor> {
+    match values {
+        Some(v) if p.id == SERVER => Ok(p.fp.encode(shape, &v)?),
+        None if p.id != SERVER => Ok(RingTensor::zeros(shape)),
+        _ => bail!("the server, and only the server, supplies the weights"),
+    }
+}
+
+/// A linear layer with a prepared weight [d_in, d_out] and a shared bias.
+struct SecureConv1D {
+    weight: PreparedWeight,
+    bias: RingTensor,
+}
+
+impl SecureConv1D {
+    /// `fold`: the first `n` output columns are multiplied by `c` in plaintext by the server.
+    fn setup(
+        p: &mut Party,
+        conv: Option<&Conv1D>,
+        d_in: usize,
+        d_out: usize,
+        fold: Option<(usize, f64)>,
+    ) -> anyhow::Result<Self> {
+        let (mut w, mut b) = match conv {
+            Some(c) => (Some(values(&c.weight)?), Some(values(&c.bias)?)),
+            None => (None, None),
+        };
+        if let (Some((n, c)), Some(w), Some(b)) = (fold, w.as_mut(), b.as_mut()) {
+            w.chunks_mut(d_out)
+                .for_each(|row| row[..n].iter_mut().for_each(|v| *v *= c));
+            b[..n].iter_mut().for_each(|v| *v *= c);
+        }
+        let w = server_share(p, w, &[d_in, d_out])?;
+        Ok(Self {
+            weight: prepare_weight(p, &w)?,
+            bias: server_share(p, b, &[d_out])?,
+        })
+    }
+
+    fn forward(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
+        fixed_matmul_weight(p, xs, &self.weight)?.add_row(&self.bias)
+    }
+}
+
+struct SecureLayerNorm {
+    gamma: RingTensor,
+    beta: RingTensor,
+    eps: f64,
+}
+
+impl SecureLayerNorm {
+    fn setup(p: &Party, ln: Option<&LayerNorm>, d: usize, eps: f64) -> anyhow::Result<Self> {
+        let (g, b) = match ln {
+            Some(ln) => (Some(values(&ln.weight)?), Some(values(&ln.bias)?)),
+            None => (None, None),
+        };
+        Ok(Self {
+            gamma: server_share(p, g, &[d])?,
+            beta: server_share(p, b, &[d])?,
+            eps,
+        })
+    }
+
+    fn forward(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
+        layernorm(p, xs, &self.gamma, &self.beta, self.eps)
+    }
+}
+
+/// One layer's keys and values, each a [positions, n_embd] matrix whose rows were opened masked once.
+pub struct LayerCache {
+    keys: PreparedRows,
+    values: PreparedRows,
+}
+
+/// The shared KV cache of every layer; rows of rejected drafts are dropped with [`Self::truncate`].
+pub struct SecureKvCache {
+    layers: Vec<LayerCache>,
+}
+
+impl SecureKvCache {
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.keys.rows())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the first `len` positions (both parties call it with the same length).
+    pub fn truncate(&mut self, p: &mut Party, len: usize) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.keys.truncate(p, len)?;
+            layer.values.truncate(p, len)?;
+        }
+        Ok(())
+    }
+
+    /// Appends `rows` positions of given keys and values to every layer (1 round per matrix): fills a
+    /// context for cost measurements without running the forward over it. The server supplies the
+    /// values; the client passes `None`.
+    pub fn fill(&mut self, p: &mut Party, kv: Option<&[f64]>, rows: usize) -> anyhow::Result<()> {
+        for layer in &mut self.layers {
+            let width = layer.keys.width();
+            let shape = [rows, width];
+            let share = server_share(p, kv.map(|v| v[..rows * width].to_vec()), &shape)?;
+            layer.keys.append(p, &share)?;
+            layer.values.append(p, &share)?;
+        }
+        Ok(())
+    }
+}
+
+/// [t, heads * dh] -> [heads, t, dh].
+fn split_heads(x: &RingTensor, heads: usize) -> Result<RingTensor> {
+    let (t, d) = (x.len() / x.last_dim().max(1), x.last_dim());
+    let dh = d / heads;
+    let mut out = Vec::with_capacity(x.len());
+    for h in 0..heads {
+        for row in x.data().chunks(d) {
+            out.extend_from_slice(&row[h * dh..(h + 1) * dh]);
+        }
+    }
+    RingTensor::new(&[heads, t, dh], out)
+}
+
+/// [heads, t, dh] -> [t, heads * dh].
+fn merge_heads(x: &RingTensor) -> Result<RingTensor> {
+    let (heads, t, dh) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+    let mut out = vec![0u64; x.len()];
+    for h in 0..heads {
+        for i in 0..t {
+            let src = &x.data()[(h * t + i) * dh..(h * t + i + 1) * dh];
+            out[i * heads * dh + h * dh..i * heads * dh + (h + 1) * dh].copy_from_slice(src);
+        }
+    }
+    RingTensor::new(&[t, heads * dh], out)
+}
+
+struct SecureAttention {
+    c_attn: SecureConv1D,
+    c_proj: SecureConv1D,
+    n_head: usize,
+}
+
+impl SecureAttention {
+    /// `xs`: [t, d] for positions past..past+t; the cache holds the `past` earlier positions.
+    fn forward(&self, p: &mut Party, xs: &RingTensor, cache: &mut LayerCache) -> Result<RingTensor> {
+        let d = xs.last_dim();
+        let t = xs.len() / d;
+        let past = cache.keys.rows();
+        let f = p.fp.frac_bits;
+        let qkv = p.labelled("c_attn", |p| self.c_attn.forward(p, xs))?;
+        let q = split_heads(&qkv.narrow_last(0, d)?, self.n_head)?;
+        let (k, v) = (qkv.narrow_last(d, d)?, qkv.narrow_last(2 * d, d)?);
+        let scores = p.labelled("scores", |p| {
+            let s = append_and_multiply(p, &mut cache.keys, &k, &q, true)?;
+            truncate(p, &s, f)
+        })?;
+        let total = past + t;
+        let mask: Vec<bool> = (0..self.n_head * t)
+            .flat_map(|hi| (0..total).map(move |j| j <= past + hi % t))
+            .collect();
+        let probs = softmax(p, &scores, Some(&mask))?;
+        let out = p.labelled("values", |p| {
+            let o = append_and_multiply(p, &mut cache.values, &v, &probs, false)?;
+            truncate(p, &o, f)
+        })?;
+        p.labelled("c_proj", |p| self.c_proj.forward(p, &merge_heads(&out)?))
+    }
+}
+
+struct SecureMlp {
+    c_fc: SecureConv1D,
+    c_proj: SecureConv1D,
+}
+
+impl SecureMlp {
+    fn forward(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
+        let h = p.labelled("c_fc", |p| self.c_fc.forward(p, xs))?;
+        let h = gelu(p, &h)?;
+        p.labelled("c_proj", |p| self.c_proj.forward(p, &h))
+    }
+}
+
+struct SecureBlock {
+    ln_1: SecureLayerNorm,
+    attn: SecureAttention,
+    ln_2: SecureLayerNorm,
+    mlp: SecureMlp,
+}
+
+impl SecureBlock {
+    fn forward(&self, p: &mut Party, xs: &RingTensor, cache: &mut LayerCache) -> Result<RingTensor> {
+        let h = p.labelled("ln_1", |p| self.ln_1.forward(p, xs))?;
+        let xs = xs.add(&p.labelled("attn", |p| self.attn.forward(p, &h, cache))?)?;
+        let h = p.labelled("ln_2", |p| self.ln_2.forward(p, &xs))?;
+        xs.add(&p.labelled("mlp", |p| self.mlp.forward(p, &h))?)
+    }
+}
+
+/// GPT-2 whose weights are shared between the two parties; each party holds one.
+pub struct SecureGpt2 {
+    /// The token table [vocab, d], prepared: one-hot inputs times it.
+    wte: PreparedWeight,
+    /// The tied LM head, wte^T [d, vocab], prepared.
+    lm_head: PreparedWeight,
+    /// Position table [n_positions, d] shares.
+    wpe: RingTensor,
+    blocks: Vec<SecureBlock>,
+    ln_f: SecureLayerNorm,
+    cfg: Config,
+}
+
+impl SecureGpt2 {
+    /// Shares and prepares the server's model: the server passes `Some(model)`, the client `None`
+    /// (it knows only the config, which is public). Both parties call this at the same point.
+    pub fn setup(p: &mut Party, cfg: &Config, model: Option<&Gpt2>) -> anyhow::Result<Self> {
+        if let Some(m) = model {
+            if m.config() != cfg {
+                bail!("the server's model does not match the announced config");
+            }
+        }
+        let (d, v, mlp) = (cfg.n_embd, cfg.vocab_size, cfg.mlp_dim());
+        let eps = cfg.layer_norm_epsilon;
+        let wte_values = model.map(|m| values(m.wte())).transpose()?;
+        let wte = server_share(p, wte_values, &[v, d])?;
+        let lm_head = prepare_weight(p, &wte.transpose_last()?)?;
+        let wte = prepare_weight(p, &wte)?;
+        let wpe = server_share(
+            p,
+            model.map(|m| values(m.wpe())).transpose()?,
+            &[cfg.n_positions, d],
+        )?;
+        let scale = 1.0 / (cfg.head_dim() as f64).sqrt();
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let b = model.map(|m| &m.blocks()[i]);
+            blocks.push(SecureBlock {
+                ln_1: SecureLayerNorm::setup(p, b.map(|b| &b.ln_1), d, eps)?,
+                attn: SecureAttention {
+                    c_attn: SecureConv1D::setup(
+                        p,
+                        b.map(|b| &b.attn.c_attn),
+                        d,
+                        3 * d,
+                        Some((d, scale)),
+                    )?,
+                    c_proj: SecureConv1D::setup(p, b.map(|b| &b.attn.c_proj), d, d, None)?,
+                    n_head: cfg.n_head,
+                },
+                ln_2: SecureLayerNorm::setup(p, b.map(|b| &b.ln_2), d, eps)?,
+                mlp: SecureMlp {
+                    c_fc: SecureConv1D::setup(p, b.map(|b| &b.mlp.c_fc), d, mlp, None)?,
+                    c_proj: SecureConv1D::setup(p, b.map(|b| &b.mlp.c_proj), mlp, d, None)?,
+                },
+            });
+        }
+        Ok(Self {
+            wte,
+            lm_head,
+            wpe,
+            blocks,
+            ln_f: SecureLayerNorm::setup(p, model.map(|m| m.ln_f()), d, eps)?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn new_cache(&self, p: &mut Party) -> Result<SecureKvCache> {
+        let layers = (0..self.cfg.n_layer)
+            .map(|_| {
+                Ok(LayerCache {
+                    keys: PreparedRows::new(p, self.cfg.n_embd, self.cfg.n_head)?,
+                    values: PreparedRows::new(p, self.cfg.n_embd, self.cfg.n_head)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(SecureKvCache { layers })
+    }
+
+    /// Shared logits [t, vocab] (f fractional bits) for `t` new tokens after the cached positions.
+    /// The client passes its token ids; the server passes `None` and learns only `t`.
+    pub fn forward(
+        &self,
+        p: &mut Party,
+        ids: Option<&[u32]>,
+        t: usize,
+        cache: &mut SecureKvCache,
+    ) -> Result<RingTensor> {
+        let (v, d) = (self.cfg.vocab_size, self.cfg.n_embd);
+        let past = cache.len();
+        if t == 0 || past + t > self.cfg.n_positions {
+            return Err(MpcError::BadConfig(format!(
+                "{} positions ({past} cached + {t} new) do not fit the context window of {}",
+                past + t,
+                self.cfg.n_positions
+            )));
+        }
+        // The client's one-hot rows (integers, so the product needs no truncation).
+        let mut one_hot = RingTensor::zeros(&[t, v]);
+        if p.is_client() {
+            let ids = ids.ok_or_else(|| MpcError::BadConfig("the client must pass its tokens".into()))?;
+            if ids.len() != t {
+                return Err(MpcError::BadConfig(format!("{} ids for {t} tokens", ids.len())));
+            }
+            for (i, &id) in ids.iter().enumerate() {
+                if id as usize >= v {
+                    return Err(MpcError::BadConfig(format!(
+                        "token id {id} is outside the vocabulary of {v}"
+                    )));
+                }
+                one_hot.data_mut()[i * v + id as usize] = 1;
+            }
+        }
+        let tokens = p.labelled("embed", |p| matmul_weight(p, &one_hot, &self.wte))?;
+        let positions = RingTensor::new(&[t, d], self.wpe.data()[past * d..(past + t) * d].to_vec())?;
+        let mut xs = tokens.add(&positions)?;
+        for (i, (block, layer)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
+            xs = p.labelled(&format!("block{i}"), |p| block.forward(p, &xs, layer))?;
+        }
+        let xs = p.labelled("ln_f", |p| self.ln_f.forward(p, &xs))?;
+        p.labelled("lm_head", |p| fixed_matmul_weight(p, &xs, &self.lm_head))
+    }
+}

@@ -1,0 +1,206 @@
+//! Private sampling: the speculative rule on shared logits, with no secure division and no secure
+//! log. Only the client learns the accepted drafts and the next token.
+//!
+//! Input: shared logits L [k+1, vocab] (rows 0..k score drafts x_0..x_{k-1}, row k is the bonus
+//! position); the client's drafts, the public model's q_i, and its uniform draws.
+//!
+//! T = 0 (greedy): a_i = argmax_j L_ij for every row at once (one tournament); draft i is accepted
+//! iff a_i = x_i, tested as 1 - [a_i - x_i < 0] - [x_i - a_i < 0]. The acceptance bits go to the
+//! client, which announces n = the first rejection (or k), and the server reveals a_n to it.
+//!
+//! T > 0: z = L / T, e = exp(z - max z), S = sum e (the softmax numerator and denominator, no 1/S):
+//! 1. draft i is accepted iff u_i q_i(x_i) S_i < e_i(x_i), i.e. u_i < p_i(x_i) / q_i(x_i);
+//! 2. residual r_ij = max(0, e_ij - q_ij S_i) (= S_i max(0, p_ij - q_ij)); the bonus row has q = 0;
+//! 3. inverse CDF: with C_ij = r_i0 + ... + r_ij and t_i = u'_i sum_j r_ij, the token is
+//!    y_i = #{j : C_ij < t_i} (S cancels). Every row is sampled at once; the client announces n and
+//!    learns y_n only.
+//!
+//! Precision: e, S and q S at f bits; u q(x) and u' at 24 bits, so their products with S stay below
+//! 2^56 for vocabularies up to 2^16. The output follows the private model up to these roundings and
+//! exp's error (at most 1.1e-3 on each e_ij in [0, 1]).
+//!
+//! Rounds: T = 0: tournament + 8 + 3 one-way messages; T > 0: (1 if T != 1) + tournament + exp (16)
+//! + 1 + 1 + 8 + 1 + 1 + 8, plus the same 3 one-way messages.
+
+use crate::mpc::error::MpcError;
+use crate::mpc::party::Result;
+use crate::mpc::protocols::{exp::exp, ltz_many, max::max_last, mul_many, mul_public, truncate};
+use crate::mpc::{Party, RingTensor, CLIENT};
+use crate::spec::Verdict;
+
+/// What the client brings to one sampling step.
+#[derive(Debug, Clone)]
+pub struct ClientDraws {
+    pub drafts: Vec<u32>,
+    /// The public model's distribution for each draft (used at T > 0).
+    pub q: Vec<Vec<f64>>,
+    /// One uniform per draft for the acceptance tests.
+    pub accept_u: Vec<f64>,
+    /// One uniform per row (k + 1) for the inverse-CDF draw.
+    pub sample_u: Vec<f64>,
+}
+
+/// Fractional bits of the client's probabilities and uniforms.
+const PROB_BITS: u32 = 24;
+
+fn encode_prob(x: f64) -> u64 {
+    ((x.clamp(0.0, 1.0) * (1u64 << PROB_BITS) as f64).round() as u64).min((1 << PROB_BITS) - 1)
+}
+
+/// A value only the client knows, as a share: its own value on the client, zeros on the server.
+fn client_known(p: &Party, shape: &[usize], values: impl FnOnce() -> Vec<u64>) -> Result<RingTensor> {
+    if p.is_client() {
+        RingTensor::new(shape, values())
+    } else {
+        Ok(RingTensor::zeros(shape))
+    }
+}
+
+/// Rows start..start+len of a [rows, n] tensor.
+fn rows(x: &RingTensor, start: usize, len: usize) -> Result<RingTensor> {
+    let n = x.last_dim();
+    RingTensor::new(&[len, n], x.data()[start * n..(start + len) * n].to_vec())
+}
+
+/// 1 - b for shared integer bits.
+fn not(p: &Party, b: &RingTensor) -> RingTensor {
+    p.add_constant(&b.neg(), 1)
+}
+
+/// Applies the speculative rule to shared logits [k+1, vocab]. The client passes its draws and gets
+/// the verdict; the server passes `None` and gets `None`.
+pub fn private_sample(
+    p: &mut Party,
+    logits: &RingTensor,
+    k: usize,
+    temperature: f64,
+    draws: Option<&ClientDraws>,
+) -> Result<Option<Verdict>> {
+    let v = logits.last_dim();
+    if logits.len() != (k + 1) * v {
+        return Err(MpcError::ShapeMismatch {
+            op: "private_sample",
+            left: logits.shape().to_vec(),
+            right: vec![k + 1, v],
+        });
+    }
+    let draws = if p.is_client() {
+        let d = draws.ok_or_else(|| MpcError::BadConfig("the client must pass its draws".into()))?;
+        if d.drafts.len() != k || d.accept_u.len() != k || d.sample_u.len() != k + 1 {
+            return Err(MpcError::BadConfig(format!("draws for {k} drafts are malformed")));
+        }
+        Some(d)
+    } else {
+        None
+    };
+    let (accepted, candidates) = if temperature == 0.0 {
+        p.labelled("greedy", |p| greedy(p, logits, k, draws))?
+    } else {
+        p.labelled("sample", |p| sample(p, logits, k, temperature, draws))?
+    };
+    p.labelled("reveal", |p| {
+        // The acceptance bits go to the client, which announces the first rejection.
+        let bits = p.reveal_to(CLIENT, &accepted)?;
+        let n = bits.map_or(0, |b| b.data().iter().take_while(|&&x| x == 1).count());
+        let n = p.announce(CLIENT, &[n as u64], 1)?[0] as usize;
+        if n > k {
+            return Err(MpcError::Malformed(format!("{n} accepted of {k} drafts")));
+        }
+        let next = p.reveal_to(CLIENT, &rows(&candidates, n, 1)?)?;
+        Ok(next.map(|t| Verdict {
+            accepted: n,
+            next: t.data()[0] as u32,
+        }))
+    })
+}
+
+/// (acceptance bits [k], candidate tokens [k+1, 1]) at T = 0.
+fn greedy(
+    p: &mut Party,
+    logits: &RingTensor,
+    k: usize,
+    draws: Option<&ClientDraws>,
+) -> Result<(RingTensor, RingTensor)> {
+    let (_, argmax) = max_last(p, logits)?;
+    let drafts = client_known(p, &[k, 1], || {
+        draws.map_or(vec![], |d| d.drafts.iter().map(|&x| x as u64).collect())
+    })?;
+    let diff = rows(&argmax, 0, k)?.sub(&drafts)?;
+    let lt = ltz_many(p, &[&diff, &diff.neg()])?;
+    let equal = not(p, &lt[0]).sub(&lt[1])?;
+    Ok((equal, argmax))
+}
+
+/// (acceptance bits [k], candidate tokens [k+1, 1]) at T > 0.
+fn sample(
+    p: &mut Party,
+    logits: &RingTensor,
+    k: usize,
+    temperature: f64,
+    draws: Option<&ClientDraws>,
+) -> Result<(RingTensor, RingTensor)> {
+    let (v, f) = (logits.last_dim(), p.fp.frac_bits);
+    let z = if temperature == 1.0 {
+        logits.clone()
+    } else {
+        mul_public(p, logits, 1.0 / temperature, 8)?
+    };
+    let (max, _) = max_last(p, &z)?;
+    let e = exp(p, &z.sub(&max.expand_last(v))?)?;
+    let sum = e.sum_last();
+
+    // One round of products with client-known factors: e_i(x_i) by a one-hot, u_i q_i(x_i) S_i, q_ij S_i.
+    let one_hot = client_known(p, &[k, v], || {
+        let mut h = vec![0u64; k * v];
+        if let Some(d) = draws {
+            d.drafts.iter().enumerate().for_each(|(i, &x)| h[i * v + x as usize] = 1);
+        }
+        h
+    })?;
+    let uq = client_known(p, &[k, 1], || {
+        draws.map_or(vec![], |d| {
+            (0..k).map(|i| encode_prob(d.accept_u[i] * d.q[i][d.drafts[i] as usize])).collect()
+        })
+    })?;
+    let q = client_known(p, &[k + 1, v], || {
+        let mut q = vec![0u64; (k + 1) * v];
+        if let Some(d) = draws {
+            for (i, row) in d.q.iter().enumerate() {
+                for (j, &qj) in row.iter().enumerate() {
+                    q[i * v + j] = p.fp.constant(qj);
+                }
+            }
+        }
+        q
+    })?;
+    let products = mul_many(
+        p,
+        &[
+            (&one_hot, &rows(&e, 0, k)?),
+            (&uq, &rows(&sum, 0, k)?),
+            (&q, &sum.expand_last(v)),
+        ],
+    )?;
+    let e_at_draft = products[0].sum_last().scale(1 << PROB_BITS);
+    let accept_margin = products[1].sub(&e_at_draft)?; // < 0: accept
+    let q_sum = truncate(p, &products[2], f)?;
+    let diff = e.sub(&q_sum)?;
+    let lt = ltz_many(p, &[&accept_margin, &diff])?;
+    let (accepted, negative) = (&lt[0], &lt[1]);
+
+    // r = max(0, e - q S), its cumulative sums, and the threshold t = u' sum(r).
+    let residual = mul_many(p, &[(&not(p, negative), &diff)])?.remove(0);
+    let total = residual.sum_last();
+    let u = client_known(p, &[k + 1, 1], || {
+        draws.map_or(vec![], |d| d.sample_u.iter().map(|&u| encode_prob(u)).collect())
+    })?;
+    let threshold = mul_many(p, &[(&u, &total)])?.remove(0);
+    let mut cumulative = residual.scale(1 << PROB_BITS);
+    for row in cumulative.data_mut().chunks_mut(v) {
+        for j in 1..v {
+            row[j] = row[j].wrapping_add(row[j - 1]);
+        }
+    }
+    let below = ltz_many(p, &[&cumulative.sub(&threshold.expand_last(v))?])?.remove(0);
+    Ok((accepted.clone(), below.sum_last()))
+}

@@ -1,0 +1,251 @@
+//! A secure session: the client and the server (a thread holding the private model), a dealer and a
+//! link, set up once and used for every step and prompt. The client side is a [`Verifier`], so the
+//! decoding loop of `post draft` runs unchanged on top of it.
+//!
+//! Per step the client announces, in one message, what the server learns anyway: how many cached
+//! positions to keep (the committed tokens), how many new tokens the forward takes and how many of
+//! them are drafts. Then both run the secure forward and private sampling; the client announces the
+//! accepted count and learns the next token.
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rand::{Rng, RngCore};
+use serde::Serialize;
+
+use super::gpt2::{SecureGpt2, SecureKvCache};
+use super::sampling::{private_sample, ClientDraws};
+use crate::model::Gpt2;
+use crate::mpc::net::Counters;
+use crate::mpc::{make_parties, EngineConfig, Party, RingTensor, CLIENT};
+use crate::spec::{Verdict, Verifier};
+
+const STOP: u64 = 0;
+const STEP: u64 = 1;
+
+/// Costs of a stretch of a session, both parties together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Costs {
+    /// Message flights the client waited for.
+    pub rounds: u64,
+    /// Online bytes sent by the client.
+    pub client_bytes: u64,
+    /// Online bytes sent by the server.
+    pub server_bytes: u64,
+    /// Dealer corrections sent to the server (offline).
+    pub dealer_bytes: u64,
+    /// Simulated end-to-end seconds (the client's virtual clock).
+    pub sim_seconds: f64,
+    /// Measured local compute seconds of the busier party.
+    pub compute_seconds: f64,
+}
+
+impl Costs {
+    fn from_parties(client: &Counters, server: &Counters) -> Self {
+        Self {
+            rounds: client.rounds,
+            client_bytes: client.bytes_sent,
+            server_bytes: server.bytes_sent,
+            dealer_bytes: client.dealer_bytes + server.dealer_bytes,
+            sim_seconds: client.sim_time,
+            compute_seconds: client.compute_time.max(server.compute_time),
+        }
+    }
+
+    /// The costs since `before`.
+    pub fn since(&self, before: &Costs) -> Costs {
+        Costs {
+            rounds: self.rounds - before.rounds,
+            client_bytes: self.client_bytes - before.client_bytes,
+            server_bytes: self.server_bytes - before.server_bytes,
+            dealer_bytes: self.dealer_bytes - before.dealer_bytes,
+            sim_seconds: self.sim_seconds - before.sim_seconds,
+            compute_seconds: self.compute_seconds - before.compute_seconds,
+        }
+    }
+}
+
+/// Shared logits rows start..start+len.
+fn logit_rows(logits: &RingTensor, start: usize, len: usize) -> RingTensor {
+    let v = logits.last_dim();
+    RingTensor::new(&[len, v], logits.data()[start * v..(start + len) * v].to_vec())
+        .expect("rows inside the logits")
+}
+
+/// The server's side of a session: answers steps until the client stops.
+fn serve(
+    p: &mut Party,
+    model: &SecureGpt2,
+    temperature: f64,
+    reports: &Sender<Counters>,
+) -> Result<()> {
+    let mut cache = model.new_cache(p)?;
+    let _ = reports.send(p.net.total());
+    loop {
+        let msg = p.announce(CLIENT, &[], 4)?;
+        let (keep, n_new, k) = (msg[1] as usize, msg[2] as usize, msg[3] as usize);
+        match msg[0] {
+            STOP => return Ok(()),
+            STEP if k < n_new => {
+                cache.truncate(p, keep)?;
+                let logits = model.forward(p, None, n_new, &mut cache)?;
+                private_sample(p, &logit_rows(&logits, n_new - k - 1, k + 1), k, temperature, None)?;
+                let _ = reports.send(p.net.total());
+            }
+            _ => bail!("the server received a malformed step {msg:?}"),
+        }
+    }
+}
+
+/// The client's end of a secure session, usable as the decoding loop's verifier.
+pub struct SecureVerifier {
+    party: Party,
+    model: SecureGpt2,
+    cache: SecureKvCache,
+    /// Cached positions to keep at the next step (the loop's rollback, applied when announced).
+    keep: usize,
+    temperature: f64,
+    server: Option<JoinHandle<Result<()>>>,
+    reports: Receiver<Counters>,
+    /// Server reports expected so far (one after setup, one per step) and the latest received.
+    expected_reports: usize,
+    received_reports: usize,
+    server_totals: Counters,
+    /// The one-time cost of sharing and preparing the weights.
+    pub setup: Costs,
+}
+
+impl SecureVerifier {
+    /// Starts the server thread with `model`, shares and prepares its weights, and returns the
+    /// client's end. `temperature` is public and fixed for the session.
+    pub fn start(model: &Gpt2, engine: &EngineConfig, temperature: f64) -> Result<Self> {
+        if !temperature.is_finite() || temperature < 0.0 {
+            bail!("temperature must be a finite number >= 0, got {temperature}")
+        }
+        let (mut client, mut server) = make_parties(engine)?;
+        let cfg = model.config().clone();
+        let (server_model, server_cfg) = (model.clone(), cfg.clone());
+        let (tx, reports) = channel();
+        let handle = std::thread::spawn(move || -> Result<()> {
+            let secure = SecureGpt2::setup(&mut server, &server_cfg, Some(&server_model))?;
+            drop(server_model);
+            serve(&mut server, &secure, temperature, &tx)
+        });
+        let model = SecureGpt2::setup(&mut client, &cfg, None).context("secure setup")?;
+        let cache = model.new_cache(&mut client)?;
+        let mut verifier = Self {
+            party: client,
+            model,
+            cache,
+            keep: 0,
+            temperature,
+            server: Some(handle),
+            reports,
+            expected_reports: 1,
+            received_reports: 0,
+            server_totals: Counters::default(),
+            setup: Costs::default(),
+        };
+        verifier.setup = verifier.totals()?;
+        Ok(verifier)
+    }
+
+    /// Both parties' costs since the session started.
+    pub fn totals(&mut self) -> Result<Costs> {
+        while self.received_reports < self.expected_reports {
+            match self.reports.recv() {
+                Ok(totals) => self.server_totals = totals,
+                Err(_) => return Err(self.server_failure()),
+            }
+            self.received_reports += 1;
+        }
+        let client = self.party.net.total();
+        Ok(Costs::from_parties(&client, &self.server_totals))
+    }
+
+    /// The client's counters per protocol label (`block0/attn/softmax`, ...).
+    pub fn client_counters(&self) -> &std::collections::BTreeMap<String, Counters> {
+        self.party.net.counters()
+    }
+
+    /// The server's error, once its thread has ended.
+    fn server_failure(&mut self) -> anyhow::Error {
+        match self.server.take().map(|h| h.join()) {
+            Some(Ok(Err(e))) => e.context("the server failed"),
+            Some(Err(_)) => anyhow!("the server panicked"),
+            _ => anyhow!("the server stopped"),
+        }
+    }
+
+    /// Stops the server and waits for it.
+    pub fn finish(mut self) -> Result<()> {
+        self.party.announce(CLIENT, &[STOP, 0, 0, 0], 4)?;
+        match self.server.take().map(|h| h.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => bail!("the server panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Verifier for SecureVerifier {
+    fn window(&self) -> usize {
+        self.model.config().n_positions
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        self.keep = 0;
+        Ok(())
+    }
+
+    fn verify(
+        &mut self,
+        tokens: &[u32],
+        drafts: &[u32],
+        q: &[Vec<f64>],
+        rng: &mut dyn RngCore,
+    ) -> Result<Verdict> {
+        let k = drafts.len();
+        let keep = self.keep.min(tokens.len().saturating_sub(1));
+        let mut input = tokens[keep..].to_vec();
+        input.extend(drafts);
+        // Check what the server cannot: it must never be left waiting in the middle of a step.
+        let (v, window) = (self.vocab_size(), self.window());
+        if let Some(bad) = input.iter().find(|&&id| id as usize >= v) {
+            bail!("token id {bad} is outside the vocabulary of {v}")
+        }
+        if keep + input.len() > window || q.len() != k {
+            bail!(
+                "{} positions do not fit the context window of {window}",
+                keep + input.len()
+            )
+        }
+        let n_new = input.len();
+        let draws = ClientDraws {
+            drafts: drafts.to_vec(),
+            q: q.to_vec(),
+            accept_u: (0..k).map(|_| rng.random()).collect(),
+            sample_u: (0..=k).map(|_| rng.random()).collect(),
+        };
+        let p = &mut self.party;
+        p.announce(CLIENT, &[STEP, keep as u64, n_new as u64, k as u64], 4)?;
+        self.cache.truncate(p, keep)?;
+        let logits = self.model.forward(p, Some(&input), n_new, &mut self.cache)?;
+        let rows = logit_rows(&logits, n_new - k - 1, k + 1);
+        let verdict = private_sample(p, &rows, k, self.temperature, Some(&draws))?
+            .ok_or_else(|| anyhow!("the client received no verdict"))?;
+        self.keep = self.cache.len();
+        self.expected_reports += 1;
+        Ok(verdict)
+    }
+
+    fn rollback(&mut self, len: usize) -> Result<()> {
+        self.keep = self.keep.min(len);
+        Ok(())
+    }
+}
