@@ -18,4 +18,3 @@ fn secure_logits_match_candle_on_the_tiny_model() {
     println!("tiny-private: max {max:.2e}, mean {mean:.2e}");
     assert!(max < 1e-2 && mean < 2e-3, "max {max}, mean {mean}");
 }
-

@@ -7,41 +7,10 @@ use std::collections::HashMap;
 
 use post::model::loader::{load_pair, Registry};
 use post::model::Gpt2;
-use post::spec::sampling::{probabilities, sample};
+use post::spec::sampling::sample;
 use post::spec::{speculative_decode, verify_drafts, DecodeOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
-
-/// Upper quantile of chi-square with `dof` degrees of freedom at z standard deviations (Wilson-Hilferty).
-fn chi_square_critical(dof: usize, z: f64) -> f64 {
-    let k = dof as f64;
-    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
-}
-
-/// Pearson's statistic over the cells with positive expected mass (cells with none must be empty).
-fn chi_square(
-    counts: &HashMap<Vec<u32>, usize>,
-    expected: &HashMap<Vec<u32>, f64>,
-    n: usize,
-) -> (f64, usize) {
-    for key in counts.keys() {
-        assert!(
-            expected.get(key).copied().unwrap_or(0.0) > 0.0,
-            "{key:?} has no mass under p but was emitted"
-        );
-    }
-    let mut stat = 0.0;
-    let mut cells = 0;
-    for (key, &prob) in expected {
-        if prob > 0.0 {
-            let want = prob * n as f64;
-            let got = *counts.get(key).unwrap_or(&0) as f64;
-            stat += (got - want).powi(2) / want;
-            cells += 1;
-        }
-    }
-    (stat, cells - 1)
-}
 
 fn random_distribution(rng: &mut impl Rng, size: usize) -> Vec<f64> {
     let raw: Vec<f64> = (0..size).map(|_| rng.random::<f64>().powi(2)).collect();
@@ -52,9 +21,10 @@ fn random_distribution(rng: &mut impl Rng, size: usize) -> Vec<f64> {
 #[test]
 fn rule_over_many_steps_emits_the_target_distribution() {
     // Position j has its own p_j and q_j (context-free), so the first three emitted tokens must be
-    // independent draws from p_0, p_1, p_2, however the steps split them into accepted drafts.
+    // independent draws from p_0, p_1, p_2, however the steps split them into accepted drafts. With
+    // K = 2 the third token is the bonus whenever both drafts pass, so the bonus is counted too.
     const V: usize = 5;
-    const K: usize = 3;
+    const K: usize = 2;
     const RUNS: usize = 60_000;
     let mut rng = ChaCha12Rng::seed_from_u64(7);
     let p: Vec<Vec<f64>> = (0..8).map(|_| random_distribution(&mut rng, V)).collect();
@@ -84,8 +54,8 @@ fn rule_over_many_steps_emits_the_target_distribution() {
             }
         }
     }
-    let (stat, dof) = chi_square(&counts, &expected, RUNS);
-    let critical = chi_square_critical(dof, 3.72); // upper 1e-4 tail
+    let (stat, dof) = common::chi_square(&counts, &expected, RUNS);
+    let critical = common::chi_square_critical(dof, 3.72); // upper 1e-4 tail
     assert!(
         stat < critical,
         "chi-square {stat:.1} >= {critical:.1} with {dof} dof"
@@ -107,43 +77,11 @@ fn identical_draft_and_target_are_always_accepted() {
     }
 }
 
-/// Exact joint probability of the first two tokens after `prompt` under `model` at `temperature`.
-fn exact_two_token_distribution(
-    model: &Gpt2,
-    prompt: &[u32],
-    temperature: f64,
-) -> HashMap<Vec<u32>, f64> {
-    let first = probabilities(
-        model
-            .forward_rows(prompt, &mut model.new_cache())
-            .unwrap()
-            .last()
-            .unwrap(),
-        temperature,
-    );
-    let mut joint = HashMap::new();
-    for (a, &pa) in first.iter().enumerate() {
-        let mut seq = prompt.to_vec();
-        seq.push(a as u32);
-        let second = probabilities(
-            model
-                .forward_rows(&seq, &mut model.new_cache())
-                .unwrap()
-                .last()
-                .unwrap(),
-            temperature,
-        );
-        for (b, &pb) in second.iter().enumerate() {
-            joint.insert(vec![a as u32, b as u32], pa * pb);
-        }
-    }
-    joint
-}
-
 #[test]
 fn decoder_on_tiny_models_emits_the_private_distribution() {
     // Two unrelated random models over 6 tokens: the public one drafts badly, yet the output must
-    // follow the private model (joint of the first two tokens, chi-square).
+    // follow the private model (joint of the first three tokens, chi-square). K = 2 drafts and three
+    // tokens: when both drafts pass, the third token is the bonus, so it is counted.
     let cfg = common::tiny_config(6, 16, 2, 2, 32);
     let public = common::random_model(&cfg, 11, 0.5);
     let private = common::random_model(&cfg, 12, 0.5);
@@ -151,7 +89,7 @@ fn decoder_on_tiny_models_emits_the_private_distribution() {
     const RUNS: usize = 6_000;
     for temperature in [1.0, 0.7] {
         let opts = DecodeOptions {
-            draft_len: 3,
+            draft_len: 2,
             temperature,
             max_new_tokens: 3,
             stop_token: None,
@@ -164,11 +102,11 @@ fn decoder_on_tiny_models_emits_the_private_distribution() {
             assert_eq!(out.output_ids.len(), 3);
             accepted += out.accepted;
             drafted += out.drafted;
-            *counts.entry(out.output_ids[..2].to_vec()).or_default() += 1;
+            *counts.entry(out.output_ids.clone()).or_default() += 1;
         }
-        let expected = exact_two_token_distribution(&private, &prompt, temperature);
-        let (stat, dof) = chi_square(&counts, &expected, RUNS);
-        let critical = chi_square_critical(dof, 3.72);
+        let expected = common::exact_distribution(&private, &prompt, temperature, 3);
+        let (stat, dof) = common::chi_square(&counts, &expected, RUNS);
+        let critical = common::chi_square_critical(dof, 3.72);
         assert!(
             stat < critical,
             "T={temperature}: chi-square {stat:.1} >= {critical:.1} with {dof} dof"
@@ -269,4 +207,29 @@ fn decoding_stops_at_the_context_window() {
         &mut ChaCha12Rng::seed_from_u64(0),
     );
     assert!(too_long.unwrap_err().to_string().contains("context window"));
+}
+
+#[test]
+fn every_draft_passes_when_the_public_model_is_the_private_one() {
+    // q = p: u q < p always holds, so each step emits K drafts and the bonus token.
+    let cfg = common::tiny_config(6, 16, 2, 2, 64);
+    let model = common::random_model(&cfg, 4, 0.5);
+    for temperature in [1.0, 0.7, 0.0] {
+        let opts = DecodeOptions {
+            draft_len: 3,
+            temperature,
+            max_new_tokens: 12,
+            stop_token: None,
+        };
+        let mut rng = ChaCha12Rng::seed_from_u64(2);
+        for _ in 0..20 {
+            let out = speculative_decode(&model, &model, &[1, 2], &opts, &mut rng).unwrap();
+            assert_eq!(
+                (out.steps, out.accepted, out.drafted),
+                (3, 9, 9),
+                "T={temperature}"
+            );
+            assert_eq!(out.tokens_per_step(), 4.0);
+        }
+    }
 }

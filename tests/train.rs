@@ -390,7 +390,10 @@ fn a_killed_run_keeps_its_last_checkpoint_and_resumes() {
     child.wait().unwrap();
     // Whatever the moment of the kill, the folder holds a complete checkpoint the loader reads.
     let saved = state(&out).step;
-    assert!(saved >= 4 && saved.is_multiple_of(2), "checkpoint at step {saved}");
+    assert!(
+        saved >= 4 && saved.is_multiple_of(2),
+        "checkpoint at step {saved}"
+    );
     load_dir("run", &out, &out).expect("the last checkpoint loads");
     let resumed = post(
         &[

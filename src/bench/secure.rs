@@ -141,7 +141,9 @@ pub fn forward_costs(
     let (client, server): (Measured, Measured) = with_secure_model(model, &engine, move |p, m| {
         let width = cfg.n_embd;
         let mut rng = ChaCha12Rng::seed_from_u64(7);
-        let kv: Vec<f64> = (0..context * width).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let kv: Vec<f64> = (0..context * width)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         let mut per_call = Vec::new();
         let mut labels = BTreeMap::new();
         for (_, link) in &link_list {
@@ -151,7 +153,9 @@ pub fn forward_costs(
                 if context > 0 {
                     cache.fill(p, (!p.is_client()).then_some(&kv[..]), context)?;
                 }
-                let ids: Vec<u32> = (0..t).map(|i| ((i * 7919 + 13) % cfg.vocab_size) as u32).collect();
+                let ids: Vec<u32> = (0..t)
+                    .map(|i| ((i * 7919 + 13) % cfg.vocab_size) as u32)
+                    .collect();
                 let (before, labels_before) = (p.net.total(), p.net.counters().clone());
                 m.forward(p, p.is_client().then_some(&ids[..]), t, &mut cache)?;
                 per_call.push(delta(&p.net.total(), &before));

@@ -105,7 +105,10 @@ impl Correlation {
                 let (rows, width) = masks.get(&id).copied().unwrap_or((0, 0));
                 let dh = width / heads.max(1);
                 let (a, c) = if keys { (dh, rows) } else { (rows, dh) };
-                vec![(Additive, heads * m * a, false), (Additive, heads * m * c, true)]
+                vec![
+                    (Additive, heads * m * a, false),
+                    (Additive, heads * m * c, true),
+                ]
             }
         }
     }
@@ -151,7 +154,9 @@ impl Correlation {
             Correlation::BitPair { .. } => vec![free[0].clone()],
             Correlation::RowMask { .. } | Correlation::RowTruncate { .. } => vec![],
             Correlation::HeadTriple { id, heads, m, keys } => {
-                let (rows, _, mask) = masks.get(&id).expect("head triple for a row mask the dealer made");
+                let (rows, _, mask) = masks
+                    .get(&id)
+                    .expect("head triple for a row mask the dealer made");
                 vec![head_matmul(&free[0], m, mask, *rows, heads, keys)]
             }
         }

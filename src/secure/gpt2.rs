@@ -31,7 +31,11 @@ fn values(t: &Tensor) -> anyhow::Result<Vec<f64>> {
 }
 
 /// The server's weight as a share: the weight itself on the server, zeros on the client.
-fn server_share(p: &Party, values: Option<Vec<f64>>, shape: &[usize]) -> anyhow::Result<RingTensor> {
+fn server_share(
+    p: &Party,
+    values: Option<Vec<f64>>,
+    shape: &[usize],
+) -> anyhow::Result<RingTensor> {
     match values {
         Some(v) if p.id == SERVER => Ok(p.fp.encode(shape, &v)?),
         None if p.id != SERVER => Ok(RingTensor::zeros(shape)),
@@ -177,7 +181,12 @@ struct SecureAttention {
 
 impl SecureAttention {
     /// `xs`: [t, d] for positions past..past+t; the cache holds the `past` earlier positions.
-    fn forward(&self, p: &mut Party, xs: &RingTensor, cache: &mut LayerCache) -> Result<RingTensor> {
+    fn forward(
+        &self,
+        p: &mut Party,
+        xs: &RingTensor,
+        cache: &mut LayerCache,
+    ) -> Result<RingTensor> {
         let d = xs.last_dim();
         let t = xs.len() / d;
         let past = cache.keys.rows();
@@ -223,7 +232,12 @@ struct SecureBlock {
 }
 
 impl SecureBlock {
-    fn forward(&self, p: &mut Party, xs: &RingTensor, cache: &mut LayerCache) -> Result<RingTensor> {
+    fn forward(
+        &self,
+        p: &mut Party,
+        xs: &RingTensor,
+        cache: &mut LayerCache,
+    ) -> Result<RingTensor> {
         let h = p.labelled("ln_1", |p| self.ln_1.forward(p, xs))?;
         let xs = xs.add(&p.labelled("attn", |p| self.attn.forward(p, &h, cache))?)?;
         let h = p.labelled("ln_2", |p| self.ln_2.forward(p, &xs))?;
@@ -335,9 +349,13 @@ impl SecureGpt2 {
         // The client's one-hot rows (integers, so the product needs no truncation).
         let mut one_hot = RingTensor::zeros(&[t, v]);
         if p.is_client() {
-            let ids = ids.ok_or_else(|| MpcError::BadConfig("the client must pass its tokens".into()))?;
+            let ids =
+                ids.ok_or_else(|| MpcError::BadConfig("the client must pass its tokens".into()))?;
             if ids.len() != t {
-                return Err(MpcError::BadConfig(format!("{} ids for {t} tokens", ids.len())));
+                return Err(MpcError::BadConfig(format!(
+                    "{} ids for {t} tokens",
+                    ids.len()
+                )));
             }
             for (i, &id) in ids.iter().enumerate() {
                 if id as usize >= v {
@@ -349,7 +367,8 @@ impl SecureGpt2 {
             }
         }
         let tokens = p.labelled("embed", |p| matmul_weight(p, &one_hot, &self.wte))?;
-        let positions = RingTensor::new(&[t, d], self.wpe.data()[past * d..(past + t) * d].to_vec())?;
+        let positions =
+            RingTensor::new(&[t, d], self.wpe.data()[past * d..(past + t) * d].to_vec())?;
         let mut xs = tokens.add(&positions)?;
         for (i, (block, layer)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
             xs = p.labelled(&format!("block{i}"), |p| block.forward(p, &xs, layer))?;

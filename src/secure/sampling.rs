@@ -48,7 +48,11 @@ fn encode_prob(x: f64) -> u64 {
 }
 
 /// A value only the client knows, as a share: its own value on the client, zeros on the server.
-fn client_known(p: &Party, shape: &[usize], values: impl FnOnce() -> Vec<u64>) -> Result<RingTensor> {
+fn client_known(
+    p: &Party,
+    shape: &[usize],
+    values: impl FnOnce() -> Vec<u64>,
+) -> Result<RingTensor> {
     if p.is_client() {
         RingTensor::new(shape, values())
     } else {
@@ -85,9 +89,12 @@ pub fn private_sample(
         });
     }
     let draws = if p.is_client() {
-        let d = draws.ok_or_else(|| MpcError::BadConfig("the client must pass its draws".into()))?;
+        let d =
+            draws.ok_or_else(|| MpcError::BadConfig("the client must pass its draws".into()))?;
         if d.drafts.len() != k || d.accept_u.len() != k || d.sample_u.len() != k + 1 {
-            return Err(MpcError::BadConfig(format!("draws for {k} drafts are malformed")));
+            return Err(MpcError::BadConfig(format!(
+                "draws for {k} drafts are malformed"
+            )));
         }
         Some(d)
     } else {
@@ -153,13 +160,18 @@ fn sample(
     let one_hot = client_known(p, &[k, v], || {
         let mut h = vec![0u64; k * v];
         if let Some(d) = draws {
-            d.drafts.iter().enumerate().for_each(|(i, &x)| h[i * v + x as usize] = 1);
+            d.drafts
+                .iter()
+                .enumerate()
+                .for_each(|(i, &x)| h[i * v + x as usize] = 1);
         }
         h
     })?;
     let uq = client_known(p, &[k, 1], || {
         draws.map_or(vec![], |d| {
-            (0..k).map(|i| encode_prob(d.accept_u[i] * d.q[i][d.drafts[i] as usize])).collect()
+            (0..k)
+                .map(|i| encode_prob(d.accept_u[i] * d.q[i][d.drafts[i] as usize]))
+                .collect()
         })
     })?;
     let q = client_known(p, &[k + 1, v], || {
@@ -192,7 +204,9 @@ fn sample(
     let residual = mul_many(p, &[(&not(p, negative), &diff)])?.remove(0);
     let total = residual.sum_last();
     let u = client_known(p, &[k + 1, 1], || {
-        draws.map_or(vec![], |d| d.sample_u.iter().map(|&u| encode_prob(u)).collect())
+        draws.map_or(vec![], |d| {
+            d.sample_u.iter().map(|&u| encode_prob(u)).collect()
+        })
     })?;
     let threshold = mul_many(p, &[(&u, &total)])?.remove(0);
     let mut cumulative = residual.scale(1 << PROB_BITS);

@@ -69,8 +69,11 @@ impl Costs {
 /// Shared logits rows start..start+len.
 fn logit_rows(logits: &RingTensor, start: usize, len: usize) -> RingTensor {
     let v = logits.last_dim();
-    RingTensor::new(&[len, v], logits.data()[start * v..(start + len) * v].to_vec())
-        .expect("rows inside the logits")
+    RingTensor::new(
+        &[len, v],
+        logits.data()[start * v..(start + len) * v].to_vec(),
+    )
+    .expect("rows inside the logits")
 }
 
 /// The server's side of a session: answers steps until the client stops.
@@ -90,7 +93,13 @@ fn serve(
             STEP if k < n_new => {
                 cache.truncate(p, keep)?;
                 let logits = model.forward(p, None, n_new, &mut cache)?;
-                private_sample(p, &logit_rows(&logits, n_new - k - 1, k + 1), k, temperature, None)?;
+                private_sample(
+                    p,
+                    &logit_rows(&logits, n_new - k - 1, k + 1),
+                    k,
+                    temperature,
+                    None,
+                )?;
                 let _ = reports.send(p.net.total());
             }
             _ => bail!("the server received a malformed step {msg:?}"),
@@ -235,7 +244,9 @@ impl Verifier for SecureVerifier {
         let p = &mut self.party;
         p.announce(CLIENT, &[STEP, keep as u64, n_new as u64, k as u64], 4)?;
         self.cache.truncate(p, keep)?;
-        let logits = self.model.forward(p, Some(&input), n_new, &mut self.cache)?;
+        let logits = self
+            .model
+            .forward(p, Some(&input), n_new, &mut self.cache)?;
         let rows = logit_rows(&logits, n_new - k - 1, k + 1);
         let verdict = private_sample(p, &rows, k, self.temperature, Some(&draws))?
             .ok_or_else(|| anyhow!("the client received no verdict"))?;

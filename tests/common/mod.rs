@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use post::model::{Config, Gpt2};
+use post::spec::sampling::probabilities;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, Normal};
@@ -111,4 +112,73 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// The repository's `models/` folder.
 pub fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// Exact joint probability of the first `len` tokens after `prompt` under `model` at `temperature`.
+pub fn exact_distribution(
+    model: &Gpt2,
+    prompt: &[u32],
+    temperature: f64,
+    len: usize,
+) -> HashMap<Vec<u32>, f64> {
+    let mut joint = HashMap::from([(vec![], 1.0)]);
+    for _ in 0..len {
+        let mut next = HashMap::new();
+        for (seq, prob) in joint {
+            let mut input = prompt.to_vec();
+            input.extend(&seq);
+            let rows = model.forward_rows(&input, &mut model.new_cache()).unwrap();
+            for (t, &pt) in probabilities(rows.last().unwrap(), temperature)
+                .iter()
+                .enumerate()
+            {
+                let mut longer: Vec<u32> = seq.clone();
+                longer.push(t as u32);
+                next.insert(longer, prob * pt);
+            }
+        }
+        joint = next;
+    }
+    joint
+}
+
+/// Upper quantile of chi-square with `dof` degrees of freedom at z standard deviations (Wilson-Hilferty).
+pub fn chi_square_critical(dof: usize, z: f64) -> f64 {
+    let k = dof as f64;
+    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
+}
+
+/// Pearson's statistic over the cells with positive expected mass (cells with none must be empty);
+/// cells expecting fewer than 5 counts are pooled into one, as the test's approximation needs.
+pub fn chi_square(
+    counts: &HashMap<Vec<u32>, usize>,
+    expected: &HashMap<Vec<u32>, f64>,
+    n: usize,
+) -> (f64, usize) {
+    for key in counts.keys() {
+        assert!(
+            expected.get(key).copied().unwrap_or(0.0) > 0.0,
+            "{key:?} has no mass under p but was emitted"
+        );
+    }
+    let (mut stat, mut cells) = (0.0, 0);
+    let (mut pooled_want, mut pooled_got) = (0.0, 0.0);
+    for (key, &prob) in expected {
+        if prob > 0.0 {
+            let want = prob * n as f64;
+            let got = *counts.get(key).unwrap_or(&0) as f64;
+            if want < 5.0 {
+                pooled_want += want;
+                pooled_got += got;
+            } else {
+                stat += (got - want).powi(2) / want;
+                cells += 1;
+            }
+        }
+    }
+    if pooled_want > 0.0 {
+        stat += (pooled_got - pooled_want).powi(2) / pooled_want;
+        cells += 1;
+    }
+    (stat, cells - 1)
 }

@@ -138,7 +138,10 @@ pub fn append_and_multiply(
     let eps = opened[1].data();
     let product = |l: &[u64], x: &[u64]| head_matmul(l, m, x, total, heads, keys);
     let mut z = c.add(&RingTensor::new(c.shape(), product(eps, &rows.mask))?)?;
-    z.add_assign(&RingTensor::new(c.shape(), product(a.data(), &rows.masked))?)?;
+    z.add_assign(&RingTensor::new(
+        c.shape(),
+        product(a.data(), &rows.masked),
+    )?)?;
     if p.is_client() {
         z.add_assign(&RingTensor::new(c.shape(), product(eps, &rows.masked))?)?;
     }
