@@ -1,27 +1,23 @@
 //! `post draft`: plaintext draft-and-verify decoding over one or many prompts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use serde_json::{json, Value};
 
-use super::prompts::{parse_ids, read_jsonl, Prompt};
-use crate::model::loader::{load_named_pair, load_pair, ModelPair, Registry};
+use super::prompts::PromptArgs;
+use super::{check_temperature, PairArgs};
+use crate::model::loader::Registry;
 use crate::spec::{speculative_decode, DecodeOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct DraftArgs {
-    /// A named public/private pair from the model registry.
-    #[arg(long, conflicts_with_all = ["public", "private"], required_unless_present_all = ["public", "private"])]
-    pub pair: Option<String>,
-    /// The public (drafting) model: a folder, a registry name or a Hugging Face repo id in the local cache.
-    #[arg(long, requires = "private", value_name = "MODEL")]
-    pub public: Option<String>,
-    /// The private (verifying) model, referenced like --public.
-    #[arg(long, requires = "public", value_name = "MODEL")]
-    pub private: Option<String>,
+    #[command(flatten)]
+    pub models: PairArgs,
+    #[command(flatten)]
+    pub input: PromptArgs,
     /// Drafts per verification step (K, at least 1).
     #[arg(long, short = 'k', default_value_t = 4, value_name = "K")]
     pub draft_len: usize,
@@ -35,64 +31,19 @@ pub struct DraftArgs {
     /// Do not stop at the private model's end-of-text token.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// One prompt as text.
-    #[arg(long, group = "input")]
-    pub prompt: Option<String>,
-    /// Prompts as JSON lines: {"id", "prompt"} or {"id", "prompt_ids"} per line.
-    #[arg(long, group = "input", value_name = "FILE.jsonl")]
-    pub prompts: Option<PathBuf>,
-    /// One prompt as raw token ids, comma-separated (for models without a tokenizer).
-    #[arg(long, group = "input", value_name = "IDS")]
-    pub prompt_ids: Option<String>,
-    /// Keep only the last tokens of a prompt that would not leave room for --max-new-tokens in the
-    /// context window (instead of refusing it).
-    #[arg(long)]
-    pub truncate_prompts: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-impl DraftArgs {
-    fn load_models(&self, registry: &Registry) -> Result<ModelPair> {
-        match (&self.pair, &self.public, &self.private) {
-            (Some(name), _, _) => load_named_pair(name, registry),
-            (None, Some(public), Some(private)) => load_pair(public, private, registry),
-            _ => bail!("give --pair NAME, or both --public MODEL and --private MODEL"),
-        }
-    }
-
-    fn prompts(&self) -> Result<Vec<Prompt>> {
-        match (&self.prompt, &self.prompts, &self.prompt_ids) {
-            (Some(text), None, None) => Ok(vec![Prompt {
-                id: Value::from(0),
-                text: Some(text.clone()),
-                ids: None,
-            }]),
-            (None, Some(path), None) => read_jsonl(path),
-            (None, None, Some(list)) => Ok(vec![Prompt {
-                id: Value::from(0),
-                text: None,
-                ids: Some(parse_ids(list)?),
-            }]),
-            _ => bail!("give one of --prompt TEXT, --prompts FILE.jsonl or --prompt-ids IDS"),
-        }
-    }
 }
 
 pub fn run(args: &DraftArgs, registry: Option<&Path>) -> Result<()> {
     if args.draft_len == 0 {
         bail!("--draft-len must be at least 1 (K = 0 is plain decoding, which `post draft` does not do)")
     }
-    if !args.temperature.is_finite() || args.temperature < 0.0 {
-        bail!(
-            "--temperature must be a finite number >= 0, got {}",
-            args.temperature
-        )
-    }
-    let prompts = args.prompts()?;
+    check_temperature(args.temperature)?;
+    let prompts = args.input.prompts()?;
     let registry = Registry::locate(registry)?;
-    let pair = args.load_models(&registry)?;
+    let pair = args.models.load(&registry)?;
     let tokenizer = pair.tokenizer();
     let vocab = pair.private.config().vocab_size;
     let opts = DecodeOptions {
@@ -108,22 +59,9 @@ pub fn run(args: &DraftArgs, registry: Option<&Path>) -> Result<()> {
     let mut rng = ChaCha12Rng::seed_from_u64(args.seed);
     let mut results = Vec::new();
     for prompt in &prompts {
-        let mut ids = prompt.token_ids(tokenizer)?;
-        let window = pair
-            .private
-            .config()
-            .n_positions
-            .min(pair.public.config().n_positions);
-        if args.truncate_prompts && ids.len() + args.max_new_tokens > window {
-            let keep = window.saturating_sub(args.max_new_tokens).max(1);
-            ids.drain(..ids.len().saturating_sub(keep));
-        }
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-            bail!(
-                "prompt {}: token id {bad} is outside the vocabulary of {vocab}",
-                prompt.id
-            )
-        }
+        let ids = args
+            .input
+            .prepare(prompt, &pair, args.max_new_tokens, vocab)?;
         let decoded = speculative_decode(
             &pair.public.model,
             &pair.private.model,

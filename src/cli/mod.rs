@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
+use crate::model::loader::{load_named_pair, load_pair, ModelPair, Registry};
+
 pub mod bench;
 pub mod draft;
 pub mod prompts;
 pub mod train;
+pub mod verify;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,8 +32,8 @@ pub struct Args {
 pub enum Command {
     /// Plaintext draft-and-verify decoding: the public model drafts, the private model verifies.
     Draft(draft::DraftArgs),
-    /// Secure verification of drafts with the private model under two-party computation.
-    Verify(NotBuilt),
+    /// Secure generation: the private model runs on secret shares, standard or POST decoding.
+    Verify(verify::VerifyArgs),
     /// Align the public model to the private one by knowledge distillation.
     Distill(train::DistillArgs),
     /// Train a GPT-2 from scratch on text files (checkpoints in the Hugging Face layout).
@@ -39,6 +42,37 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Scripted parameter grids over `bench`.
     Sweep(NotBuilt),
+}
+
+/// The public/private pair: `--pair NAME`, or `--public MODEL --private MODEL`.
+#[derive(Debug, clap::Args)]
+pub struct PairArgs {
+    /// A named public/private pair from the model registry.
+    #[arg(long, conflicts_with_all = ["public", "private"])]
+    pub pair: Option<String>,
+    /// The public (drafting) model: a folder, a registry name or a Hugging Face repo id in the local cache.
+    #[arg(long, requires = "private", value_name = "MODEL")]
+    pub public: Option<String>,
+    /// The private (verifying) model, referenced like --public.
+    #[arg(long, requires = "public", value_name = "MODEL")]
+    pub private: Option<String>,
+}
+
+impl PairArgs {
+    pub fn load(&self, registry: &Registry) -> Result<ModelPair> {
+        match (&self.pair, &self.public, &self.private) {
+            (Some(name), _, _) => load_named_pair(name, registry),
+            (None, Some(public), Some(private)) => load_pair(public, private, registry),
+            _ => bail!("give --pair NAME, or both --public MODEL and --private MODEL"),
+        }
+    }
+}
+
+pub fn check_temperature(temperature: f64) -> Result<()> {
+    if !temperature.is_finite() || temperature < 0.0 {
+        bail!("--temperature must be a finite number >= 0, got {temperature}")
+    }
+    Ok(())
 }
 
 /// Arguments of a subcommand that a later issue builds: accepted, then refused in one line.
@@ -52,7 +86,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Draft(draft) => draft::run(&draft, args.registry.as_deref()),
         Command::Bench(bench) => bench::run(&bench, args.registry.as_deref()),
-        Command::Verify(_) => not_built("verify", "secure verification"),
+        Command::Verify(verify) => verify::run(&verify, args.registry.as_deref()),
         Command::Distill(distill) => train::run_distill(&distill, args.registry.as_deref()),
         Command::Train(train_args) => train::run_train(&train_args),
         Command::Sweep(_) => not_built("sweep", "parameter sweeps"),

@@ -8,4 +8,4 @@ pub mod session;
 
 pub use gpt2::{SecureGpt2, SecureKvCache};
 pub use sampling::{private_sample, ClientDraws};
-pub use session::{Costs, SecureVerifier};
+pub use session::{Costs, SecureVerifier, ServerView};

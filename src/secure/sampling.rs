@@ -19,8 +19,9 @@
 //! 2^56 for vocabularies up to 2^16. The output follows the private model up to these roundings and
 //! exp's error (at most 1.1e-3 on each e_ij in [0, 1]).
 //!
-//! Rounds: T = 0: tournament + 8 + 3 one-way messages; T > 0: (1 if T != 1) + tournament + exp (16)
-//! + 1 + 1 + 8 + 1 + 1 + 8, plus the same 3 one-way messages.
+//! Rounds: T = 0: tournament + 8 + 3 one-way messages; T > 0: (1 if T != 1) + tournament + exp (18)
+//! + 1 + 1 + 8 + 1 + 1 + 8, plus the same 3 one-way messages. With no drafts (standard decoding)
+//! the acceptance test and two of the messages drop out.
 
 use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
@@ -106,10 +107,15 @@ pub fn private_sample(
         p.labelled("sample", |p| sample(p, logits, k, temperature, draws))?
     };
     p.labelled("reveal", |p| {
-        // The acceptance bits go to the client, which announces the first rejection.
-        let bits = p.reveal_to(CLIENT, &accepted)?;
-        let n = bits.map_or(0, |b| b.data().iter().take_while(|&&x| x == 1).count());
-        let n = p.announce(CLIENT, &[n as u64], 1)?[0] as usize;
+        // The acceptance bits go to the client, which announces the first rejection (with no
+        // drafts there is nothing to accept: the row is the only one).
+        let n = if k == 0 {
+            0
+        } else {
+            let bits = p.reveal_to(CLIENT, &accepted)?;
+            let n = bits.map_or(0, |b| b.data().iter().take_while(|&&x| x == 1).count());
+            p.announce(CLIENT, &[n as u64], 1)?[0] as usize
+        };
         if n > k {
             return Err(MpcError::Malformed(format!("{n} accepted of {k} drafts")));
         }
@@ -129,6 +135,9 @@ fn greedy(
     draws: Option<&ClientDraws>,
 ) -> Result<(RingTensor, RingTensor)> {
     let (_, argmax) = max_last(p, logits)?;
+    if k == 0 {
+        return Ok((RingTensor::zeros(&[0, 1]), argmax));
+    }
     let drafts = client_known(p, &[k, 1], || {
         draws.map_or(vec![], |d| d.drafts.iter().map(|&x| x as u64).collect())
     })?;

@@ -76,20 +76,33 @@ fn logit_rows(logits: &RingTensor, start: usize, len: usize) -> RingTensor {
     .expect("rows inside the logits")
 }
 
+/// Everything the server received in a session: the payloads of the shared traffic, and apart from
+/// them the public announcements (shapes, cache lengths, accepted counts).
+#[derive(Debug, Clone, Default)]
+pub struct ServerView {
+    pub transcript: Vec<u8>,
+    pub announcements: Vec<Vec<u64>>,
+}
+
 /// The server's side of a session: answers steps until the client stops.
 fn serve(
     p: &mut Party,
     model: &SecureGpt2,
     temperature: f64,
     reports: &Sender<Counters>,
-) -> Result<()> {
+) -> Result<ServerView> {
     let mut cache = model.new_cache(p)?;
     let _ = reports.send(p.net.total());
     loop {
         let msg = p.announce(CLIENT, &[], 4)?;
         let (keep, n_new, k) = (msg[1] as usize, msg[2] as usize, msg[3] as usize);
         match msg[0] {
-            STOP => return Ok(()),
+            STOP => {
+                return Ok(ServerView {
+                    transcript: p.net.take_transcript(),
+                    announcements: p.net.take_public_log(),
+                })
+            }
             STEP if k < n_new => {
                 cache.truncate(p, keep)?;
                 let logits = model.forward(p, None, n_new, &mut cache)?;
@@ -115,7 +128,7 @@ pub struct SecureVerifier {
     /// Cached positions to keep at the next step (the loop's rollback, applied when announced).
     keep: usize,
     temperature: f64,
-    server: Option<JoinHandle<Result<()>>>,
+    server: Option<JoinHandle<Result<ServerView>>>,
     reports: Receiver<Counters>,
     /// Server reports expected so far (one after setup, one per step) and the latest received.
     expected_reports: usize,
@@ -129,6 +142,17 @@ impl SecureVerifier {
     /// Starts the server thread with `model`, shares and prepares its weights, and returns the
     /// client's end. `temperature` is public and fixed for the session.
     pub fn start(model: &Gpt2, engine: &EngineConfig, temperature: f64) -> Result<Self> {
+        Self::start_recording(model, engine, temperature, false)
+    }
+
+    /// Like [`Self::start`]; with `record_server`, the server keeps everything it receives from the
+    /// first message of the setup on, and [`Self::finish`] returns it (for the leakage tests).
+    pub fn start_recording(
+        model: &Gpt2,
+        engine: &EngineConfig,
+        temperature: f64,
+        record_server: bool,
+    ) -> Result<Self> {
         if !temperature.is_finite() || temperature < 0.0 {
             bail!("temperature must be a finite number >= 0, got {temperature}")
         }
@@ -136,7 +160,10 @@ impl SecureVerifier {
         let cfg = model.config().clone();
         let (server_model, server_cfg) = (model.clone(), cfg.clone());
         let (tx, reports) = channel();
-        let handle = std::thread::spawn(move || -> Result<()> {
+        if record_server {
+            server.net.record_transcript();
+        }
+        let handle = std::thread::spawn(move || -> Result<ServerView> {
             let secure = SecureGpt2::setup(&mut server, &server_cfg, Some(&server_model))?;
             drop(server_model);
             serve(&mut server, &secure, temperature, &tx)
@@ -187,13 +214,14 @@ impl SecureVerifier {
         }
     }
 
-    /// Stops the server and waits for it.
-    pub fn finish(mut self) -> Result<()> {
+    /// Stops the server and waits for it; returns what the server received (empty unless the
+    /// session was started recording).
+    pub fn finish(mut self) -> Result<ServerView> {
         self.party.announce(CLIENT, &[STOP, 0, 0, 0], 4)?;
         match self.server.take().map(|h| h.join()) {
             Some(Ok(result)) => result,
             Some(Err(_)) => bail!("the server panicked"),
-            None => Ok(()),
+            None => bail!("the server had already stopped"),
         }
     }
 }

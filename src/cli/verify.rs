@@ -1,0 +1,503 @@
+//! `post verify`: secure generation. The private model runs on secret shares between the client
+//! (prompt, public model) and the server (private model); standard secure decoding (one secure
+//! forward per token) and POST decoding (K public drafts verified in one secure forward) run through
+//! the same engine and the same decoding loop as `post draft`.
+//! `--forward-only` measures one secure forward over N new tokens instead.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::prompts::PromptArgs;
+use super::{check_temperature, progress, PairArgs};
+use crate::bench::secure::forward_costs;
+use crate::model::loader::{load_model, Registry};
+use crate::model::{Config, Gpt2};
+use crate::mpc::{EngineConfig, LinkModel};
+use crate::secure::{Costs, SecureVerifier};
+use crate::spec::{decode_with, DecodeOptions, Decoded};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// One secure forward and one secure sampling step per generated token.
+    Standard,
+    /// K public drafts per step, verified in one secure forward.
+    Post,
+    /// Both, on the same prompts and the same engine.
+    Both,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub models: PairArgs,
+    #[command(flatten)]
+    pub input: PromptArgs,
+    #[arg(long, value_enum, default_value = "both")]
+    pub method: Method,
+    /// Drafts per POST step (K, at least 1).
+    #[arg(long, short = 'k', default_value_t = 4, value_name = "K")]
+    pub draft_len: usize,
+    /// Sampling temperature (public); 0 is greedy.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub temperature: f64,
+    /// Simulated link: lan, wan, or bw=200mbps,rtt=40ms; repeat to run each.
+    #[arg(long = "net", default_values = ["lan"], value_name = "NET")]
+    pub nets: Vec<String>,
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Seed of the client's sampling and of the simulated dealer (reproducible simulation only).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not stop at the private model's end-of-text token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Append one row per (prompt, method, net) to this CSV file.
+    #[arg(long, value_name = "PATH")]
+    pub csv: Option<PathBuf>,
+    /// Measure one secure forward over each of --tokens new tokens instead of generating.
+    #[arg(long)]
+    pub forward_only: bool,
+    /// With --forward-only: new tokens per forward, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    pub tokens: Vec<usize>,
+    /// With --forward-only: cached positions before the forward (default: min(128, window - max tokens)).
+    #[arg(long)]
+    pub context: Option<usize>,
+    /// With --forward-only: the model to measure instead of the pair's private one: a model
+    /// reference, or `random-gpt2-small` (GPT-2 small's shape with GPT-2's random initialisation).
+    #[arg(long, value_name = "MODEL", conflicts_with_all = ["pair", "public", "private"])]
+    pub model: Option<String>,
+}
+
+/// One (prompt, method, net) of a secure generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyRow {
+    pub id: String,
+    pub method: String,
+    pub net: String,
+    pub draft_len: usize,
+    pub temperature: f64,
+    pub prompt_tokens: usize,
+    pub tokens: usize,
+    /// Secure forward passes (verification steps).
+    pub steps: usize,
+    pub accepted: usize,
+    pub drafted: usize,
+    /// Emitted tokens per secure forward.
+    pub tokens_per_step: f64,
+    pub rounds: u64,
+    pub client_mb: f64,
+    pub server_mb: f64,
+    pub dealer_mb: f64,
+    pub sim_seconds: f64,
+    pub compute_seconds: f64,
+    pub sim_seconds_per_token: f64,
+    pub rounds_per_token: f64,
+    pub mb_per_token: f64,
+    /// The session's one-time weight preparation (same for every row of a session).
+    pub setup_rounds: u64,
+    pub setup_mb: f64,
+    pub setup_sim_seconds: f64,
+}
+
+fn per(x: f64, n: usize) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        x / n as f64
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+impl VerifyRow {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: String,
+        method: &str,
+        net: &str,
+        args: &VerifyArgs,
+        prompt_tokens: usize,
+        d: &Decoded,
+        c: &Costs,
+        setup: &Costs,
+    ) -> Self {
+        let tokens = d.output_ids.len();
+        let online = mb(c.client_bytes + c.server_bytes);
+        Self {
+            id,
+            method: method.to_string(),
+            net: net.to_string(),
+            draft_len: if method == "post" { args.draft_len } else { 0 },
+            temperature: args.temperature,
+            prompt_tokens,
+            tokens,
+            steps: d.steps,
+            accepted: d.accepted,
+            drafted: d.drafted,
+            tokens_per_step: d.tokens_per_step(),
+            rounds: c.rounds,
+            client_mb: mb(c.client_bytes),
+            server_mb: mb(c.server_bytes),
+            dealer_mb: mb(c.dealer_bytes),
+            sim_seconds: c.sim_seconds,
+            compute_seconds: c.compute_seconds,
+            sim_seconds_per_token: per(c.sim_seconds, tokens),
+            rounds_per_token: per(c.rounds as f64, tokens),
+            mb_per_token: per(online, tokens),
+            setup_rounds: setup.rounds,
+            setup_mb: mb(setup.client_bytes + setup.server_bytes),
+            setup_sim_seconds: setup.sim_seconds,
+        }
+    }
+}
+
+/// Totals of the rows of one (method, net).
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifySummary {
+    pub method: String,
+    pub net: String,
+    pub prompts: usize,
+    pub tokens: usize,
+    pub steps: usize,
+    pub mean_accepted: f64,
+    pub tokens_per_step: f64,
+    pub rounds: u64,
+    pub client_mb: f64,
+    pub server_mb: f64,
+    pub dealer_mb: f64,
+    pub sim_seconds: f64,
+    pub compute_seconds: f64,
+    pub sim_seconds_per_token: f64,
+    pub rounds_per_token: f64,
+    pub mb_per_token: f64,
+    pub setup_rounds: u64,
+    pub setup_mb: f64,
+    pub setup_sim_seconds: f64,
+    /// Standard's simulated time per token over this method's (on the same net); 1 for standard.
+    pub speedup_vs_standard: Option<f64>,
+}
+
+fn summarise(rows: &[VerifyRow]) -> Vec<VerifySummary> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let key = (r.method.clone(), r.net.clone());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let mut out: Vec<VerifySummary> = keys
+        .iter()
+        .map(|(method, net)| {
+            let group: Vec<&VerifyRow> = rows
+                .iter()
+                .filter(|r| &r.method == method && &r.net == net)
+                .collect();
+            let sum = |f: fn(&VerifyRow) -> f64| group.iter().map(|r| f(r)).sum::<f64>();
+            let tokens = group.iter().map(|r| r.tokens).sum::<usize>();
+            let steps = group.iter().map(|r| r.steps).sum::<usize>();
+            let accepted = group.iter().map(|r| r.accepted).sum::<usize>();
+            let rounds = group.iter().map(|r| r.rounds).sum::<u64>();
+            let (client_mb, server_mb) = (sum(|r| r.client_mb), sum(|r| r.server_mb));
+            let sim = sum(|r| r.sim_seconds);
+            VerifySummary {
+                method: method.clone(),
+                net: net.clone(),
+                prompts: group.len(),
+                tokens,
+                steps,
+                mean_accepted: per(accepted as f64, steps),
+                tokens_per_step: per(tokens as f64, steps),
+                rounds,
+                client_mb,
+                server_mb,
+                dealer_mb: sum(|r| r.dealer_mb),
+                sim_seconds: sim,
+                compute_seconds: sum(|r| r.compute_seconds),
+                sim_seconds_per_token: per(sim, tokens),
+                rounds_per_token: per(rounds as f64, tokens),
+                mb_per_token: per(client_mb + server_mb, tokens),
+                setup_rounds: group[0].setup_rounds,
+                setup_mb: group[0].setup_mb,
+                setup_sim_seconds: group[0].setup_sim_seconds,
+                speedup_vs_standard: None,
+            }
+        })
+        .collect();
+    let standard: Vec<(String, f64)> = out
+        .iter()
+        .filter(|s| s.method == "standard")
+        .map(|s| (s.net.clone(), s.sim_seconds_per_token))
+        .collect();
+    for s in &mut out {
+        if let Some((_, base)) = standard.iter().find(|(net, _)| *net == s.net) {
+            if s.sim_seconds_per_token > 0.0 {
+                s.speedup_vs_standard = Some(base / s.sim_seconds_per_token);
+            }
+        }
+    }
+    out
+}
+
+fn links(nets: &[String]) -> Result<Vec<(String, LinkModel)>> {
+    nets.iter()
+        .map(|n| Ok((n.clone(), LinkModel::parse(n)?)))
+        .collect()
+}
+
+pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
+    check_temperature(args.temperature)?;
+    if args.draft_len == 0 {
+        bail!("--draft-len must be at least 1 (standard decoding is --method standard)")
+    }
+    let links = links(&args.nets)?;
+    let registry = Registry::locate(registry)?;
+    if args.forward_only {
+        return forward_only(args, &registry, &links);
+    }
+    if args.model.is_some() {
+        bail!("--model goes with --forward-only (generation takes --pair or --public/--private)")
+    }
+    // Fail on a bad output path before hours of simulation.
+    if let Some(path) = &args.csv {
+        crate::bench::append_csv::<VerifyRow>(path, &[])?;
+    }
+    let prompts = args.input.prompts()?;
+    let pair = args.models.load(&registry)?;
+    let tokenizer = pair.tokenizer();
+    let vocab = pair.private.config().vocab_size;
+    let prepared: Vec<(Value, Vec<u32>)> = prompts
+        .iter()
+        .map(|p| {
+            Ok((
+                p.id.clone(),
+                args.input.prepare(p, &pair, args.max_new_tokens, vocab)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let methods: Vec<(&str, usize)> = match args.method {
+        Method::Standard => vec![("standard", 0)],
+        Method::Post => vec![("post", args.draft_len)],
+        Method::Both => vec![("standard", 0), ("post", args.draft_len)],
+    };
+    let stop_token = if args.ignore_eos {
+        None
+    } else {
+        pair.private.config().end_of_text()
+    };
+    let bar = progress(links.len() * methods.len() * prepared.len(), "secure");
+    let (mut rows, mut results) = (Vec::new(), Vec::new());
+    for (net, link) in &links {
+        let engine = EngineConfig {
+            link: *link,
+            seed: args.seed,
+            ..EngineConfig::default()
+        };
+        bar.set_message(format!("{net}: sharing the private model"));
+        let mut verifier = SecureVerifier::start(&pair.private.model, &engine, args.temperature)
+            .context("cannot start the secure session")?;
+        let setup = verifier.setup;
+        for &(method, k) in &methods {
+            let opts = DecodeOptions {
+                draft_len: k,
+                temperature: args.temperature,
+                max_new_tokens: args.max_new_tokens,
+                stop_token,
+            };
+            let mut rng = ChaCha12Rng::seed_from_u64(args.seed);
+            for (id, ids) in &prepared {
+                bar.set_message(format!("{net} {method} prompt {id}"));
+                let before = verifier.totals()?;
+                let decoded = decode_with(&pair.public.model, &mut verifier, ids, &opts, &mut rng)
+                    .with_context(|| format!("prompt {id} ({method}, {net})"))?;
+                let costs = verifier.totals()?.since(&before);
+                let row = VerifyRow::new(
+                    id_string(id),
+                    method,
+                    net,
+                    args,
+                    ids.len(),
+                    &decoded,
+                    &costs,
+                    &setup,
+                );
+                if let Some(path) = &args.csv {
+                    crate::bench::append_csv(path, std::slice::from_ref(&row))?;
+                }
+                let text = match tokenizer {
+                    Some(tok) => Some(tok.decode(&decoded.output_ids)?),
+                    None => None,
+                };
+                if !args.json {
+                    bar.suspend(|| print_row(&row, text.as_deref(), &decoded.output_ids));
+                }
+                results.push(json!({
+                    "id": id,
+                    "method": method,
+                    "net": net,
+                    "prompt_ids": ids,
+                    "output_ids": decoded.output_ids,
+                    "text": text,
+                    "costs": row,
+                }));
+                rows.push(row);
+                bar.inc(1);
+            }
+        }
+        verifier.finish()?;
+    }
+    bar.finish_and_clear();
+    let summary = summarise(&rows);
+    if args.json {
+        println!("{}", json!({ "results": results, "summary": summary }));
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn id_string(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_row(row: &VerifyRow, text: Option<&str>, ids: &[u32]) {
+    let shown = text.map_or_else(|| format!("{ids:?}"), str::to_string);
+    println!("[{} {} {}] {shown}", row.id, row.method, row.net);
+    println!(
+        "  tokens {} | secure forwards {} | accepted/step {:.2} | rounds {} | MB {:.2} up {:.2} down | sim {:.2} s ({:.3} s/token)",
+        row.tokens,
+        row.steps,
+        per(row.accepted as f64, row.steps),
+        row.rounds,
+        row.client_mb,
+        row.server_mb,
+        row.sim_seconds,
+        row.sim_seconds_per_token
+    );
+}
+
+fn print_summary(summary: &[VerifySummary]) {
+    println!(
+        "\n{:<9} {:<6} {:>7} {:>7} {:>8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8}",
+        "method",
+        "net",
+        "tokens",
+        "forwards",
+        "acc/step",
+        "rounds/t",
+        "MB/t",
+        "dealer MB",
+        "sim s",
+        "sim s/t",
+        "speedup"
+    );
+    for s in summary {
+        println!(
+            "{:<9} {:<6} {:>7} {:>7} {:>8.2} {:>9.1} {:>9.2} {:>10.1} {:>9.2} {:>9.3} {:>8}",
+            s.method,
+            s.net,
+            s.tokens,
+            s.steps,
+            s.mean_accepted,
+            s.rounds_per_token,
+            s.mb_per_token,
+            s.dealer_mb,
+            s.sim_seconds,
+            s.sim_seconds_per_token,
+            s.speedup_vs_standard
+                .map_or_else(|| "-".to_string(), |x| format!("{x:.2}x"))
+        );
+    }
+    if let Some(s) = summary.first() {
+        println!(
+            "setup (once per session: sharing and preparing the weights): {} rounds, {:.1} MB, {:.2} s simulated",
+            s.setup_rounds, s.setup_mb, s.setup_sim_seconds
+        );
+    }
+}
+
+/// GPT-2 small's shape with GPT-2's random initialisation (no download needed).
+pub const RANDOM_GPT2_SMALL: &str = "random-gpt2-small";
+
+fn forward_only(
+    args: &VerifyArgs,
+    registry: &Registry,
+    links: &[(String, LinkModel)],
+) -> Result<()> {
+    let (name, model): (String, Gpt2) = match (&args.model, &args.models.pair, &args.models.private)
+    {
+        (Some(m), _, _) if m == RANDOM_GPT2_SMALL => (
+            m.clone(),
+            crate::train::Trainee::fresh(&Config::gpt2_small(), 0)?.model,
+        ),
+        (Some(m), _, _) => (m.clone(), load_model(m, registry)?.model),
+        (None, Some(_), _) | (None, None, Some(_)) => {
+            let pair = args.models.load(registry)?;
+            (pair.private.name.clone(), pair.private.model)
+        }
+        _ => bail!("--forward-only needs --model MODEL, --pair NAME or --private MODEL"),
+    };
+    let window = model.config().n_positions;
+    let max_new = args.tokens.iter().copied().max().unwrap_or(1);
+    let context = args
+        .context
+        .unwrap_or_else(|| 128.min(window.saturating_sub(max_new)));
+    eprintln!("{name}: sharing the weights, then one secure forward per (net, tokens) at context {context}");
+    let (rows, labels) = forward_costs(&name, &model, links, context, &args.tokens)?;
+    if let Some(path) = &args.csv {
+        crate::bench::append_csv(path, &rows)?;
+    }
+    if args.json {
+        println!("{}", json!({ "rows": rows, "rounds_per_label": labels }));
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<6} {:>7} {:>6} {:>7} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "model",
+        "net",
+        "context",
+        "tokens",
+        "rounds",
+        "client MB",
+        "server MB",
+        "dealer MB",
+        "sim s",
+        "compute s"
+    );
+    for r in &rows {
+        println!(
+            "{:<18} {:<6} {:>7} {:>6} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>9.3} {:>9.3}",
+            r.model,
+            r.link,
+            r.context,
+            r.new_tokens,
+            r.rounds,
+            r.client_mb,
+            r.server_mb,
+            r.dealer_mb,
+            r.sim_seconds,
+            r.compute_seconds
+        );
+    }
+    println!("\nrounds of one forward by part (the client's count):");
+    for (label, rounds) in labels
+        .iter()
+        .filter(|(l, _)| !l.contains('/') || l.starts_with("block0/"))
+    {
+        println!("  {label:<32} {rounds}");
+    }
+    Ok(())
+}
