@@ -258,7 +258,7 @@ fn bad_flags_and_prompts_get_one_clear_line() {
         "/no/such/file.jsonl",
     ]);
     assert!(err.contains("/no/such/file.jsonl"), "{err}");
-    let err = post_error(&["verify"]);
+    let err = post_error(&["sweep"]);
     assert!(err.contains("not built yet"), "{err}");
     let err = post_error(&[
         "--registry",
@@ -296,4 +296,114 @@ fn an_absent_hub_model_names_the_cache_path() {
         stderr.contains(cache.to_str().unwrap()) && stderr.contains("\"gpt2\""),
         "{stderr}"
     );
+}
+
+#[test]
+fn verify_refuses_bad_input_in_one_line() {
+    let dir = common::temp_dir("verify-bad");
+    let small = common::tiny_config(500, 16, 1, 2, 32);
+    let other_vocab = dir.join("other-vocab");
+    common::write_model_dir(
+        &other_vocab,
+        &small,
+        &common::random_weights(&small, 1, 0.3),
+    );
+    let err = post_error(&[
+        "verify",
+        "--public",
+        other_vocab.to_str().unwrap(),
+        "--private",
+        "tiny-private",
+        "--prompt-ids",
+        "1,2",
+    ]);
+    assert!(err.contains("vocabulary"), "{err}");
+    let base = ["verify", "--pair", "tiny", "--prompt-ids", "1,2"];
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [base, extra].concat()
+    }
+    let err = post_error(&with(&base, &["--draft-len", "0"]));
+    assert!(err.contains("--draft-len"), "{err}");
+    let err = post_error(&with(&base, &["--net", "moon"]));
+    assert!(err.contains("moon") && err.contains("lan"), "{err}");
+    let err = post_error(&with(&base, &["--temperature", "-1"]));
+    assert!(err.contains("temperature"), "{err}");
+    let long: Vec<String> = (0..65).map(|i| (i % 1000).to_string()).collect();
+    let err = post_error(&["verify", "--pair", "tiny", "--prompt-ids", &long.join(",")]);
+    assert!(err.contains("context window"), "{err}");
+    let err = post_error(&["verify", "--pair", "tiny", "--prompt-ids", "1,5000"]);
+    assert!(err.contains("5000"), "{err}");
+    let err = post_error(&[
+        "verify",
+        "--forward-only",
+        "--model",
+        "tiny-private",
+        "--tokens",
+        "1,70",
+    ]);
+    assert!(err.contains("context window"), "{err}");
+}
+
+#[test]
+fn verify_prints_json_and_appends_csv_rows() {
+    let dir = common::temp_dir("verify-json");
+    let csv = dir.join("rows.csv");
+    let args = [
+        "verify",
+        "--pair",
+        "tiny",
+        "--prompt-ids",
+        "7,42,3",
+        "--max-new-tokens",
+        "6",
+        "--method",
+        "both",
+        "--net",
+        "lan",
+        "--net",
+        "wan",
+        "--json",
+        "--csv",
+        csv.to_str().unwrap(),
+    ];
+    let out = post(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "one result per (prompt, method, net)");
+    // Greedy: every method and link gives the same tokens, those of plaintext `post draft`.
+    let plain = post(&[
+        "draft",
+        "--pair",
+        "tiny",
+        "--prompt-ids",
+        "7,42,3",
+        "--max-new-tokens",
+        "6",
+        "--json",
+    ]);
+    let plain: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    for r in results {
+        assert_eq!(r["output_ids"], plain["results"][0]["output_ids"], "{r}");
+        assert!(r["costs"]["rounds"].as_u64().unwrap() > 100);
+    }
+    let summary = json["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 4);
+    let wan: Vec<&serde_json::Value> = summary.iter().filter(|s| s["net"] == "wan").collect();
+    // The same rounds cost far more on the WAN's 80 ms than on the LAN's 0.8 ms.
+    let lan_standard = &summary[0];
+    assert!(
+        wan[0]["sim_seconds"].as_f64().unwrap()
+            > 20.0 * lan_standard["sim_seconds"].as_f64().unwrap()
+    );
+    assert_eq!(lan_standard["speedup_vs_standard"].as_f64(), Some(1.0));
+    // A second run appends rows under the one header.
+    assert!(post(&args).status.success());
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 1 + 8, "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("id,")).count(), 1);
 }

@@ -83,3 +83,42 @@ fn the_private_model_knows_code_better_than_the_public_one() {
         "code cross-entropy: private {private_ce:.3}, public {public_ce:.3}"
     );
 }
+
+/// Pooled acceptance (accepted / drafted) of a pair on the first `n` code-completion prompts at
+/// T = 0, K = 4, 32 new tokens, prompts cut to their last 96 tokens.
+fn acceptance(pair_name: &str, n: usize) -> f64 {
+    let pair = load_named_pair(pair_name, &registry()).unwrap();
+    let tokenizer = pair.tokenizer().unwrap();
+    let opts = DecodeOptions {
+        draft_len: 4,
+        temperature: 0.0,
+        max_new_tokens: 32,
+        stop_token: None,
+    };
+    let (mut accepted, mut drafted) = (0, 0);
+    for mut prompt in prompts("code-completion.jsonl", tokenizer, n) {
+        prompt.drain(..prompt.len().saturating_sub(96));
+        let mut rng = ChaCha12Rng::seed_from_u64(0);
+        let out = speculative_decode(
+            &pair.public.model,
+            &pair.private.model,
+            &prompt,
+            &opts,
+            &mut rng,
+        )
+        .unwrap();
+        accepted += out.accepted;
+        drafted += out.drafted;
+    }
+    accepted as f64 / drafted as f64
+}
+
+#[test]
+fn distillation_raises_acceptance_by_a_wide_margin() {
+    let (aligned, unaligned) = (acceptance("default-aligned", 60), acceptance("default", 60));
+    println!("acceptance at K = 4, T = 0: aligned {aligned:.3}, unaligned {unaligned:.3}");
+    assert!(
+        aligned > unaligned + 0.3,
+        "aligned {aligned:.3} vs unaligned {unaligned:.3}"
+    );
+}

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::prompts::PromptArgs;
 use super::{check_temperature, progress, PairArgs};
-use crate::bench::secure::forward_costs;
+use crate::bench::secure::{forward_costs, logit_error};
 use crate::model::loader::{load_model, Registry};
 use crate::model::{Config, Gpt2};
 use crate::mpc::{EngineConfig, LinkModel};
@@ -75,6 +75,10 @@ pub struct VerifyArgs {
     /// reference, or `random-gpt2-small` (GPT-2 small's shape with GPT-2's random initialisation).
     #[arg(long, value_name = "MODEL", conflicts_with_all = ["pair", "public", "private"])]
     pub model: Option<String>,
+    /// With --forward-only: also open the secure logits of a 32-token forward (24 tokens, then 8
+    /// through the cache) and compare them with candle's.
+    #[arg(long)]
+    pub logit_error: bool,
 }
 
 /// One (prompt, method, net) of a secure generation.
@@ -455,7 +459,18 @@ fn forward_only(
     let context = args
         .context
         .unwrap_or_else(|| 128.min(window.saturating_sub(max_new)));
+    if args.tokens.contains(&0) || context + max_new > window {
+        bail!("--context {context} + {max_new} new tokens must fit the context window of {window} (and every --tokens value be at least 1)")
+    }
     eprintln!("{name}: sharing the weights, then one secure forward per (net, tokens) at context {context}");
+    if args.logit_error {
+        let len = 32.min(window);
+        let ids: Vec<u32> = (0..len)
+            .map(|i| ((i * 7919 + 11) % model.config().vocab_size) as u32)
+            .collect();
+        let (max, mean) = logit_error(&model, &EngineConfig::default(), &ids, len * 3 / 4)?;
+        println!("{name}: secure vs candle logits over {len} positions: max |error| {max:.3e}, mean {mean:.3e}");
+    }
     let (rows, labels) = forward_costs(&name, &model, links, context, &args.tokens)?;
     if let Some(path) = &args.csv {
         crate::bench::append_csv(path, &rows)?;
