@@ -36,8 +36,21 @@ fn secure_greedy_decoding_reproduces_plaintext_on_the_tiny_pair() {
         let mut rng = ChaCha12Rng::seed_from_u64(0);
         let want = speculative_decode(public, private, &prompt, &opts(0), &mut rng).unwrap();
         for k in [0, 3] {
+            let revealed = |v: &SecureVerifier| {
+                v.client_counters()
+                    .get("reveal")
+                    .map_or((0, 0), |c| (c.bytes_recv, c.rounds))
+            };
+            let before = revealed(&verifier);
             let got = decode_with(public, &mut verifier, &prompt, &opts(k), &mut rng).unwrap();
             assert_eq!(got.output_ids, want.output_ids, "K={k}, prompt {prompt:?}");
+            // What sampling reveals to the client per step: the token, and with drafts the number
+            // of leading acceptances, one word each, never the bits after the first rejection.
+            let (bytes, messages) = revealed(&verifier);
+            let (bytes, messages) = (bytes - before.0, messages - before.1);
+            assert_eq!(bytes, 8 * messages);
+            let steps = got.steps as u64;
+            assert!(messages >= steps && messages <= if k == 0 { steps } else { 2 * steps });
             println!("K={k}: steps {}, accepted {}", got.steps, got.accepted);
         }
     }

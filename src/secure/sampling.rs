@@ -5,8 +5,9 @@
 //! position); the client's drafts, the public model's q_i, and its uniform draws.
 //!
 //! T = 0 (greedy): a_i = argmax_j L_ij for every row at once (one tournament); draft i is accepted
-//! iff a_i = x_i, tested as 1 - [a_i - x_i < 0] - [x_i - a_i < 0]. The acceptance bits go to the
-//! client, which announces n = the first rejection (or k), and the server reveals a_n to it.
+//! iff a_i = x_i, tested as 1 - [a_i - x_i < 0] - [x_i - a_i < 0]. The prefix products of the
+//! acceptance bits sum to n, the number of leading acceptances: only n is revealed to the client
+//! (not the bits after the first rejection), the client announces it, and the server reveals a_n.
 //!
 //! T > 0: z = L / T, e = exp(z - max z), S = sum e (the softmax numerator and denominator, no 1/S):
 //! 1. draft i is accepted iff u_i q_i(x_i) S_i < e_i(x_i), i.e. u_i < p_i(x_i) / q_i(x_i);
@@ -19,9 +20,9 @@
 //! 2^56 for vocabularies up to 2^16. The output follows the private model up to these roundings and
 //! exp's error (at most 1.1e-3 on each e_ij in [0, 1]).
 //!
-//! Rounds: T = 0: tournament + 8 + 3 one-way messages; T > 0: (1 if T != 1) + tournament + exp (18)
-//! + 1 + 1 + 8 + 1 + 1 + 8, plus the same 3 one-way messages. With no drafts (standard decoding)
-//! the acceptance test and two of the messages drop out.
+//! Rounds: T = 0: tournament + 8 + ceil(log2 k) + 3 one-way messages; T > 0: (1 if T != 1) +
+//! tournament + exp (18) + 1 + 1 + 8 + 1 + 1 + 8 + ceil(log2 k), plus the same 3 one-way messages.
+//! With no drafts (standard decoding) the acceptance test and two of the messages drop out.
 
 use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
@@ -106,15 +107,22 @@ pub fn private_sample(
     } else {
         p.labelled("sample", |p| sample(p, logits, k, temperature, draws))?
     };
+    // The number of leading acceptances: only it reaches the client, not whether a draft after
+    // the first rejection would have passed (the private model's business).
+    let leading = if k == 0 {
+        None
+    } else {
+        Some(p.labelled("prefix", |p| Ok(prefix_products(p, &accepted)?.sum_last()))?)
+    };
     p.labelled("reveal", |p| {
         // The acceptance bits go to the client, which announces the first rejection (with no
         // drafts there is nothing to accept: the row is the only one).
-        let n = if k == 0 {
-            0
-        } else {
-            let bits = p.reveal_to(CLIENT, &accepted)?;
-            let n = bits.map_or(0, |b| b.data().iter().take_while(|&&x| x == 1).count());
-            p.announce(CLIENT, &[n as u64], 1)?[0] as usize
+        let n = match &leading {
+            None => 0,
+            Some(leading) => {
+                let n = p.reveal_to(CLIENT, leading)?.map_or(0, |t| t.data()[0]);
+                p.announce(CLIENT, &[n], 1)?[0] as usize
+            }
         };
         if n > k {
             return Err(MpcError::Malformed(format!("{n} accepted of {k} drafts")));
@@ -125,6 +133,21 @@ pub fn private_sample(
             next: t.data()[0] as u32,
         }))
     })
+}
+
+/// c_i = b_0 b_1 ... b_i for shared integer bits [k] (Hillis-Steele: ceil(log2 k) product rounds).
+fn prefix_products(p: &mut Party, bits: &RingTensor) -> Result<RingTensor> {
+    let k = bits.len();
+    let mut c = bits.data().to_vec();
+    let mut d = 1;
+    while d < k {
+        let later = RingTensor::new(&[k - d], c[d..].to_vec())?;
+        let earlier = RingTensor::new(&[k - d], c[..k - d].to_vec())?;
+        let product = mul_many(p, &[(&later, &earlier)])?.remove(0);
+        c[d..].copy_from_slice(product.data());
+        d *= 2;
+    }
+    RingTensor::new(&[1, k], c)
 }
 
 /// (acceptance bits [k], candidate tokens [k+1, 1]) at T = 0.
