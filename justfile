@@ -4,9 +4,19 @@
 test:
     cargo test --release
 
-# The main job on the shipped default pair.
+# The main job: secure generation on the shipped aligned pair, standard vs POST, LAN and WAN.
+verify limit="6":
+    cargo run --release -- verify --pair default-aligned --prompts datasets/code-completion.jsonl --limit {{limit}} --truncate-prompts --net lan --net wan
+
+# Plaintext draft-and-verify on the shipped default pair.
 draft prompt="def load(path):":
     cargo run --release -- draft --pair default --prompt "{{prompt}}" --draft-len 4
+
+# The secure-forward tables of the closing notes: N new tokens at a context, LAN and WAN (CSV in results/).
+secure-forward:
+    cargo build --release
+    ./target/release/post verify --forward-only --pair default-aligned --net lan --net wan --logit-error --csv results/secure-forward.csv
+    ./target/release/post verify --forward-only --model random-gpt2-small --net lan --net wan --logit-error --csv results/secure-forward.csv
 
 # Plaintext forward speed of a model (tokens/s for 1 and 8 new tokens).
 bench-forward model="tiny-private":
