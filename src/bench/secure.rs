@@ -103,17 +103,6 @@ pub struct ForwardRow {
     pub compute_seconds: f64,
 }
 
-fn delta(after: &Counters, before: &Counters) -> Counters {
-    Counters {
-        rounds: after.rounds - before.rounds,
-        bytes_sent: after.bytes_sent - before.bytes_sent,
-        bytes_recv: after.bytes_recv - before.bytes_recv,
-        sim_time: after.sim_time - before.sim_time,
-        compute_time: after.compute_time - before.compute_time,
-        dealer_bytes: after.dealer_bytes - before.dealer_bytes,
-    }
-}
-
 /// What one party measured: per (link, tokens) the counters of the forward, and per label of the
 /// first measured forward its rounds.
 type Measured = (Vec<Counters>, BTreeMap<String, u64>);
@@ -158,7 +147,7 @@ pub fn forward_costs(
                     .collect();
                 let (before, labels_before) = (p.net.total(), p.net.counters().clone());
                 m.forward(p, p.is_client().then_some(&ids[..]), t, &mut cache)?;
-                per_call.push(delta(&p.net.total(), &before));
+                per_call.push(p.net.total().since(&before));
                 if labels.is_empty() {
                     for (label, c) in p.net.counters() {
                         let old = labels_before.get(label).map_or(0, |c| c.rounds);

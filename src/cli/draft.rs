@@ -2,15 +2,15 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use serde_json::{json, Value};
 
 use super::prompts::PromptArgs;
-use super::{check_temperature, PairArgs};
+use super::{DecodeArgs, PairArgs};
 use crate::model::loader::Registry;
-use crate::spec::{speculative_decode, DecodeOptions};
+use crate::spec::speculative_decode;
 
 #[derive(Debug, clap::Args)]
 pub struct DraftArgs {
@@ -18,50 +18,25 @@ pub struct DraftArgs {
     pub models: PairArgs,
     #[command(flatten)]
     pub input: PromptArgs,
-    /// Drafts per verification step (K, at least 1).
-    #[arg(long, short = 'k', default_value_t = 4, value_name = "K")]
-    pub draft_len: usize,
-    /// Sampling temperature; 0 is greedy, where a draft is accepted when it is the private argmax.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub temperature: f64,
-    #[arg(long, default_value_t = 32, value_name = "N")]
-    pub max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Do not stop at the private model's end-of-text token.
-    #[arg(long)]
-    pub ignore_eos: bool,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
 }
 
 pub fn run(args: &DraftArgs, registry: Option<&Path>) -> Result<()> {
-    if args.draft_len == 0 {
-        bail!("--draft-len must be at least 1 (K = 0 is plain decoding, which `post draft` does not do)")
-    }
-    check_temperature(args.temperature)?;
+    let decode = &args.decode;
+    decode.validate()?;
     let prompts = args.input.prompts()?;
     let registry = Registry::locate(registry)?;
     let pair = args.models.load(&registry)?;
     let tokenizer = pair.tokenizer();
     let vocab = pair.private.config().vocab_size;
-    let opts = DecodeOptions {
-        draft_len: args.draft_len,
-        temperature: args.temperature,
-        max_new_tokens: args.max_new_tokens,
-        stop_token: if args.ignore_eos {
-            None
-        } else {
-            pair.private.config().end_of_text()
-        },
-    };
-    let mut rng = ChaCha12Rng::seed_from_u64(args.seed);
+    let opts = decode.options(decode.draft_len, pair.private.config().end_of_text());
+    let mut rng = ChaCha12Rng::seed_from_u64(decode.seed);
     let mut results = Vec::new();
     for prompt in &prompts {
         let ids = args
             .input
-            .prepare(prompt, &pair, args.max_new_tokens, vocab)?;
+            .prepare(prompt, &pair, decode.max_new_tokens, vocab)?;
         let decoded = speculative_decode(
             &pair.public.model,
             &pair.private.model,
@@ -86,13 +61,13 @@ pub fn run(args: &DraftArgs, registry: Option<&Path>) -> Result<()> {
             "accepted": decoded.accepted,
             "drafted": decoded.drafted,
         });
-        if !args.json {
+        if !decode.json {
             print_text(&result, &decoded);
         }
         results.push(result);
     }
     let summary = summarise(&results);
-    if args.json {
+    if decode.json {
         println!("{}", json!({ "results": results, "summary": summary }));
     } else if results.len() > 1 {
         println!(

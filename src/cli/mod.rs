@@ -68,11 +68,53 @@ impl PairArgs {
     }
 }
 
-pub fn check_temperature(temperature: f64) -> Result<()> {
-    if !temperature.is_finite() || temperature < 0.0 {
-        bail!("--temperature must be a finite number >= 0, got {temperature}")
+/// The decoding flags `draft` and `verify` share.
+#[derive(Debug, clap::Args)]
+pub struct DecodeArgs {
+    /// Drafts per verification step (K, at least 1).
+    #[arg(long, short = 'k', default_value_t = 4, value_name = "K")]
+    pub draft_len: usize,
+    /// Sampling temperature (public); 0 is greedy, where a draft is accepted when it is the private argmax.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Seed of the client's sampling (and, in `verify`, of the simulated dealer and parties).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not stop at the private model's end-of-text token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DecodeArgs {
+    /// Checks K and the temperature once, naming the flag at fault.
+    pub fn validate(&self) -> Result<()> {
+        if self.draft_len == 0 {
+            bail!("--draft-len must be at least 1 (plain decoding is `post verify --method standard`)")
+        }
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            bail!(
+                "--temperature must be a finite number >= 0, got {}",
+                self.temperature
+            )
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Options of the decoding loop with `draft_len` drafts per step, stopping at `eos` unless
+    /// --ignore-eos.
+    pub fn options(&self, draft_len: usize, eos: Option<u32>) -> crate::spec::DecodeOptions {
+        crate::spec::DecodeOptions {
+            draft_len,
+            temperature: self.temperature,
+            max_new_tokens: self.max_new_tokens,
+            stop_token: if self.ignore_eos { None } else { eos },
+        }
+    }
 }
 
 /// Arguments of a subcommand that a later issue builds: accepted, then refused in one line.

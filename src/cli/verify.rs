@@ -13,13 +13,13 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::prompts::PromptArgs;
-use super::{check_temperature, progress, PairArgs};
+use super::{progress, DecodeArgs, PairArgs};
 use crate::bench::secure::{forward_costs, logit_error};
 use crate::model::loader::{load_model, Registry};
 use crate::model::{Config, Gpt2};
 use crate::mpc::{EngineConfig, LinkModel};
 use crate::secure::{Costs, SecureVerifier};
-use crate::spec::{decode_with, DecodeOptions, Decoded};
+use crate::spec::{decode_with, Decoded};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
@@ -37,28 +37,13 @@ pub struct VerifyArgs {
     pub models: PairArgs,
     #[command(flatten)]
     pub input: PromptArgs,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
     #[arg(long, value_enum, default_value = "both")]
     pub method: Method,
-    /// Drafts per POST step (K, at least 1).
-    #[arg(long, short = 'k', default_value_t = 4, value_name = "K")]
-    pub draft_len: usize,
-    /// Sampling temperature (public); 0 is greedy.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub temperature: f64,
     /// Simulated link: lan, wan, or bw=200mbps,rtt=40ms; repeat to run each.
     #[arg(long = "net", default_values = ["lan"], value_name = "NET")]
     pub nets: Vec<String>,
-    #[arg(long, default_value_t = 32, value_name = "N")]
-    pub max_new_tokens: usize,
-    /// Seed of the client's sampling and of the simulated dealer (reproducible simulation only).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Do not stop at the private model's end-of-text token.
-    #[arg(long)]
-    pub ignore_eos: bool,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
     /// Append one row per (prompt, method, net) to this CSV file.
     #[arg(long, value_name = "PATH")]
     pub csv: Option<PathBuf>,
@@ -142,8 +127,12 @@ impl VerifyRow {
             id,
             method: method.to_string(),
             net: net.to_string(),
-            draft_len: if method == "post" { args.draft_len } else { 0 },
-            temperature: args.temperature,
+            draft_len: if method == "post" {
+                args.decode.draft_len
+            } else {
+                0
+            },
+            temperature: args.decode.temperature,
             prompt_tokens,
             tokens,
             steps: d.steps,
@@ -260,10 +249,8 @@ fn links(nets: &[String]) -> Result<Vec<(String, LinkModel)>> {
 }
 
 pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
-    check_temperature(args.temperature)?;
-    if args.draft_len == 0 {
-        bail!("--draft-len must be at least 1 (standard decoding is --method standard)")
-    }
+    let decode = &args.decode;
+    decode.validate()?;
     let links = links(&args.nets)?;
     let registry = Registry::locate(registry)?;
     if args.forward_only {
@@ -285,40 +272,31 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
         .map(|p| {
             Ok((
                 p.id.clone(),
-                args.input.prepare(p, &pair, args.max_new_tokens, vocab)?,
+                args.input.prepare(p, &pair, decode.max_new_tokens, vocab)?,
             ))
         })
         .collect::<Result<_>>()?;
     let methods: Vec<(&str, usize)> = match args.method {
         Method::Standard => vec![("standard", 0)],
-        Method::Post => vec![("post", args.draft_len)],
-        Method::Both => vec![("standard", 0), ("post", args.draft_len)],
+        Method::Post => vec![("post", decode.draft_len)],
+        Method::Both => vec![("standard", 0), ("post", decode.draft_len)],
     };
-    let stop_token = if args.ignore_eos {
-        None
-    } else {
-        pair.private.config().end_of_text()
-    };
+    let eos = pair.private.config().end_of_text();
     let bar = progress(links.len() * methods.len() * prepared.len(), "secure");
     let (mut rows, mut results) = (Vec::new(), Vec::new());
     for (net, link) in &links {
         let engine = EngineConfig {
             link: *link,
-            seed: args.seed,
+            seed: decode.seed,
             ..EngineConfig::default()
         };
         bar.set_message(format!("{net}: sharing the private model"));
-        let mut verifier = SecureVerifier::start(&pair.private.model, &engine, args.temperature)
+        let mut verifier = SecureVerifier::start(&pair.private.model, &engine, decode.temperature)
             .context("cannot start the secure session")?;
         let setup = verifier.setup;
         for &(method, k) in &methods {
-            let opts = DecodeOptions {
-                draft_len: k,
-                temperature: args.temperature,
-                max_new_tokens: args.max_new_tokens,
-                stop_token,
-            };
-            let mut rng = ChaCha12Rng::seed_from_u64(args.seed);
+            let opts = decode.options(k, eos);
+            let mut rng = ChaCha12Rng::seed_from_u64(decode.seed);
             for (id, ids) in &prepared {
                 bar.set_message(format!("{net} {method} prompt {id}"));
                 let before = verifier.totals()?;
@@ -342,7 +320,7 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
                     Some(tok) => Some(tok.decode(&decoded.output_ids)?),
                     None => None,
                 };
-                if !args.json {
+                if !decode.json {
                     bar.suspend(|| print_row(&row, text.as_deref(), &decoded.output_ids));
                 }
                 results.push(json!({
@@ -362,7 +340,7 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
     }
     bar.finish_and_clear();
     let summary = summarise(&rows);
-    if args.json {
+    if decode.json {
         println!("{}", json!({ "results": results, "summary": summary }));
     } else {
         print_summary(&summary);
@@ -475,7 +453,7 @@ fn forward_only(
     if let Some(path) = &args.csv {
         crate::bench::append_csv(path, &rows)?;
     }
-    if args.json {
+    if args.decode.json {
         println!("{}", json!({ "rows": rows, "rounds_per_label": labels }));
         return Ok(());
     }

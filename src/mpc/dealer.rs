@@ -282,12 +282,12 @@ impl DealerHandle {
                     shape.0 = shape.0.min(rows);
                 }
             }
-            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. } => {
-                if !self.mask_shapes.contains_key(&id) {
-                    return Err(MpcError::BadConfig(format!(
-                        "product against unknown mask {id}"
-                    )));
-                }
+            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. }
+                if !self.mask_shapes.contains_key(&id) =>
+            {
+                return Err(MpcError::BadConfig(format!(
+                    "product against unknown mask {id}"
+                )));
             }
             _ => {}
         }

@@ -32,7 +32,7 @@ pub fn head_matmul(
     heads: usize,
     keys: bool,
 ) -> Vec<u64> {
-    let width = if rows == 0 { 0 } else { rows_mat.len() / rows };
+    let width = rows_mat.len().checked_div(rows).unwrap_or(0);
     let dh = width / heads.max(1);
     let mut out = Vec::with_capacity(heads * m * if keys { rows } else { dh });
     for h in 0..heads {

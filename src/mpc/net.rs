@@ -194,6 +194,20 @@ pub struct Counters {
     pub dealer_bytes: u64,
 }
 
+impl Counters {
+    /// The counts accumulated since `before` was taken.
+    pub fn since(&self, before: &Counters) -> Counters {
+        Counters {
+            rounds: self.rounds - before.rounds,
+            bytes_sent: self.bytes_sent - before.bytes_sent,
+            bytes_recv: self.bytes_recv - before.bytes_recv,
+            sim_time: self.sim_time - before.sim_time,
+            compute_time: self.compute_time - before.compute_time,
+            dealer_bytes: self.dealer_bytes - before.dealer_bytes,
+        }
+    }
+}
+
 /// One party's end of the link: transport + link model + virtual clock + counters.
 pub struct Channel {
     transport: Box<dyn Transport>,

@@ -17,17 +17,6 @@ pub struct Outcome {
     pub server: Counters,
 }
 
-fn delta(after: Counters, before: Counters) -> Counters {
-    Counters {
-        rounds: after.rounds - before.rounds,
-        bytes_sent: after.bytes_sent - before.bytes_sent,
-        bytes_recv: after.bytes_recv - before.bytes_recv,
-        sim_time: after.sim_time - before.sim_time,
-        compute_time: after.compute_time - before.compute_time,
-        dealer_bytes: after.dealer_bytes - before.dealer_bytes,
-    }
-}
-
 /// Splits ring tensors into two additive shares with a fixed seed.
 pub fn split(inputs: &[RingTensor], seed: u64) -> (Vec<RingTensor>, Vec<RingTensor>) {
     let mut rng = ChaCha12Rng::seed_from_u64(seed);
@@ -53,7 +42,7 @@ where
         let outs = f(p, mine)?;
         let after = p.net.total();
         let opened = p.open_many(&outs.iter().collect::<Vec<_>>())?;
-        Ok((opened, delta(after, before)))
+        Ok((opened, after.since(&before)))
     })
     .expect("protocol run");
     Outcome {

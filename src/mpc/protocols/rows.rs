@@ -29,7 +29,7 @@ pub struct PreparedRows {
 
 impl PreparedRows {
     pub fn new(p: &mut Party, width: usize, heads: usize) -> Result<Self> {
-        if heads == 0 || width % heads != 0 {
+        if heads == 0 || !width.is_multiple_of(heads) {
             return Err(MpcError::BadConfig(format!(
                 "a row cache of width {width} cannot be split into {heads} heads"
             )));
