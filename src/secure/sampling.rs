@@ -9,7 +9,8 @@
 //! acceptance bits sum to n, the number of leading acceptances: only n is revealed to the client
 //! (not the bits after the first rejection), the client announces it, and the server reveals a_n.
 //!
-//! T > 0: z = L / T, e = exp(z - max z), S = sum e (the softmax numerator and denominator, no 1/S):
+//! T > 0: z = L / T, e = exp(max(z - max z, -2^n)), S = sum e (the softmax numerator and
+//! denominator, no 1/S; the clamp keeps exp in its domain at any temperature):
 //! 1. draft i is accepted iff u_i q_i(x_i) S_i < e_i(x_i), i.e. u_i < p_i(x_i) / q_i(x_i);
 //! 2. residual r_ij = max(0, e_ij - q_ij S_i) (= S_i max(0, p_ij - q_ij)); the bonus row has q = 0;
 //! 3. inverse CDF: with C_ij = r_i0 + ... + r_ij and t_i = u'_i sum_j r_ij, the token is
@@ -21,12 +22,14 @@
 //! exp's error (at most 1.1e-3 on each e_ij in [0, 1]).
 //!
 //! Rounds: T = 0: tournament + 8 + ceil(log2 k) + 3 one-way messages; T > 0: (1 if T != 1) +
-//! tournament + exp (18) + 1 + 1 + 8 + 1 + 1 + 8 + ceil(log2 k), plus the same 3 one-way messages.
+//! tournament + clamp (9) + exp (18) + 1 + 1 + 8 + 1 + 1 + 8 + ceil(log2 k), plus the same 3 one-way messages.
 //! With no drafts (standard decoding) the acceptance test and two of the messages drop out.
 
 use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
-use crate::mpc::protocols::{exp::exp, ltz_many, max::max_last, mul_many, mul_public, truncate};
+use crate::mpc::protocols::{
+    exp::exp, ltz_many, max::max_last, mul_many, mul_public, select::relu, truncate,
+};
 use crate::mpc::{Party, RingTensor, CLIENT};
 use crate::spec::Verdict;
 
@@ -185,7 +188,13 @@ fn sample(
         mul_public(p, logits, 1.0 / temperature, 8)?
     };
     let (max, _) = max_last(p, &z)?;
-    let e = exp(p, &z.sub(&max.expand_last(v))?)?;
+    // exp is valid on [-2^n, 0]; a low temperature can spread a row far wider, so the shifted
+    // logits are clamped at -2^n first (e^-256 is 0 at f bits anyway): x' = ReLU(x + 2^n) - 2^n.
+    let floor = p.fp.constant((1u64 << p.approx.exp_iters) as f64);
+    let shifted = p.add_constant(&z.sub(&max.expand_last(v))?, floor);
+    let positive = relu(p, &shifted)?;
+    let clamped = p.add_constant(&positive, floor.wrapping_neg());
+    let e = exp(p, &clamped)?;
     let sum = e.sum_last();
 
     // One round of products with client-known factors: e_i(x_i) by a one-hot, u_i q_i(x_i) S_i, q_ij S_i.
