@@ -163,8 +163,10 @@ fn a_peer_that_hangs_up_gives_an_error_not_a_deadlock() {
 fn a_silent_peer_times_out() {
     let cfg = EngineConfig::default();
     let result = run_two_party(&cfg, |p| {
+        // The server stays silent 40 times longer than the client waits: a loaded machine that
+        // starts the client late must still see a time-out, not the server's hang-up.
         if p.id == 1 {
-            std::thread::sleep(Duration::from_millis(400));
+            std::thread::sleep(Duration::from_millis(2000));
             return Ok(());
         }
         p.net.timeout = Duration::from_millis(50);

@@ -84,3 +84,17 @@ pub fn assert_close(name: &str, got: &[f64], want: &[f64], abs: f64, rel: f64) -
     println!("{name}: max abs error {max_abs:.3e}, max rel error (|want| > 1e-3) {max_rel:.3e}");
     (max_abs, max_rel)
 }
+
+/// Pins a protocol's cost: rounds, bytes the client sends, dealer bytes to the server, so that a
+/// change in cost shows as a test change.
+pub fn assert_costs(out: &Outcome, rounds: u64, client_bytes: u64, dealer_bytes: u64) {
+    assert_eq!(
+        (
+            out.client.rounds,
+            out.client.bytes_sent,
+            out.server.dealer_bytes
+        ),
+        (rounds, client_bytes, dealer_bytes),
+        "(rounds, client bytes, dealer bytes)"
+    );
+}
