@@ -79,7 +79,7 @@ pub struct DecodeArgs {
     pub temperature: f64,
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub max_new_tokens: usize,
-    /// Seed of the client's sampling (and, in `verify`, of the simulated dealer and parties).
+    /// Seed of the client's sampling (drafts and the rule's uniforms).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Do not stop at the private model's end-of-text token.

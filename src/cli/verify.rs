@@ -41,6 +41,10 @@ pub struct VerifyArgs {
     pub decode: DecodeArgs,
     #[arg(long, value_enum, default_value = "both")]
     pub method: Method,
+    /// Derive the dealer's and both parties' randomness from N: reproducible simulation, not secure
+    /// (default: each party's stream from its own OS-random seed).
+    #[arg(long, value_name = "N")]
+    pub sim_seed: Option<u64>,
     /// Simulated link: lan, wan, or bw=200mbps,rtt=40ms; repeat to run each.
     #[arg(long = "net", default_values = ["lan"], value_name = "NET")]
     pub nets: Vec<String>,
@@ -287,7 +291,7 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
     for (net, link) in &links {
         let engine = EngineConfig {
             link: *link,
-            seed: decode.seed,
+            seed: args.sim_seed,
             ..EngineConfig::default()
         };
         bar.set_message(format!("{net}: sharing the private model"));
@@ -340,10 +344,18 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
     }
     bar.finish_and_clear();
     let summary = summarise(&rows);
+    let randomness = match args.sim_seed {
+        Some(n) => format!("fixed simulation seed {n} (reproducible, not secure)"),
+        None => "separate OS-random seeds per party".to_string(),
+    };
     if decode.json {
-        println!("{}", json!({ "results": results, "summary": summary }));
+        println!(
+            "{}",
+            json!({ "results": results, "summary": summary, "randomness": randomness })
+        );
     } else {
         print_summary(&summary);
+        println!("randomness: {randomness}");
     }
     Ok(())
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
 
-use rand::{RngCore, SeedableRng};
+use rand::{RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha12Rng;
 
 use super::error::MpcError;
@@ -328,13 +328,26 @@ impl DealerHandle {
     }
 }
 
-/// Starts a dealer thread from a master seed and returns the two parties' handles.
-pub fn start_dealer(seed: u64) -> (DealerHandle, DealerHandle) {
-    let mut master = ChaCha12Rng::seed_from_u64(seed);
-    let mut seed0 = [0u8; 32];
-    let mut seed1 = [0u8; 32];
-    master.fill_bytes(&mut seed0);
-    master.fill_bytes(&mut seed1);
+/// Starts a dealer thread and returns the two parties' handles. Each party's stream has its own
+/// 256-bit seed, which only that party and the dealer hold: drawn from the OS, or derived from
+/// `simulation_seed` for reproducible (not secure) simulation.
+pub fn start_dealer(simulation_seed: Option<u64>) -> (DealerHandle, DealerHandle) {
+    let (mut seed0, mut seed1) = ([0u8; 32], [0u8; 32]);
+    match simulation_seed {
+        Some(seed) => {
+            let mut master = ChaCha12Rng::seed_from_u64(seed);
+            master.fill_bytes(&mut seed0);
+            master.fill_bytes(&mut seed1);
+        }
+        None => {
+            rand::rngs::OsRng
+                .try_fill_bytes(&mut seed0)
+                .expect("the OS random number generator");
+            rand::rngs::OsRng
+                .try_fill_bytes(&mut seed1)
+                .expect("the OS random number generator");
+        }
+    }
     let (req_tx, req_rx) = channel::<Correlation>();
     let (rep_tx, rep_rx) = channel::<Vec<Vec<u64>>>();
     let mut dealer = Dealer {

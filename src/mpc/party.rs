@@ -2,7 +2,7 @@
 //! the fixed-point encoding and the approximation settings. Protocols take `&mut Party` and touch
 //! the network only through [`Party::open_many`], [`Party::open_xor_many`] and input sharing.
 
-use rand::{RngCore, SeedableRng};
+use rand::RngCore;
 use rand_chacha::ChaCha12Rng;
 
 use super::dealer::{Correlation, DealerHandle};
@@ -61,7 +61,7 @@ impl Party {
         dealer: DealerHandle,
         fp: FixedPoint,
         approx: ApproxConfig,
-        private_seed: u64,
+        rng: ChaCha12Rng,
     ) -> Self {
         Self {
             id,
@@ -69,7 +69,7 @@ impl Party {
             dealer,
             fp,
             approx,
-            rng: ChaCha12Rng::seed_from_u64(private_seed),
+            rng,
         }
     }
 

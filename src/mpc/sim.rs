@@ -1,5 +1,8 @@
 //! Runs the two parties as two threads of this process, over simulated or loopback-TCP links.
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+
 use super::dealer::start_dealer;
 use super::error::MpcError;
 use super::fixed::FixedPoint;
@@ -21,8 +24,10 @@ pub struct EngineConfig {
     pub approx: ApproxConfig,
     pub link: LinkModel,
     pub transport: TransportKind,
-    /// Master seed of the dealer and of the parties' private randomness (simulation only).
-    pub seed: u64,
+    /// `None` (the default): the dealer's two streams and each party's private randomness come
+    /// from separate 256-bit seeds drawn from the OS, so no party can recompute the other's shares.
+    /// `Some(n)`: everything derives from `n`, for reproducible simulation only (not secure).
+    pub seed: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -32,7 +37,7 @@ impl Default for EngineConfig {
             approx: ApproxConfig::default(),
             link: LinkModel::lan(),
             transport: TransportKind::Sim,
-            seed: 0,
+            seed: None,
         }
     }
 }
@@ -45,7 +50,10 @@ pub fn make_parties(cfg: &EngineConfig) -> Result<(Party, Party)> {
     };
     let (d0, d1) = start_dealer(cfg.seed);
     let party = |id: usize, net: Channel, dealer| {
-        let seed = cfg.seed ^ (0xC0FFEE + id as u64);
+        let seed = match cfg.seed {
+            Some(seed) => ChaCha12Rng::seed_from_u64(seed ^ (0xC0FFEE + id as u64)),
+            None => ChaCha12Rng::from_os_rng(),
+        };
         Party::new(id, net, dealer, cfg.fp, cfg.approx.clone(), seed)
     };
     Ok((party(0, c0, d0), party(1, c1, d1)))
