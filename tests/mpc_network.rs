@@ -320,3 +320,16 @@ fn sessions_without_a_seed_draw_fresh_independent_randomness() {
     // A simulation seed reproduces everything (and is documented as not secure).
     assert_eq!(first_draws(Some(3)), first_draws(Some(3)));
 }
+
+#[test]
+fn truncation_by_zero_or_62_bits_is_refused() {
+    for shift in [0u32, 62, 64, 100] {
+        let result = run_two_party(&EngineConfig::default(), move |p| {
+            protocols::truncate(p, &RingTensor::zeros(&[4]), shift).map(|_| ())
+        });
+        assert!(
+            matches!(result, Err(MpcError::BadConfig(ref m)) if m.contains("shift")),
+            "shift {shift}: {result:?}"
+        );
+    }
+}

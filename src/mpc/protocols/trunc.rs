@@ -10,12 +10,19 @@
 //! floor(x / 2^s) or one more: at most one unit in the last place, never a wrap. Cost: 1 round, 8 bytes per element each way.
 
 use crate::mpc::dealer::Correlation;
+use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
-/// Truncates several tensors by `shift` bits in one round.
+/// Truncates several tensors by `shift` bits (1 ..= 61) in one round.
 pub fn truncate_many(p: &mut Party, xs: &[&RingTensor], shift: u32) -> Result<Vec<RingTensor>> {
+    // The offset 2^61 must survive the shift, and a shift of 0 is no truncation: both are caller bugs.
+    if !(1..=TRUNC_BOUND_BITS).contains(&shift) {
+        return Err(MpcError::BadConfig(format!(
+            "truncation by {shift} bits: the shift must be in 1..={TRUNC_BOUND_BITS}"
+        )));
+    }
     if xs.is_empty() {
         return Ok(vec![]);
     }
