@@ -52,6 +52,8 @@ pub struct Party {
     pub approx: ApproxConfig,
     /// This party's own private randomness (input sharing).
     rng: ChaCha12Rng,
+    /// Every value opened to both parties, one entry per opening, while recording (leakage tests).
+    openings: Option<Vec<Vec<u64>>>,
 }
 
 impl Party {
@@ -70,7 +72,18 @@ impl Party {
             fp,
             approx,
             rng,
+            openings: None,
         }
+    }
+
+    /// Starts keeping every opened value (what this party learns from each opening).
+    pub fn record_openings(&mut self) {
+        self.openings = Some(Vec::new());
+    }
+
+    /// The values opened since recording started, one entry per opening.
+    pub fn take_openings(&mut self) -> Vec<Vec<u64>> {
+        self.openings.take().unwrap_or_default()
     }
 
     pub fn is_client(&self) -> bool {
@@ -130,6 +143,9 @@ impl Party {
             .zip(&theirs)
             .map(|(a, b)| combine(*a, *b))
             .collect();
+        if let Some(log) = self.openings.as_mut() {
+            log.push(opened.clone());
+        }
         RingTensor::split_like(&opened, shares)
     }
 
