@@ -179,8 +179,12 @@ fn less_than_zero_is_exact_at_the_edges() {
         let want = (fpv.encode_one(*v).unwrap() as i64) < 0;
         assert_eq!(*bit, want as u64, "ltz({v})");
     }
-    assert_costs(&out, 8, 385984, 208936);
-    assert_eq!(out.client.bytes_sent, (192 * n + 8 * n.div_ceil(64)) as u64);
+    assert_costs(&out, 1, 16072, 3101896);
+    assert_eq!(
+        out.client.bytes_sent,
+        8 * n as u64,
+        "one masked word per element"
+    );
 }
 
 #[test]
@@ -192,7 +196,7 @@ fn relu_and_select_match() {
     });
     let want: Vec<f64> = x.iter().map(|v| v.max(0.0)).collect();
     assert_close("relu", &decode_at(&out.outputs[0], 16), &want, ulp(), 0.0);
-    assert_costs(&out, 9, 104064, 56000);
+    assert_costs(&out, 2, 12000, 776000);
 }
 
 #[test]
@@ -206,7 +210,7 @@ fn max_and_argmax_over_rows_of_every_size() {
         });
         if (rows, n) == (2, 1024) {
             // Five 4-ary levels of 11 rounds.
-            assert_costs(&out, 55, 960776, 512864);
+            assert_costs(&out, 20, 207328, 6405344);
         }
         let got_max = decode_at(&out.outputs[0], 16);
         for r in 0..rows {
@@ -280,7 +284,7 @@ fn reciprocal_and_rsqrt_over_wide_ranges() {
         0.0,
         4e-5 + 0.5 * ulp(),
     );
-    assert_costs(&out, 24, 4610752, 2672000);
+    assert_costs(&out, 17, 560000, 34352000);
 
     // Variances from 1e-3 to 1e4, given at 32 fractional bits as LayerNorm gives them.
     let v: Vec<f64> = uniform(&mut rng, 2000, 0.0, 1.0)
@@ -306,7 +310,7 @@ fn reciprocal_and_rsqrt_over_wide_ranges() {
     let bits = out.outputs[1].data()[0] as u32;
     let want: Vec<f64> = v.iter().map(|x| 1.0 / x.sqrt()).collect();
     assert_close("rsqrt", &decode_at(&out.outputs[0], bits), &want, 0.0, 1e-4);
-    assert_costs(&out, 31, 6307752, 3680000);
+    assert_costs(&out, 24, 784000, 46880000);
 }
 
 #[test]
@@ -328,7 +332,7 @@ fn gelu_matches_gpt2_tanh_form() {
         1e-4 + 12.0 * ulp(),
         0.0,
     );
-    assert_costs(&out, 16, 7818840, 4932312);
+    assert_costs(&out, 9, 1921680, 51052632);
 }
 
 fn softmax_ref(row: &[f64], keep: &[bool]) -> Vec<f64> {
@@ -360,7 +364,7 @@ fn softmax_with_causal_mask_on_attention_logits() {
     let out = run(&cfg(), vec![encode(fp(), &[t, total], &x)], move |p, s| {
         Ok(vec![softmax(p, &s[0], Some(&mask_for_run))?])
     });
-    assert_costs(&out, 76, 162608, 123456);
+    assert_costs(&out, 48, 66480, 875136);
     let got = decode_at(&out.outputs[0], 16);
     let want: Vec<f64> = (0..t)
         .flat_map(|i| {
@@ -389,7 +393,7 @@ fn softmax_over_a_vocabulary_row() {
     });
     let want = softmax_ref(&x, &vec![true; n]);
     // max over 50,257 (8 levels), exp, reciprocal, product.
-    assert_costs(&out, 132, 32054312, 24665552);
+    assert_costs(&out, 69, 13537928, 169477712);
     let got = decode_at(&out.outputs[0], 16);
     // A row of one element is 1 whatever its value.
     let single = run(
@@ -453,7 +457,7 @@ fn layernorm_over_variances_from_1e_minus_3_to_1e4() {
         1.5e-3,
         0.0,
     );
-    assert_costs(&out, 37, 35656, 28240);
+    assert_costs(&out, 30, 20000, 150640);
 }
 
 /// Rounds of one call over `rows` rows.

@@ -12,6 +12,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use rand::{RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha12Rng;
 
+use rayon::prelude::*;
+
 use super::error::MpcError;
 use super::matmul::head_matmul;
 
@@ -22,10 +24,10 @@ type Result<T> = std::result::Result<T, MpcError>;
 pub enum Sharing {
     /// v = s0 + s1 mod 2^64.
     Additive,
-    /// v = s0 xor s1.
-    Xor,
-    /// One bit (in bit 0): v = s0 xor s1, each share a random bit.
-    XorBit,
+    /// Each party's own uniform words (a key's root seed); the dealer uses both, unsummed.
+    Own,
+    /// The same words for both parties (a key's correction words): sent by the dealer to each.
+    Public,
 }
 
 /// A request for correlated randomness; both parties make the same requests in the same order.
@@ -46,17 +48,17 @@ pub enum Correlation {
     WeightMask { id: u64, k: usize, n: usize },
     /// A [m, k] and C = A B for the weight mask `id`.
     WeightTriple { id: u64, m: usize },
-    /// a, b, c = a & b on 64-bit words.
-    AndTriple { words: usize },
     /// r, r >> f (arithmetic shift of the unsigned value, as an integer) and the top bit of r.
     TruncPair { len: usize, frac_bits: u32 },
-    /// A random bit, shared both as a xor bit and additively.
-    BitPair { len: usize },
     /// `rows` fresh rows [rows, width] appended to the growing row mask `id` (made on first use):
     /// the mask of a shared matrix that grows by rows, such as a KV cache.
     RowMask { id: u64, rows: usize, width: usize },
     /// Keeps the first `rows` rows of the row mask `id` (no randomness: the dealer forgets the rest).
     RowTruncate { id: u64, rows: usize },
+    /// Comparison keys for `len` elements (see `protocols::compare`): a uniform mask r, each
+    /// party's root seeds (2 words an element), additive shares of msb(r), and the correction words
+    /// of a DCF for [y_lo < r_lo] with payload 1 - 2 msb(r) (`dcf::WORDS` an element, to both).
+    Comparison { len: usize },
     /// Per-head products against the row mask `id` ([rows, heads * dh]), see [`head_matmul`]:
     /// keys: A [heads, m, dh], C_h = A_h B_h^T; values: A [heads, m, rows], C_h = A_h B_h.
     HeadTriple {
@@ -90,15 +92,17 @@ impl Correlation {
                 let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
                 vec![(Additive, m * k, false), (Additive, m * n, true)]
             }
-            Correlation::AndTriple { words } => {
-                vec![(Xor, words, false), (Xor, words, false), (Xor, words, true)]
-            }
             Correlation::TruncPair { len, .. } => vec![
                 (Additive, len, false),
                 (Additive, len, true),
                 (Additive, len, true),
             ],
-            Correlation::BitPair { len } => vec![(XorBit, len, false), (Additive, len, true)],
+            Correlation::Comparison { len } => vec![
+                (Additive, len, false),
+                (Own, 2 * len, false),
+                (Additive, len, true),
+                (Public, super::dcf::WORDS * len, true),
+            ],
             Correlation::RowMask { rows, width, .. } => vec![(Additive, rows * width, false)],
             Correlation::RowTruncate { .. } => vec![],
             Correlation::HeadTriple { id, heads, m, keys } => {
@@ -113,10 +117,12 @@ impl Correlation {
         }
     }
 
-    /// The derived components' values from the free components' values.
+    /// The derived components' values from the free components' values (`own`: each party's
+    /// draws of the free components, for keys whose roots stay apart).
     fn derive(
         &self,
         free: &[Vec<u64>],
+        own: [&[Vec<u64>]; 2],
         masks: &HashMap<u64, (usize, usize, Vec<u64>)>,
     ) -> Vec<Vec<u64>> {
         match *self {
@@ -144,14 +150,27 @@ impl Correlation {
                     .expect("weight triple for a mask the dealer made");
                 vec![super::matmul::matmul_u64(&free[0], mask, m, *k, *n)]
             }
-            Correlation::AndTriple { .. } => {
-                vec![free[0].iter().zip(&free[1]).map(|(a, b)| a & b).collect()]
-            }
             Correlation::TruncPair { frac_bits, .. } => vec![
                 free[0].iter().map(|r| r >> frac_bits).collect(),
                 free[0].iter().map(|r| r >> 63).collect(),
             ],
-            Correlation::BitPair { .. } => vec![free[0].clone()],
+            Correlation::Comparison { len } => {
+                let r = &free[0];
+                let msb: Vec<u64> = r.iter().map(|r| r >> 63).collect();
+                let mut words = vec![0u64; super::dcf::WORDS * len];
+                let root = |b: usize, i: usize| {
+                    own[b][1][2 * i] as u128 | (own[b][1][2 * i + 1] as u128) << 64
+                };
+                words
+                    .par_chunks_mut(super::dcf::WORDS)
+                    .enumerate()
+                    .for_each(|(i, key)| {
+                        let alpha = r[i] & ((1 << super::dcf::BITS) - 1);
+                        let beta = 1u64.wrapping_sub(2 * msb[i]);
+                        super::dcf::generate(alpha, beta, [root(0, i), root(1, i)], key);
+                    });
+                vec![msb, words]
+            }
             Correlation::RowMask { .. } | Correlation::RowTruncate { .. } => vec![],
             Correlation::HeadTriple { id, heads, m, keys } => {
                 let (rows, _, mask) = masks
@@ -163,32 +182,30 @@ impl Correlation {
     }
 }
 
-fn draw(rng: &mut ChaCha12Rng, sharing: Sharing, len: usize) -> Vec<u64> {
+fn draw(rng: &mut ChaCha12Rng, len: usize) -> Vec<u64> {
     let mut v = vec![0u64; len];
     for x in v.iter_mut() {
         *x = rng.next_u64();
-    }
-    if sharing == Sharing::XorBit {
-        v.iter_mut().for_each(|x| *x &= 1);
     }
     v
 }
 
 fn combine(sharing: Sharing, a: &[u64], b: &[u64]) -> Vec<u64> {
     match sharing {
-        Sharing::Additive => a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect(),
-        Sharing::Xor | Sharing::XorBit => a.iter().zip(b).map(|(x, y)| x ^ y).collect(),
+        Sharing::Additive | Sharing::Own | Sharing::Public => {
+            a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect()
+        }
     }
 }
 
 fn split_off(sharing: Sharing, value: &[u64], share0: &[u64]) -> Vec<u64> {
     match sharing {
+        Sharing::Public | Sharing::Own => value.to_vec(),
         Sharing::Additive => value
             .iter()
             .zip(share0)
             .map(|(v, s)| v.wrapping_sub(*s))
             .collect(),
-        Sharing::Xor | Sharing::XorBit => value.iter().zip(share0).map(|(v, s)| v ^ s).collect(),
     }
 }
 
@@ -200,21 +217,28 @@ struct Dealer {
 }
 
 impl Dealer {
-    /// Party 1's corrections for one request (party 0's shares follow from its seed alone).
-    fn corrections(&mut self, corr: &Correlation) -> Vec<Vec<u64>> {
+    /// Party 1's corrections for one request, and the public components that party 0 needs too
+    /// (party 0's other shares follow from its seed alone).
+    fn corrections(&mut self, corr: &Correlation) -> (Vec<Vec<u64>>, Vec<Vec<u64>>) {
         let shapes: HashMap<u64, (usize, usize)> = self
             .masks
             .iter()
             .map(|(id, (k, n, _))| (*id, (*k, *n)))
             .collect();
         let comps = corr.components(&shapes);
-        let mut free = Vec::new();
+        let (mut free, mut own0, mut own1) = (Vec::new(), Vec::new(), Vec::new());
         let mut share0 = Vec::new();
         for &(sharing, len, derived) in &comps {
-            let s0 = draw(&mut self.rng0, sharing, len);
+            let s0 = if sharing == Sharing::Public {
+                Vec::new()
+            } else {
+                draw(&mut self.rng0, len)
+            };
             if !derived {
-                let s1 = draw(&mut self.rng1, sharing, len);
+                let s1 = draw(&mut self.rng1, len);
                 free.push(combine(sharing, &s0, &s1));
+                own0.push(s0.clone());
+                own1.push(s1);
             }
             share0.push(s0);
         }
@@ -235,20 +259,28 @@ impl Dealer {
             }
             _ => {}
         }
-        let derived_values = corr.derive(&free, &self.masks);
-        comps
+        let derived_values = corr.derive(&free, [&own0, &own1], &self.masks);
+        let mut public = Vec::new();
+        let corrections = comps
             .iter()
             .enumerate()
             .filter(|(_, c)| c.2)
             .zip(derived_values)
-            .map(|((i, &(sharing, _, _)), value)| split_off(sharing, &value, &share0[i]))
-            .collect()
+            .map(|((i, &(sharing, _, _)), value)| {
+                if sharing == Sharing::Public {
+                    public.push(value.clone());
+                }
+                split_off(sharing, &value, &share0[i])
+            })
+            .collect();
+        (corrections, public)
     }
 }
 
 enum Source {
-    /// Party 0: everything from its own seed.
-    Seed,
+    /// Party 0: everything from its own seed, except public components (comparison keys' correction
+    /// words), which the dealer sends.
+    Seed { public: Receiver<Vec<Vec<u64>>> },
     /// Party 1: free components from its seed, derived ones from the dealer thread.
     Dealer {
         requests: Sender<Correlation>,
@@ -292,10 +324,26 @@ impl DealerHandle {
             _ => {}
         }
         match &mut self.source {
-            Source::Seed => Ok(comps
-                .iter()
-                .map(|&(sharing, len, _)| draw(&mut self.rng, sharing, len))
-                .collect()),
+            Source::Seed { public } => {
+                let mut from_dealer = if comps.iter().any(|c| c.0 == Sharing::Public) {
+                    public.recv().map_err(|_| MpcError::PeerClosed)?.into_iter()
+                } else {
+                    Vec::new().into_iter()
+                };
+                let mut out = Vec::with_capacity(comps.len());
+                for &(sharing, len, _) in &comps {
+                    if sharing == Sharing::Public {
+                        let words = from_dealer.next().ok_or_else(|| {
+                            MpcError::Malformed("dealer sent too few public words".into())
+                        })?;
+                        self.bytes_received += 8 * words.len() as u64;
+                        out.push(words);
+                    } else {
+                        out.push(draw(&mut self.rng, len));
+                    }
+                }
+                Ok(out)
+            }
             Source::Dealer { requests, replies } => {
                 requests
                     .send(corr.clone())
@@ -305,7 +353,7 @@ impl DealerHandle {
                     .map_err(|_| MpcError::PeerClosed)?
                     .into_iter();
                 let mut out = Vec::with_capacity(comps.len());
-                for &(sharing, len, derived) in &comps {
+                for &(_, len, derived) in &comps {
                     if derived {
                         let c = corrections.next().ok_or_else(|| {
                             MpcError::Malformed("dealer sent too few corrections".into())
@@ -313,7 +361,7 @@ impl DealerHandle {
                         self.bytes_received += 8 * c.len() as u64;
                         out.push(c);
                     } else {
-                        out.push(draw(&mut self.rng, sharing, len));
+                        out.push(draw(&mut self.rng, len));
                     }
                 }
                 Ok(out)
@@ -350,6 +398,7 @@ pub fn start_dealer(simulation_seed: Option<u64>) -> (DealerHandle, DealerHandle
     }
     let (req_tx, req_rx) = channel::<Correlation>();
     let (rep_tx, rep_rx) = channel::<Vec<Vec<u64>>>();
+    let (pub_tx, pub_rx) = channel::<Vec<Vec<u64>>>();
     let mut dealer = Dealer {
         rng0: ChaCha12Rng::from_seed(seed0),
         rng1: ChaCha12Rng::from_seed(seed1),
@@ -357,7 +406,12 @@ pub fn start_dealer(simulation_seed: Option<u64>) -> (DealerHandle, DealerHandle
     };
     std::thread::spawn(move || {
         for corr in req_rx {
-            if rep_tx.send(dealer.corrections(&corr)).is_err() {
+            let (corrections, public) = dealer.corrections(&corr);
+            // Party 0 may have left once its part is done; party 1's reply is what matters.
+            if !public.is_empty() {
+                let _ = pub_tx.send(public);
+            }
+            if rep_tx.send(corrections).is_err() {
                 break;
             }
         }
@@ -370,7 +424,7 @@ pub fn start_dealer(simulation_seed: Option<u64>) -> (DealerHandle, DealerHandle
         bytes_received: 0,
     };
     (
-        handle(seed0, Source::Seed),
+        handle(seed0, Source::Seed { public: pub_rx }),
         handle(
             seed1,
             Source::Dealer {

@@ -5,6 +5,7 @@
 //! [`net`] (moves bytes, counts rounds and time), [`party`] (one party's context),
 //! [`protocols`] (one file per protocol), [`sim`] (runs both parties as threads).
 
+pub mod dcf;
 pub mod dealer;
 pub mod error;
 pub mod fixed;
