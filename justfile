@@ -5,7 +5,7 @@ test:
     cargo test --release
 
 # The main job: secure generation on the shipped aligned pair, standard vs POST, LAN and WAN.
-verify limit="6":
+verify limit="3":
     cargo run --release -- verify --pair default-aligned --prompts datasets/code-completion.jsonl --limit {{limit}} --truncate-prompts --net lan --net wan
 
 # Plaintext draft-and-verify on the shipped default pair.

@@ -4,11 +4,11 @@
 //!   x < -4: 0 | [-4, -2): L(u) | [-2, 2): x/2 + C(u^2) | [2, 4): x + L(-u) | x >= 4: x
 //! L has degree 4 in u, C degree 4 in u^2; both were fitted (minimax by reweighted least squares)
 //! to the tanh form: |error| <= 1e-4 on every piece, 7e-5 at the cut-offs. Four comparisons run as
-//! one batch (8 rounds); powers u^2..u^8 take three product levels (6 rounds); the polynomials are
+//! one batch (1 round); powers u^2..u^8 take three product levels (6 rounds); the polynomials are
 //! truncated together (1 round) and one round of bit products picks the piece:
 //!   y = x + b4 (R - x) + b3 (C - R) + b2 (L - C) + b1 (0 - L),  b_i = [x < t_i], t = (-4, -2, 2, 4).
 //! A piece's polynomial may overflow far outside its interval, but a deselected value is multiplied
-//! by an exact zero bit, so every representable x is handled. Cost: 16 rounds.
+//! by an exact zero bit, so every representable x is handled. Cost: 9 rounds.
 
 use super::{compare::ltz_many, mul_many, mul_trunc, select::select_many, truncate_many};
 use crate::mpc::party::{Party, Result};

@@ -4,9 +4,9 @@
 //! 2. diff = x - mean; q = sum(diff^2) at 2f fractional bits, never truncated (1 round), so tiny
 //!    variances keep their precision: q = d * var.
 //! 3. r = sqrt(d) / sqrt(q + d eps) = 1 / sqrt(var + eps) by the normalised Newton rsqrt on
-//!    [d eps, d (max_variance + eps)] (31 rounds; its comparisons are per row, so they cost few bytes).
+//!    [d eps, d (max_variance + eps)] (24 rounds; its comparisons are per row, so they cost few bytes).
 //! 4. out = diff * r (2 rounds), then * gamma (2 rounds) + beta. gamma and beta are shares (the
-//!    server's weights). Cost: 37 rounds.
+//!    server's weights). Cost: 30 rounds.
 
 use super::{fixed_mul, mul_public, mul_trunc, reciprocal::rsqrt, square};
 use crate::mpc::error::MpcError;

@@ -3,9 +3,9 @@
 //! Each level splits a row into groups of k, compares every pair of a group at once (one batched
 //! comparison), turns the pairwise bits into a one-hot winner per group (a product of k-1 bits: a
 //! tree of ceil(log2(k-1)) integer rounds), and keeps sum(winner * value) and sum(winner * index)
-//! (one round). Ties go to the lower index. Cost per level: 8 + ceil(log2(k-1)) + 1 rounds; levels:
-//! ceil(log_k n). k = 4 gives 11 rounds per level (1024 elements: 5 levels, 55 rounds) against
-//! 9 per level for a binary tree (10 levels, 90 rounds); k = 2 sends a third of the bytes.
+//! (one round). Ties go to the lower index. Cost per level: 1 + ceil(log2(k-1)) + 1 rounds; levels:
+//! ceil(log_k n). k = 4 gives 4 rounds per level (1024 elements: 5 levels, 20 rounds) against
+//! 2 per level for a binary tree (10 levels, 20 rounds); k = 2 sends a third of the bytes.
 
 use super::{compare::ltz_many, mul_many};
 use crate::mpc::party::{Party, Result};

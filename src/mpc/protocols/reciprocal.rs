@@ -1,14 +1,14 @@
 //! Reciprocal and inverse square root of positive values with a known range [lo, hi].
 //!
 //! Normalise first, then Newton: comparisons against every power of two (of four, for the square
-//! root) in the range run as one batch (8 rounds, few bytes: one comparison per threshold per
+//! root) in the range run as one batch (1 round, few bytes: one comparison per threshold per
 //! value). Their bits give, by a public linear combination, the scale s = 2^-(J+1) that brings x
 //! into [1/2, 1) (s = 4^-(J+1) into [1/4, 1)), so Newton needs only 3 iterations from a linear start
 //! (CrypTen runs 10 from exp-based start values):
 //!   1/x:        y <- y (2 - x y),          y0 = 2.9142 - 2x      (start error 0.086)
 //!   1/sqrt(x):  y <- y (3 - x y^2) / 2,    y0 = 2.13 - 1.215x    (start error 0.087)
 //! Results come back at f + `extra` fractional bits so that small outputs keep f bits of relative
-//! precision. Cost: 1/x 8 + 2 + 4 * iters + 2 rounds (24); 1/sqrt 8 + 2 + 6 * iters + 2 (30).
+//! precision. Cost: 1/x 1 + 2 + 4 * iters + 2 rounds (17); 1/sqrt 1 + 2 + 1 + 6 * iters + 2 (24).
 
 use super::{compare::ltz_many, fixed_mul, mul_trunc, truncate};
 use crate::mpc::party::{Party, Result};

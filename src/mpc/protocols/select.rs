@@ -2,7 +2,7 @@
 //!
 //! select(b, x, y) = y + b * (x - y): one Beaver product of an integer bit with a fixed-point value,
 //! so no truncation. Cost: 1 round, 16 bytes per element each way. ReLU(x) = x * (1 - [x < 0]):
-//! one comparison (8 rounds) and one product (1 round).
+//! one comparison (1 round) and one product (1 round).
 
 use super::{compare::ltz, mul_many};
 use crate::mpc::party::{Party, Result};
