@@ -255,6 +255,19 @@ impl RingTensor {
         Ok(Self { shape, data })
     }
 
+    /// Rows start..start+len of the tensor seen as [rows, last dim]: [len, last dim].
+    pub fn narrow_rows(&self, start: usize, len: usize) -> Result<Self> {
+        let d = self.last_dim();
+        if (start + len) * d > self.data.len() {
+            return Err(MpcError::ShapeMismatch {
+                op: "narrow_rows",
+                left: self.shape.clone(),
+                right: vec![start, len],
+            });
+        }
+        Self::new(&[len, d], self.data[start * d..(start + len) * d].to_vec())
+    }
+
     /// Joins tensors with equal leading dimensions along the last dimension.
     pub fn cat_last(parts: &[&Self]) -> Result<Self> {
         let first = parts.first().expect("cat_last needs at least one part");

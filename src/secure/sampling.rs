@@ -65,12 +65,6 @@ fn client_known(
     }
 }
 
-/// Rows start..start+len of a [rows, n] tensor.
-fn rows(x: &RingTensor, start: usize, len: usize) -> Result<RingTensor> {
-    let n = x.last_dim();
-    RingTensor::new(&[len, n], x.data()[start * n..(start + len) * n].to_vec())
-}
-
 /// 1 - b for shared integer bits.
 fn not(p: &Party, b: &RingTensor) -> RingTensor {
     p.add_constant(&b.neg(), 1)
@@ -130,7 +124,7 @@ pub fn private_sample(
         if n > k {
             return Err(MpcError::Malformed(format!("{n} accepted of {k} drafts")));
         }
-        let next = p.reveal_to(CLIENT, &rows(&candidates, n, 1)?)?;
+        let next = p.reveal_to(CLIENT, &candidates.narrow_rows(n, 1)?)?;
         Ok(next.map(|t| Verdict {
             accepted: n,
             next: t.data()[0] as u32,
@@ -167,7 +161,7 @@ fn greedy(
     let drafts = client_known(p, &[k, 1], || {
         draws.map_or(vec![], |d| d.drafts.iter().map(|&x| x as u64).collect())
     })?;
-    let diff = rows(&argmax, 0, k)?.sub(&drafts)?;
+    let diff = argmax.narrow_rows(0, k)?.sub(&drafts)?;
     let lt = ltz_many(p, &[&diff, &diff.neg()])?;
     let equal = not(p, &lt[0]).sub(&lt[1])?;
     Ok((equal, argmax))
@@ -229,8 +223,8 @@ fn sample(
     let products = mul_many(
         p,
         &[
-            (&one_hot, &rows(&e, 0, k)?),
-            (&uq, &rows(&sum, 0, k)?),
+            (&one_hot, &e.narrow_rows(0, k)?),
+            (&uq, &sum.narrow_rows(0, k)?),
             (&q, &sum.expand_last(v)),
         ],
     )?;

@@ -18,7 +18,7 @@ use super::gpt2::{SecureGpt2, SecureKvCache};
 use super::sampling::{private_sample, ClientDraws};
 use crate::model::Gpt2;
 use crate::mpc::net::Counters;
-use crate::mpc::{make_parties, EngineConfig, Party, RingTensor, CLIENT};
+use crate::mpc::{make_parties, EngineConfig, Party, CLIENT};
 use crate::spec::{Verdict, Verifier};
 
 const STOP: u64 = 0;
@@ -66,16 +66,6 @@ impl Costs {
     }
 }
 
-/// Shared logits rows start..start+len.
-fn logit_rows(logits: &RingTensor, start: usize, len: usize) -> RingTensor {
-    let v = logits.last_dim();
-    RingTensor::new(
-        &[len, v],
-        logits.data()[start * v..(start + len) * v].to_vec(),
-    )
-    .expect("rows inside the logits")
-}
-
 /// Everything the server received in a session: the payloads of the shared traffic, and apart from
 /// them the public announcements (shapes, cache lengths, accepted counts).
 #[derive(Debug, Clone, Default)]
@@ -108,7 +98,7 @@ fn serve(
                 let logits = model.forward(p, None, n_new, &mut cache)?;
                 private_sample(
                     p,
-                    &logit_rows(&logits, n_new - k - 1, k + 1),
+                    &logits.narrow_rows(n_new - k - 1, k + 1)?,
                     k,
                     temperature,
                     None,
@@ -275,7 +265,7 @@ impl Verifier for SecureVerifier {
         let logits = self
             .model
             .forward(p, Some(&input), n_new, &mut self.cache)?;
-        let rows = logit_rows(&logits, n_new - k - 1, k + 1);
+        let rows = logits.narrow_rows(n_new - k - 1, k + 1)?;
         let verdict = private_sample(p, &rows, k, self.temperature, Some(&draws))?
             .ok_or_else(|| anyhow!("the client received no verdict"))?;
         self.keep = self.cache.len();
