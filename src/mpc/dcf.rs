@@ -275,11 +275,17 @@ mod tests {
             ]);
             // Inputs sharing a long prefix with alpha exercise the deep levels.
             inputs.extend((0..8).map(|_| alpha ^ (rng.random::<u64>() & 0xFF)));
-            for x in inputs {
+            // The batched evaluation (what the comparison protocol runs) against the same keys.
+            let keys: Vec<u64> = inputs.iter().flat_map(|_| words.iter().copied()).collect();
+            let batched: [Vec<u64>; 2] =
+                [0, 1].map(|b| evaluate_many(b, &vec![roots[b]; inputs.len()], &keys, &inputs));
+            for (i, &x) in inputs.iter().enumerate() {
                 let sum =
                     evaluate(0, roots[0], &words, x).wrapping_add(evaluate(1, roots[1], &words, x));
                 let want = if x < alpha { beta } else { 0 };
                 assert_eq!(sum, want, "alpha {alpha:#x}, x {x:#x}");
+                let batched_sum = batched[0][i].wrapping_add(batched[1][i]);
+                assert_eq!(batched_sum, want, "batched, x {x:#x}");
             }
         }
     }

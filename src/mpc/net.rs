@@ -224,9 +224,8 @@ pub struct Channel {
     compute_total: f64,
     counters: BTreeMap<String, Counters>,
     total: Counters,
-    /// Every payload received, when recording (for the leakage tests), and each one's length.
+    /// Every payload received, when recording (for the leakage tests).
     transcript: Option<Vec<u8>>,
-    message_lengths: Vec<usize>,
     /// Public announcements received while recording (shapes, cache lengths), kept apart.
     public_log: Vec<Vec<u64>>,
 }
@@ -245,7 +244,6 @@ impl Channel {
             counters: BTreeMap::new(),
             total: Counters::default(),
             transcript: None,
-            message_lengths: Vec::new(),
             public_log: Vec::new(),
         }
     }
@@ -336,7 +334,6 @@ impl Channel {
         let n = (msg.len() - 8) as u64;
         if let Some(t) = self.transcript.as_mut() {
             t.extend_from_slice(&msg[8..]);
-            self.message_lengths.push(msg.len() - 8);
         }
         self.record(|c| {
             c.bytes_recv += n;
@@ -372,24 +369,9 @@ impl Channel {
         self.transcript = Some(Vec::new());
     }
 
-    /// The payloads received since recording started, concatenated.
+    /// The payloads received since recording started.
     pub fn take_transcript(&mut self) -> Vec<u8> {
-        self.message_lengths.clear();
         self.transcript.take().unwrap_or_default()
-    }
-
-    /// The payloads received since recording started, one per message.
-    pub fn take_messages(&mut self) -> Vec<Vec<u8>> {
-        let bytes = self.transcript.take().unwrap_or_default();
-        let mut rest = &bytes[..];
-        std::mem::take(&mut self.message_lengths)
-            .into_iter()
-            .map(|n| {
-                let (msg, tail) = rest.split_at(n);
-                rest = tail;
-                msg.to_vec()
-            })
-            .collect()
     }
 
     pub fn send_u64s(&mut self, values: &[u64]) -> Result<()> {

@@ -1,6 +1,6 @@
 //! One party of the two-party computation: its id, its end of the channel, its dealer handle,
 //! the fixed-point encoding and the approximation settings. Protocols take `&mut Party` and touch
-//! the network only through [`Party::open_many`], [`Party::open_xor_many`] and input sharing.
+//! the network only through [`Party::open_many`], [`Party::reveal_to`], [`Party::announce`] and input sharing.
 
 use rand::RngCore;
 use rand_chacha::ChaCha12Rng;
@@ -117,22 +117,8 @@ impl Party {
             .collect()
     }
 
-    /// Opens additive shares to both parties in one round.
+    /// Opens additive shares to both parties in one round (one exchange of every share at once).
     pub fn open_many(&mut self, shares: &[&RingTensor]) -> Result<Vec<RingTensor>> {
-        self.open_with(shares, u64::wrapping_add)
-    }
-
-    /// Opens xor shares to both parties in one round.
-    pub fn open_xor_many(&mut self, shares: &[&RingTensor]) -> Result<Vec<RingTensor>> {
-        self.open_with(shares, |a, b| a ^ b)
-    }
-
-    /// One exchange of every share at once, then `combine(mine, theirs)` elementwise.
-    fn open_with(
-        &mut self,
-        shares: &[&RingTensor],
-        combine: fn(u64, u64) -> u64,
-    ) -> Result<Vec<RingTensor>> {
         let flat: Vec<u64> = shares
             .iter()
             .flat_map(|s| s.data().iter().copied())
@@ -141,7 +127,7 @@ impl Party {
         let opened: Vec<u64> = flat
             .iter()
             .zip(&theirs)
-            .map(|(a, b)| combine(*a, *b))
+            .map(|(a, b)| a.wrapping_add(*b))
             .collect();
         if let Some(log) = self.openings.as_mut() {
             log.push(opened.clone());

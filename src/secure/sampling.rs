@@ -112,7 +112,7 @@ pub fn private_sample(
         Some(p.labelled("prefix", |p| Ok(prefix_products(p, &accepted)?.sum_last()))?)
     };
     p.labelled("reveal", |p| {
-        // The acceptance bits go to the client, which announces the first rejection (with no
+        // The count of leading acceptances goes to the client, which announces it (with no
         // drafts there is nothing to accept: the row is the only one).
         let n = match &leading {
             None => 0,
