@@ -42,21 +42,29 @@ fixtures:
     .venv/bin/pip install -q torch transformers safetensors
     .venv/bin/python scripts/make_tiny_fixtures.py
 
-# Training corpora (data/corpus/) and held-out prompt sets (datasets/) from offline Debian documentation and the Python standard library.
+# Training corpora (data/corpus/) and held-out prompt sets (datasets/) from offline Debian documentation, the Python standard library and the Python sources of Debian's python3-* packages (see datasets/README.md).
 corpora:
-    apt-get install -y -q python3.11-doc debian-reference-en doc-debian
-    python3 scripts/build_corpora.py
+    apt-get install -y -q --no-install-recommends python3.11-doc debian-reference-en doc-debian python3-django python3-sympy python3-numpy python3-scipy python3-matplotlib python3-sqlalchemy python3-twisted python3-sphinx python3-docutils python3-pygments python3-pandas python3-networkx python3-requests python3-setuptools python3-jinja2 python3-werkzeug python3-flask python3-babel python3-pytest python3-hypothesis python3-astropy python3-skimage python3-sklearn python3-nltk python3-tornado python3-boto3 python3-botocore python3-mypy
+    python3 scripts/build_corpora.py --large
 
-# The shipped default pair: private (code-specialised), public (general text), and the distilled public model.
+# The corpora as token ids (data/tokens/, xz-compressed uint16) for the GPU route; needs `pip install tokenizers numpy`.
+tokens: corpora
+    python3 scripts/tokenize_corpora.py
+
+# The shipped default pair, GPU route (how the shipped weights were made): run on a machine with PyTorch and a GPU, with data/tokens/ copied there (~2.5 min on one H200).
+default-pair-gpu:
+    python3 scripts/train_gpu.py --tokens data/tokens --out models
+
+# The shipped default pair, CPU route (`post train` + `post distill`): same corpora and shapes, 33 M tokens for the private model (about 6 h on 2 cores; interrupt and add --resume to go on).
 default-pair: corpora
     cargo build --release
-    ./target/release/post train --corpus data/corpus/general.txt --corpus data/corpus/code.txt --vocab-size 4096 --n-layer 4 --n-embd 192 --n-head 4 --n-positions 128 --steps 600 --batch-size 16 --seq-len 128 --lr 3e-3 --warmup 50 --checkpoint-every 100 --seed 1 --f16 --out models/default-private
-    ./target/release/post train --corpus data/corpus/general.txt --tokenizer models/default-private --n-layer 2 --n-embd 128 --n-head 4 --n-positions 128 --steps 600 --batch-size 16 --seq-len 128 --lr 3e-3 --warmup 50 --checkpoint-every 100 --seed 2 --out models/default-public
+    ./target/release/post train --corpus data/corpus/general.txt --corpus data/corpus/code.txt --corpus data/corpus/code-large.txt --tokenizer models/default-private --n-layer 4 --n-embd 192 --n-head 4 --n-positions 128 --steps 4000 --batch-size 64 --seq-len 128 --lr 2e-3 --warmup 200 --checkpoint-every 100 --seed 1 --f16 --out models/default-private
+    ./target/release/post train --corpus data/corpus/general.txt --tokenizer models/default-private --n-layer 2 --n-embd 128 --n-head 4 --n-positions 128 --steps 1000 --batch-size 64 --seq-len 128 --lr 2e-3 --warmup 100 --checkpoint-every 100 --seed 2 --out models/default-public
     just distill
 
 # Align the public model to the private one (the model owner runs this; see `post distill --help`).
 distill loss="tv" steps="300":
-    ./target/release/post distill --teacher default-private --student default-public --corpus data/corpus/code.txt --corpus data/corpus/general.txt --loss {{loss}} --steps {{steps}} --batch-size 16 --seq-len 128 --lr 1e-3 --warmup 20 --checkpoint-every 100 --seed 3 --out models/default-public-aligned --register default-aligned
+    ./target/release/post distill --teacher default-private --student default-public --corpus data/corpus/code.txt --corpus data/corpus/code-large.txt --corpus data/corpus/general.txt --loss {{loss}} --steps {{steps}} --batch-size 16 --seq-len 128 --lr 1e-3 --warmup 20 --checkpoint-every 100 --seed 3 --out models/default-public-aligned --register default-aligned
 
 # Acceptance of a pair on both prompt sets at K = 4, T = 0 and T = 1 (the summary line of post draft).
 acceptance pair="default-aligned":

@@ -72,15 +72,75 @@ fn shipped_pairs_load_and_decode_exactly_at_temperature_zero() {
 }
 
 #[test]
-fn the_private_model_knows_code_better_than_the_public_one() {
+fn the_private_model_meets_its_perplexity_target_on_held_out_code() {
+    // Issue 11's target: perplexity at most 30 on datasets/code-completion.jsonl (98 before the
+    // retraining; 20.3 measured with `post bench --mode perplexity`).
+    let pair = load_named_pair("default", &registry()).unwrap();
+    let code = prompts("code-completion.jsonl", pair.tokenizer().unwrap(), 150);
+    let (ce, tokens) = cross_entropy_on(&pair.private.model, &code).unwrap();
+    assert!(tokens > 7000, "only {tokens} tokens scored");
+    assert!(ce.exp() <= 30.0, "private perplexity {:.2}", ce.exp());
+}
+
+/// Share of distinct 4-grams among all 4-grams of a token sequence.
+fn distinct_4gram_share(ids: &[u32]) -> f64 {
+    let grams: Vec<&[u32]> = ids.windows(4).collect();
+    let distinct: std::collections::HashSet<&[u32]> = grams.iter().copied().collect();
+    distinct.len() as f64 / grams.len() as f64
+}
+
+#[test]
+fn the_private_model_does_not_degenerate_into_repetition() {
+    // Greedy 32-token continuations of the first 30 code prompts: the undertrained model of
+    // before issue 11 repeated itself (0.28 of its 4-grams distinct over all 150 prompts; 0.78 now).
     let pair = load_named_pair("default", &registry()).unwrap();
     let tokenizer = pair.tokenizer().unwrap();
-    let code = prompts("code-completion.jsonl", tokenizer, 40);
-    let (private_ce, _) = cross_entropy_on(&pair.private.model, &code).unwrap();
-    let (public_ce, _) = cross_entropy_on(&pair.public.model, &code).unwrap();
+    let greedy = DecodeOptions {
+        draft_len: 0,
+        temperature: 0.0,
+        max_new_tokens: 32,
+        stop_token: None,
+    };
+    let shares: Vec<f64> = prompts("code-completion.jsonl", tokenizer, 30)
+        .into_iter()
+        .map(|mut prompt| {
+            prompt.drain(..prompt.len().saturating_sub(96));
+            let out = speculative_decode(
+                &pair.private.model,
+                &pair.private.model,
+                &prompt,
+                &greedy,
+                &mut ChaCha12Rng::seed_from_u64(0),
+            )
+            .unwrap();
+            distinct_4gram_share(&out.output_ids)
+        })
+        .collect();
+    let mean = shares.iter().sum::<f64>() / shares.len() as f64;
+    assert!(mean > 0.6, "distinct 4-gram share {mean:.3}");
+    assert!(distinct_4gram_share(&[1, 2, 1, 2, 1, 2, 1, 2]) < 0.5);
+}
+
+#[test]
+fn the_private_model_knows_code_better_than_the_public_one_and_more_so_than_text() {
+    // Code-specialised: its advantage (public minus private cross-entropy, nats per token) is
+    // larger on held-out code than on held-out prose (measured on all 150 prompts: 2.16 vs 0.56).
+    let pair = load_named_pair("default", &registry()).unwrap();
+    let tokenizer = pair.tokenizer().unwrap();
+    let advantage = |set: &str| {
+        let prompts = prompts(set, tokenizer, 40);
+        let (private_ce, _) = cross_entropy_on(&pair.private.model, &prompts).unwrap();
+        let (public_ce, _) = cross_entropy_on(&pair.public.model, &prompts).unwrap();
+        public_ce - private_ce
+    };
+    let (code, text) = (
+        advantage("code-completion.jsonl"),
+        advantage("text-continuation.jsonl"),
+    );
+    assert!(code > 1.0, "advantage on code {code:.3}");
     assert!(
-        private_ce + 0.2 < public_ce,
-        "code cross-entropy: private {private_ce:.3}, public {public_ce:.3}"
+        code > text + 0.5,
+        "advantage on code {code:.3}, on text {text:.3}"
     );
 }
 
@@ -117,8 +177,9 @@ fn acceptance(pair_name: &str, n: usize) -> f64 {
 fn distillation_raises_acceptance_by_a_wide_margin() {
     let (aligned, unaligned) = (acceptance("default-aligned", 60), acceptance("default", 60));
     println!("acceptance at K = 4, T = 0: aligned {aligned:.3}, unaligned {unaligned:.3}");
+    // Measured on the pair retrained in issue 11: aligned 0.605, unaligned 0.078.
     assert!(
-        aligned > unaligned + 0.3,
+        aligned > 0.5 && aligned > unaligned + 0.4,
         "aligned {aligned:.3} vs unaligned {unaligned:.3}"
     );
 }

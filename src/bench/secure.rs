@@ -71,17 +71,29 @@ pub fn logit_error(
     engine: &EngineConfig,
     ids: &[u32],
     split: usize,
-) -> Result<(f64, f64)> {
+) -> Result<LogitError> {
     let secure = secure_logits(model, engine, ids, split)?;
     let plain = model.forward_rows(ids, &mut model.new_cache())?;
-    let (mut max, mut sum, mut n) = (0.0f64, 0.0, 0usize);
+    let mut out = LogitError::default();
+    let mut n = 0usize;
     for (s, c) in secure.iter().flatten().zip(plain.iter().flatten()) {
         let e = (s - *c as f64).abs();
-        max = max.max(e);
-        sum += e;
+        out.max = out.max.max(e);
+        out.mean += e;
+        out.max_abs_logit = out.max_abs_logit.max((*c as f64).abs());
         n += 1;
     }
-    Ok((max, sum / n.max(1) as f64))
+    out.mean /= n.max(1) as f64;
+    Ok(out)
+}
+
+/// Secure logits against candle's: the largest and the mean absolute error, and the largest
+/// plaintext logit (the scale the error is relative to).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogitError {
+    pub max: f64,
+    pub mean: f64,
+    pub max_abs_logit: f64,
 }
 
 /// One secure forward of a model over `new_tokens` at `context` cached positions.

@@ -458,8 +458,11 @@ fn forward_only(
         let ids: Vec<u32> = (0..len)
             .map(|i| ((i * 7919 + 11) % model.config().vocab_size) as u32)
             .collect();
-        let (max, mean) = logit_error(&model, &EngineConfig::default(), &ids, len * 3 / 4)?;
-        println!("{name}: secure vs candle logits over {len} positions: max |error| {max:.3e}, mean {mean:.3e}");
+        let e = logit_error(&model, &EngineConfig::default(), &ids, len * 3 / 4)?;
+        println!(
+            "{name}: secure vs candle logits over {len} positions: max |error| {:.3e}, mean {:.3e} (largest |logit| {:.1})",
+            e.max, e.mean, e.max_abs_logit
+        );
     }
     let (rows, labels) = forward_costs(&name, &model, links, context, &args.tokens)?;
     if let Some(path) = &args.csv {
