@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod model;
 pub mod mpc;
+pub mod report;
 pub mod secure;
 pub mod spec;
 pub mod train;

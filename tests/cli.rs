@@ -258,8 +258,8 @@ fn bad_flags_and_prompts_get_one_clear_line() {
         "/no/such/file.jsonl",
     ]);
     assert!(err.contains("/no/such/file.jsonl"), "{err}");
-    let err = post_error(&["sweep"]);
-    assert!(err.contains("not built yet"), "{err}");
+    let err = post_error(&["sweep", "/no/such/grid.toml"]);
+    assert!(err.contains("cannot read grid /no/such/grid.toml"), "{err}");
     let err = post_error(&[
         "--registry",
         "/no/such/registry.json",

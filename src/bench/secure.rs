@@ -192,3 +192,42 @@ pub fn forward_costs(
     }
     Ok((rows, client.1))
 }
+
+/// One row of the forward-latency table: a secure forward over `n_tokens` new tokens after
+/// `context` cached positions, and its simulated time relative to one new token on the same link.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct LatencyRow {
+    pub model: String,
+    pub weights: String,
+    pub context: usize,
+    pub n_tokens: usize,
+    pub net: String,
+    pub sim_seconds: f64,
+    pub rounds: u64,
+    pub online_mb: f64,
+    pub ratio_to_1: f64,
+}
+
+/// The latency table from forward measurements that include one new token per link.
+pub fn latency_rows(forward: &[ForwardRow], weights: &str) -> Result<Vec<LatencyRow>> {
+    forward
+        .iter()
+        .map(|r| {
+            let one = forward
+                .iter()
+                .find(|o| o.link == r.link && o.new_tokens == 1)
+                .ok_or_else(|| anyhow!("the latency table needs 1 among --tokens"))?;
+            Ok(LatencyRow {
+                model: r.model.clone(),
+                weights: weights.to_string(),
+                context: r.context,
+                n_tokens: r.new_tokens,
+                net: r.link.clone(),
+                sim_seconds: r.sim_seconds,
+                rounds: r.rounds,
+                online_mb: r.client_mb + r.server_mb,
+                ratio_to_1: r.sim_seconds / one.sim_seconds,
+            })
+        })
+        .collect()
+}

@@ -10,6 +10,7 @@ use crate::model::loader::{load_named_pair, load_pair, ModelPair, Registry};
 pub mod bench;
 pub mod draft;
 pub mod prompts;
+pub mod sweep;
 pub mod train;
 pub mod verify;
 
@@ -41,7 +42,7 @@ pub enum Command {
     /// Measurements: `--mode forward` times the plaintext candle forward.
     Bench(bench::BenchArgs),
     /// Scripted parameter grids over `bench`.
-    Sweep(NotBuilt),
+    Sweep(sweep::SweepArgs),
 }
 
 /// The public/private pair: `--pair NAME`, or `--public MODEL --private MODEL`.
@@ -117,13 +118,6 @@ impl DecodeArgs {
     }
 }
 
-/// Arguments of a subcommand that a later issue builds: accepted, then refused in one line.
-#[derive(Debug, clap::Args)]
-pub struct NotBuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
-}
-
 pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Draft(draft) => draft::run(&draft, args.registry.as_deref()),
@@ -131,7 +125,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Verify(verify) => verify::run(&verify, args.registry.as_deref()),
         Command::Distill(distill) => train::run_distill(&distill, args.registry.as_deref()),
         Command::Train(train_args) => train::run_train(&train_args),
-        Command::Sweep(_) => not_built("sweep", "parameter sweeps"),
+        Command::Sweep(sweep) => sweep::run(&sweep, args.registry.as_deref()),
     }
 }
 
@@ -147,10 +141,6 @@ pub fn progress(len: usize, prefix: &str) -> indicatif::ProgressBar {
     );
     bar.set_prefix(prefix.to_string());
     bar
-}
-
-fn not_built(command: &str, what: &str) -> Result<()> {
-    bail!("`post {command}` ({what}) is not built yet: it comes with a later issue")
 }
 
 #[cfg(test)]

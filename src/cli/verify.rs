@@ -265,7 +265,7 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
     }
     // Fail on a bad output path before hours of simulation.
     if let Some(path) = &args.csv {
-        crate::bench::append_csv::<VerifyRow>(path, &[])?;
+        crate::report::append_csv::<VerifyRow>(path, &[])?;
     }
     let prompts = args.input.prompts()?;
     let pair = args.models.load(&registry)?;
@@ -318,7 +318,7 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
                     &setup,
                 );
                 if let Some(path) = &args.csv {
-                    crate::bench::append_csv(path, std::slice::from_ref(&row))?;
+                    crate::report::append_csv(path, std::slice::from_ref(&row))?;
                 }
                 let text = match tokenizer {
                     Some(tok) => Some(tok.decode(&decoded.output_ids)?),
@@ -466,7 +466,7 @@ fn forward_only(
     }
     let (rows, labels) = forward_costs(&name, &model, links, context, &args.tokens)?;
     if let Some(path) = &args.csv {
-        crate::bench::append_csv(path, &rows)?;
+        crate::report::append_csv(path, &rows)?;
     }
     if args.decode.json {
         println!("{}", json!({ "rows": rows, "rounds_per_label": labels }));

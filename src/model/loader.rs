@@ -88,7 +88,7 @@ impl Registry {
         })
     }
 
-    fn resolve_relative(&self, path: &str) -> PathBuf {
+    pub fn resolve_relative(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
         if path.is_absolute() {
             path.to_path_buf()

@@ -1,0 +1,294 @@
+//! The paper's speedup table: standard secure decoding (one secure forward per token) and POST
+//! (K public drafts verified in one secure forward) on the same prompts, through the same engine
+//! session, one row per method and draft length.
+//!
+//! A *cell* is (pair, weights, dataset, net, temperature, new tokens, prompts, seed) with its draft
+//! lengths: standard runs once per cell and is the baseline of every POST row's speedup.
+//! With random weights (`--weights random`: the pair's shapes, GPT-2's initialisation) only costs
+//! mean anything: acceptance, seconds per token and speedup are left empty, never reported.
+
+use anyhow::{bail, Context, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::model::loader::{read_config, resolve, LoadedModel, ModelPair, Registry};
+use crate::model::{Config, Tokenizer};
+use crate::mpc::{EngineConfig, LinkModel};
+use crate::secure::{Costs, SecureVerifier};
+use crate::spec::{decode_with, DecodeOptions};
+
+/// Where a pair's weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weights {
+    /// The checkpoints the registry names.
+    Trained,
+    /// The same shapes with GPT-2's random initialisation: costs only.
+    Random,
+}
+
+impl Weights {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Trained => "trained",
+            Self::Random => "random",
+        }
+    }
+}
+
+/// One (cell, method, draft length) of the speedup table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchRow {
+    pub pair: String,
+    pub public_model: String,
+    pub private_model: String,
+    pub weights: String,
+    pub dataset: String,
+    pub net: String,
+    pub bandwidth_mbps: f64,
+    pub rtt_ms: f64,
+    pub method: String,
+    /// Drafts per step (0 for standard).
+    pub draft_len: usize,
+    pub temperature: f64,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+    pub prompts: usize,
+    pub tokens: usize,
+    /// Secure forward passes (each with its secure sampling step).
+    pub secure_steps: usize,
+    /// Accepted drafts per secure step (empty with random weights).
+    pub mean_accepted: Option<f64>,
+    /// Accepted over drafted (empty with random weights and for standard).
+    pub acceptance_rate: Option<f64>,
+    pub online_rounds: u64,
+    /// Online MB, both directions.
+    pub online_mb: f64,
+    /// Dealer MB (offline).
+    pub offline_mb: f64,
+    /// Simulated seconds of the session's one-time weight sharing (not in sim_seconds).
+    pub setup_seconds: f64,
+    pub sim_seconds: f64,
+    pub compute_seconds: f64,
+    /// Simulated seconds per secure step: the cost of one secure pass over K + 1 tokens.
+    pub sec_per_pass: f64,
+    /// Simulated seconds per generated token (empty with random weights).
+    pub sec_per_token: Option<f64>,
+    /// Standard's sec_per_token over this row's (1 for standard; empty with random weights).
+    pub speedup: Option<f64>,
+}
+
+impl BenchRow {
+    /// The columns that identify a row's cell and method in a results file.
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.pair,
+            self.weights,
+            self.dataset,
+            self.net,
+            self.temperature,
+            self.max_new_tokens,
+            self.prompts,
+            self.seed,
+            self.method,
+            self.draft_len
+        )
+    }
+}
+
+/// What one cell runs.
+pub struct Cell<'a> {
+    pub pair_name: &'a str,
+    pub pair: &'a ModelPair,
+    pub weights: Weights,
+    /// The dataset's label (its file stem).
+    pub dataset: &'a str,
+    /// (id, prompt ids), already cut to the context window.
+    pub prompts: &'a [(String, Vec<u32>)],
+    pub net: &'a str,
+    pub link: LinkModel,
+    pub draft_lens: &'a [usize],
+    pub temperature: f64,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+    pub sim_seed: Option<u64>,
+    pub ignore_eos: bool,
+}
+
+struct Totals {
+    tokens: usize,
+    steps: usize,
+    accepted: usize,
+    drafted: usize,
+    costs: Costs,
+}
+
+/// Runs standard decoding, then POST at each draft length, in one engine session; `tick` is
+/// called after each prompt. Returns the standard row first.
+pub fn run_cell(cell: &Cell, mut tick: impl FnMut(&str)) -> Result<Vec<BenchRow>> {
+    if cell.prompts.is_empty() || cell.draft_lens.is_empty() {
+        bail!("a bench cell needs prompts and at least one draft length")
+    }
+    if cell.draft_lens.contains(&0) {
+        bail!("draft lengths must be at least 1")
+    }
+    let engine = EngineConfig {
+        link: cell.link,
+        seed: cell.sim_seed,
+        ..EngineConfig::default()
+    };
+    let private = &cell.pair.private.model;
+    let mut verifier = SecureVerifier::start(private, &engine, cell.temperature)
+        .context("cannot start the secure session")?;
+    let setup = verifier.setup;
+    let eos = private.config().end_of_text();
+    let mut run = |k: usize, verifier: &mut SecureVerifier| -> Result<Totals> {
+        let opts = DecodeOptions {
+            draft_len: k,
+            temperature: cell.temperature,
+            max_new_tokens: cell.max_new_tokens,
+            stop_token: if cell.ignore_eos { None } else { eos },
+        };
+        let mut rng = ChaCha12Rng::seed_from_u64(cell.seed);
+        let before = verifier.totals()?;
+        let mut t = Totals {
+            tokens: 0,
+            steps: 0,
+            accepted: 0,
+            drafted: 0,
+            costs: Costs::default(),
+        };
+        for (id, ids) in cell.prompts {
+            let d = decode_with(&cell.pair.public.model, verifier, ids, &opts, &mut rng)
+                .with_context(|| format!("prompt {id} (K = {k}, {})", cell.net))?;
+            t.tokens += d.output_ids.len();
+            t.steps += d.steps;
+            t.accepted += d.accepted;
+            t.drafted += d.drafted;
+            tick(id);
+        }
+        t.costs = verifier.totals()?.since(&before);
+        Ok(t)
+    };
+    let standard = run(0, &mut verifier)?;
+    let mut rows = vec![row(cell, "standard", 0, &standard, &setup, None)];
+    let baseline = rows[0].sec_per_token;
+    for &k in cell.draft_lens {
+        let post = run(k, &mut verifier)?;
+        rows.push(row(cell, "post", k, &post, &setup, baseline));
+    }
+    verifier.finish()?;
+    Ok(rows)
+}
+
+fn per(x: f64, n: usize) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        x / n as f64
+    }
+}
+
+fn row(
+    cell: &Cell,
+    method: &str,
+    k: usize,
+    t: &Totals,
+    setup: &Costs,
+    baseline: Option<f64>,
+) -> BenchRow {
+    let trained = cell.weights == Weights::Trained;
+    let c = &t.costs;
+    let sec_per_token = trained.then(|| per(c.sim_seconds, t.tokens));
+    BenchRow {
+        pair: cell.pair_name.to_string(),
+        public_model: cell.pair.public.name.clone(),
+        private_model: cell.pair.private.name.clone(),
+        weights: cell.weights.name().to_string(),
+        dataset: cell.dataset.to_string(),
+        net: cell.net.to_string(),
+        bandwidth_mbps: cell.link.bandwidth * 8.0 / 1e6,
+        rtt_ms: cell.link.rtt * 1e3,
+        method: method.to_string(),
+        draft_len: k,
+        temperature: cell.temperature,
+        max_new_tokens: cell.max_new_tokens,
+        seed: cell.seed,
+        prompts: cell.prompts.len(),
+        tokens: t.tokens,
+        secure_steps: t.steps,
+        mean_accepted: trained.then(|| per(t.accepted as f64, t.steps)),
+        acceptance_rate: (trained && k > 0).then(|| per(t.accepted as f64, t.drafted)),
+        online_rounds: c.rounds,
+        online_mb: (c.client_bytes + c.server_bytes) as f64 / 1e6,
+        offline_mb: c.dealer_bytes as f64 / 1e6,
+        setup_seconds: setup.sim_seconds,
+        sim_seconds: c.sim_seconds,
+        compute_seconds: c.compute_seconds,
+        sec_per_pass: per(c.sim_seconds, t.steps),
+        sec_per_token,
+        speedup: match (baseline, sec_per_token) {
+            (None, Some(_)) if k == 0 => Some(1.0),
+            (Some(base), Some(own)) if own > 0.0 => Some(base / own),
+            _ => None,
+        },
+    }
+}
+
+/// The shapes of the hub checkpoints the registry names, for `--weights random` without a download.
+fn known_shape(hub: &str) -> Option<Config> {
+    match hub {
+        "gpt2" | "openai-community/gpt2" => Some(Config::gpt2_small()),
+        "gpt2-medium" | "openai-community/gpt2-medium" => Some(Config::gpt2_medium()),
+        _ => None,
+    }
+}
+
+/// A model of `reference`'s shape with random weights: a local folder's config.json, or the known
+/// shape of a hub checkpoint. Hub models get GPT-2's tokenizer shipped in `models/gpt2-tokenizer`.
+fn random_model(reference: &str, registry: &Registry, seed: u64) -> Result<LoadedModel> {
+    let hub = registry
+        .models
+        .get(reference)
+        .and_then(|m| m.hub.clone())
+        .or_else(|| known_shape(reference).map(|_| reference.to_string()));
+    let (cfg, tokenizer) = match hub {
+        Some(hub) => {
+            let cfg = known_shape(&hub).with_context(|| {
+                format!("--weights random: no known shape for hub model {hub:?} (known: gpt2, gpt2-medium)")
+            })?;
+            let dir = registry.resolve_relative("gpt2-tokenizer");
+            (cfg, Tokenizer::from_dir(&dir)?)
+        }
+        None => {
+            let resolved = resolve(reference, registry)?;
+            let cfg = read_config(&resolved.dir)?;
+            (cfg, Tokenizer::from_dir(&resolved.tokenizer_dir)?)
+        }
+    };
+    let model = crate::train::Trainee::fresh(&cfg, seed)?.model;
+    Ok(LoadedModel {
+        name: reference.to_string(),
+        dir: Default::default(),
+        model,
+        tokenizer,
+    })
+}
+
+/// A registry pair with trained or random weights.
+pub fn load_pair(name: &str, weights: Weights, registry: &Registry) -> Result<ModelPair> {
+    match weights {
+        Weights::Trained => crate::model::loader::load_named_pair(name, registry).map_err(|e| {
+            e.context("(for costs alone without the checkpoints, add --weights random)")
+        }),
+        Weights::Random => {
+            let pair = registry.pair(name)?.clone();
+            Ok(ModelPair {
+                public: random_model(&pair.public, registry, 1)?,
+                private: random_model(&pair.private, registry, 2)?,
+            })
+        }
+    }
+}

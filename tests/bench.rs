@@ -1,0 +1,285 @@
+//! `post bench --mode secure` and `post sweep` end to end on the tiny pair: the rows' arithmetic,
+//! resumption (also after a real kill), random weights, and one clear error per bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use post::bench::decoding::BenchRow;
+
+fn post(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_post"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("post-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rows(path: &Path) -> Vec<BenchRow> {
+    post::report::read_csv(path).unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs `post`, expects failure, and returns its one-line error.
+fn one_line_error(args: &[&str]) -> String {
+    let out = post(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn secure_bench_rows_add_up_and_a_rerun_skips_them() {
+    let dir = scratch("rows");
+    let csv = dir.join("speedup.csv");
+    let args = [
+        "bench",
+        "--mode",
+        "secure",
+        "--pair",
+        "tiny",
+        "--prompts",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--ignore-eos",
+        "--net",
+        "lan",
+        "--draft-len",
+        "2,3",
+        "--sim-seed",
+        "1",
+        "--plot",
+        "--out",
+        csv.to_str().unwrap(),
+    ];
+    ok(&post(&args));
+    let got = rows(&csv);
+    assert_eq!(got.len(), 3, "{got:?}");
+    let standard = &got[0];
+    assert_eq!(
+        (standard.method.as_str(), standard.draft_len),
+        ("standard", 0)
+    );
+    assert_eq!(standard.speedup, Some(1.0));
+    assert_eq!(standard.tokens, 12, "2 prompts x 6 tokens");
+    assert_eq!(standard.secure_steps, 12, "one secure forward per token");
+    for r in &got[1..] {
+        assert_eq!(r.method, "post");
+        assert_eq!(r.tokens, 12);
+        // Each step emits its accepted drafts plus one token.
+        let accepted = r.mean_accepted.unwrap() * r.secure_steps as f64;
+        assert!(
+            (accepted + r.secure_steps as f64 - 12.0).abs() < 1e-9,
+            "{r:?}"
+        );
+        assert!(r.mean_accepted.unwrap() <= r.draft_len as f64);
+        let own = r.sec_per_token.unwrap();
+        assert!((own - r.sim_seconds / 12.0).abs() < 1e-12);
+        assert!((r.sec_per_pass * r.secure_steps as f64 - r.sim_seconds).abs() < 1e-9);
+        let speedup = standard.sec_per_token.unwrap() / own;
+        assert!((r.speedup.unwrap() - speedup).abs() < 1e-12, "{r:?}");
+        assert!(r.online_rounds > 0 && r.online_mb > 0.0 && r.offline_mb > 0.0);
+    }
+    for (figure, text) in [
+        ("speedup-speedup.svg", "K = 3"),
+        ("speedup-accepted.svg", "draft length K"),
+    ] {
+        let svg = std::fs::read_to_string(dir.join(figure)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains(text), "{figure}");
+    }
+    // A rerun finds every cell in the file and measures nothing.
+    let before = std::fs::read_to_string(&csv).unwrap();
+    ok(&post(&args));
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), before);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn random_weights_report_costs_and_no_acceptance() {
+    let dir = scratch("random");
+    let csv = dir.join("random.csv");
+    ok(&post(&[
+        "bench",
+        "--pair",
+        "tiny",
+        "--weights",
+        "random",
+        "--prompts",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--ignore-eos",
+        "--net",
+        "wan",
+        "--draft-len",
+        "2",
+        "--sim-seed",
+        "1",
+        "--out",
+        csv.to_str().unwrap(),
+    ]));
+    let got = rows(&csv);
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        assert_eq!(r.weights, "random");
+        assert_eq!(
+            (
+                r.mean_accepted,
+                r.acceptance_rate,
+                r.sec_per_token,
+                r.speedup
+            ),
+            (None, None, None, None),
+            "{r:?}"
+        );
+        // On the WAN a secure pass costs at least its rounds' latency.
+        let rounds_per_pass = r.online_rounds as f64 / r.secure_steps as f64;
+        assert!(r.sec_per_pass >= rounds_per_pass * 0.040, "{r:?}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn write_grid(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("grid.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn bad_grids_and_outputs_get_one_clear_error_each() {
+    let dir = scratch("bad");
+    let good = "pairs = [\"tiny\"]\ndatasets = [\"datasets/code-completion.jsonl\"]\nnets = [\"lan\"]\ndraft_lens = [2]\ntemperatures = [0.0]\n";
+    let grid = write_grid(&dir, &format!("{good}colour = \"red\"\n"));
+    let err = one_line_error(&["sweep", grid.to_str().unwrap(), "--out", "x.csv"]);
+    assert!(err.contains("unknown field `colour`"), "{err}");
+
+    let grid = write_grid(&dir, &good.replace("nets = [\"lan\"]", "nets = []"));
+    let err = one_line_error(&["sweep", grid.to_str().unwrap(), "--out", "x.csv"]);
+    assert!(err.contains("\"nets\" is empty"), "{err}");
+
+    let grid = write_grid(&dir, good);
+    let err = one_line_error(&["sweep", grid.to_str().unwrap()]);
+    assert!(err.contains("names no `out` file"), "{err}");
+
+    let missing = dir.join("no-such-folder").join("x.csv");
+    let err = one_line_error(&[
+        "sweep",
+        grid.to_str().unwrap(),
+        "--out",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(err.contains("does not exist"), "{err}");
+
+    let old = dir.join("old.csv");
+    std::fs::write(&old, "pair,net,speedup\ndefault,lan,2.0\n").unwrap();
+    let err = one_line_error(&[
+        "sweep",
+        grid.to_str().unwrap(),
+        "--out",
+        old.to_str().unwrap(),
+    ]);
+    assert!(err.contains("another schema"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&old).unwrap(),
+        "pair,net,speedup\ndefault,lan,2.0\n",
+        "the old file is untouched"
+    );
+
+    let err = one_line_error(&[
+        "bench",
+        "--pair",
+        "tiny",
+        "--draft-len",
+        "0",
+        "--out",
+        old.to_str().unwrap(),
+    ]);
+    assert!(err.contains("at least 1"), "{err}");
+    let err = one_line_error(&[
+        "bench",
+        "--pair",
+        "no-such-pair",
+        "--out",
+        dir.join("y.csv").to_str().unwrap(),
+    ]);
+    assert!(err.contains("unknown pair"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_sweep_killed_mid_cell_resumes_with_no_duplicate_and_no_lost_row() {
+    let dir = scratch("kill");
+    let csv = dir.join("sweep.csv");
+    // 2 nets x 2 temperatures = 4 cells of 1 standard + 2 POST rows each.
+    let grid = write_grid(
+        &dir,
+        &format!(
+            "pairs = [\"tiny\"]\ndatasets = [\"datasets/code-completion.jsonl\"]\nnets = [\"lan\", \"wan\"]\ndraft_lens = [2, 3]\ntemperatures = [0.0, 1.0]\nprompts = 2\nmax_new_tokens = 8\nignore_eos = true\nsim_seed = 1\nout = {:?}\n",
+            csv.to_str().unwrap()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_post"))
+        .args(["sweep", grid.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the first cell is written and the second is running.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let start = Instant::now();
+    while std::fs::read_to_string(&csv).map_or(0, |t| t.lines().count()) < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no cell written"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the sweep ended before the kill: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let guard = KillOnDrop(child);
+    drop(guard);
+    let partial = rows(&csv);
+    assert!(
+        partial.len().is_multiple_of(3) && partial.len() < 12,
+        "{}",
+        partial.len()
+    );
+
+    ok(&post(&["sweep", grid.to_str().unwrap()]));
+    let all = rows(&csv);
+    assert_eq!(all.len(), 12, "every cell once");
+    let mut keys: Vec<String> = all.iter().map(BenchRow::key).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 12, "no duplicate row");
+    assert_eq!(
+        &all[..partial.len()],
+        &partial[..],
+        "rows written before the kill are kept"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
