@@ -60,7 +60,7 @@ fn secure_bench_rows_add_up_and_a_rerun_skips_them() {
         "--net",
         "lan",
         "--draft-len",
-        "2,3",
+        "2,3,auto",
         "--sim-seed",
         "1",
         "--plot",
@@ -69,11 +69,11 @@ fn secure_bench_rows_add_up_and_a_rerun_skips_them() {
     ];
     ok(&post(&args));
     let got = rows(&csv);
-    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got.len(), 4, "{got:?}");
     let standard = &got[0];
     assert_eq!(
-        (standard.method.as_str(), standard.draft_len),
-        ("standard", 0)
+        (standard.method.as_str(), standard.draft_len.as_str()),
+        ("standard", "0")
     );
     assert_eq!(standard.speedup, Some(1.0));
     assert_eq!(standard.tokens, 12, "2 prompts x 6 tokens");
@@ -87,7 +87,11 @@ fn secure_bench_rows_add_up_and_a_rerun_skips_them() {
             (accepted + r.secure_steps as f64 - 12.0).abs() < 1e-9,
             "{r:?}"
         );
-        assert!(r.mean_accepted.unwrap() <= r.draft_len as f64);
+        assert!(r.mean_accepted.unwrap() <= r.mean_draft_len);
+        match r.draft_len.as_str() {
+            "auto" => assert!((1.0..=8.0).contains(&r.mean_draft_len), "{r:?}"),
+            k => assert!(r.mean_draft_len <= k.parse::<f64>().unwrap(), "{r:?}"),
+        }
         let own = r.sec_per_token.unwrap();
         assert!((own - r.sim_seconds / 12.0).abs() < 1e-12);
         assert!((r.sec_per_pass * r.secure_steps as f64 - r.sim_seconds).abs() < 1e-9);

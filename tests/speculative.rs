@@ -172,6 +172,24 @@ fn temperature_zero_reproduces_private_greedy_for_every_draft_length() {
             assert!(out.steps <= 24);
             total_accepted += out.accepted;
         }
+        // The adaptive draft length changes K from step to step, never the output.
+        let opts = DecodeOptions {
+            draft_len: 0,
+            temperature: 0.0,
+            max_new_tokens: 24,
+            stop_token: None,
+        };
+        let mut policy = post::spec::Adaptive::new(6);
+        let out = post::spec::decode_with_policy(
+            public,
+            &mut post::spec::PlainVerifier::new(private, 0.0),
+            &prompt,
+            &opts,
+            &mut policy,
+            &mut ChaCha12Rng::seed_from_u64(9),
+        )
+        .unwrap();
+        assert_eq!(out.output_ids, want, "adaptive K, prompt {prompt:?}");
     }
     assert!(
         total_accepted > 0,

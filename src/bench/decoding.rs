@@ -16,7 +16,7 @@ use crate::model::loader::{read_config, resolve, LoadedModel, ModelPair, Registr
 use crate::model::{Config, Tokenizer};
 use crate::mpc::{EngineConfig, LinkModel};
 use crate::secure::{Costs, SecureVerifier};
-use crate::spec::{decode_with, DecodeOptions};
+use crate::spec::{decode_with_policy, Adaptive, DecodeOptions, DraftPolicy, Fixed};
 
 /// Where a pair's weights come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -37,6 +37,54 @@ impl Weights {
     }
 }
 
+/// Drafts per step: a fixed K, or `auto` (the adaptive policy of `spec/adaptive.rs`, up to
+/// [`AUTO_MAX_DRAFT_LEN`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DraftLen {
+    Fixed(usize),
+    Auto,
+}
+
+/// The largest K the adaptive policy may choose.
+pub const AUTO_MAX_DRAFT_LEN: usize = 8;
+
+impl std::str::FromStr for DraftLen {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(Self::Auto),
+            n => n
+                .parse()
+                .map(Self::Fixed)
+                .map_err(|_| format!("draft length {n:?}: expected a number or auto")),
+        }
+    }
+}
+
+impl std::fmt::Display for DraftLen {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Self::Fixed(k) => write!(f, "{k}"),
+            Self::Auto => write!(f, "auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DraftLen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(usize),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(k) => Ok(Self::Fixed(k)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// One (cell, method, draft length) of the speedup table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BenchRow {
@@ -49,8 +97,11 @@ pub struct BenchRow {
     pub bandwidth_mbps: f64,
     pub rtt_ms: f64,
     pub method: String,
-    /// Drafts per step (0 for standard).
-    pub draft_len: usize,
+    /// Drafts per step: 0 for standard, K, or auto.
+    pub draft_len: String,
+    /// Drafts actually verified per secure step (below K where the window or the token budget
+    /// cut a step short; the policy's mean with auto).
+    pub mean_draft_len: f64,
     pub temperature: f64,
     pub max_new_tokens: usize,
     pub seed: u64,
@@ -109,7 +160,7 @@ pub struct Cell<'a> {
     pub prompts: &'a [(String, Vec<u32>)],
     pub net: &'a str,
     pub link: LinkModel,
-    pub draft_lens: &'a [usize],
+    pub draft_lens: &'a [DraftLen],
     pub temperature: f64,
     pub max_new_tokens: usize,
     pub seed: u64,
@@ -131,7 +182,7 @@ pub fn run_cell(cell: &Cell, mut tick: impl FnMut(&str)) -> Result<Vec<BenchRow>
     if cell.prompts.is_empty() || cell.draft_lens.is_empty() {
         bail!("a bench cell needs prompts and at least one draft length")
     }
-    if cell.draft_lens.contains(&0) {
+    if cell.draft_lens.contains(&DraftLen::Fixed(0)) {
         bail!("draft lengths must be at least 1")
     }
     let engine = EngineConfig {
@@ -144,9 +195,9 @@ pub fn run_cell(cell: &Cell, mut tick: impl FnMut(&str)) -> Result<Vec<BenchRow>
         .context("cannot start the secure session")?;
     let setup = verifier.setup;
     let eos = private.config().end_of_text();
-    let mut run = |k: usize, verifier: &mut SecureVerifier| -> Result<Totals> {
+    let mut run = |k: DraftLen, verifier: &mut SecureVerifier| -> Result<Totals> {
         let opts = DecodeOptions {
-            draft_len: k,
+            draft_len: 0,
             temperature: cell.temperature,
             max_new_tokens: cell.max_new_tokens,
             stop_token: if cell.ignore_eos { None } else { eos },
@@ -160,8 +211,14 @@ pub fn run_cell(cell: &Cell, mut tick: impl FnMut(&str)) -> Result<Vec<BenchRow>
             drafted: 0,
             costs: Costs::default(),
         };
+        // The adaptive policy learns across the cell's prompts.
+        let mut policy: Box<dyn DraftPolicy> = match k {
+            DraftLen::Fixed(k) => Box::new(Fixed(k)),
+            DraftLen::Auto => Box::new(Adaptive::new(AUTO_MAX_DRAFT_LEN)),
+        };
         for (id, ids) in cell.prompts {
-            let d = decode_with(&cell.pair.public.model, verifier, ids, &opts, &mut rng)
+            let public = &cell.pair.public.model;
+            let d = decode_with_policy(public, verifier, ids, &opts, policy.as_mut(), &mut rng)
                 .with_context(|| format!("prompt {id} (K = {k}, {})", cell.net))?;
             t.tokens += d.output_ids.len();
             t.steps += d.steps;
@@ -172,8 +229,15 @@ pub fn run_cell(cell: &Cell, mut tick: impl FnMut(&str)) -> Result<Vec<BenchRow>
         t.costs = verifier.totals()?.since(&before);
         Ok(t)
     };
-    let standard = run(0, &mut verifier)?;
-    let mut rows = vec![row(cell, "standard", 0, &standard, &setup, None)];
+    let standard = run(DraftLen::Fixed(0), &mut verifier)?;
+    let mut rows = vec![row(
+        cell,
+        "standard",
+        DraftLen::Fixed(0),
+        &standard,
+        &setup,
+        None,
+    )];
     let baseline = rows[0].sec_per_token;
     for &k in cell.draft_lens {
         let post = run(k, &mut verifier)?;
@@ -194,7 +258,7 @@ fn per(x: f64, n: usize) -> f64 {
 fn row(
     cell: &Cell,
     method: &str,
-    k: usize,
+    k: DraftLen,
     t: &Totals,
     setup: &Costs,
     baseline: Option<f64>,
@@ -212,7 +276,8 @@ fn row(
         bandwidth_mbps: cell.link.bandwidth * 8.0 / 1e6,
         rtt_ms: cell.link.rtt * 1e3,
         method: method.to_string(),
-        draft_len: k,
+        draft_len: k.to_string(),
+        mean_draft_len: per(t.drafted as f64, t.steps),
         temperature: cell.temperature,
         max_new_tokens: cell.max_new_tokens,
         seed: cell.seed,
@@ -220,7 +285,7 @@ fn row(
         tokens: t.tokens,
         secure_steps: t.steps,
         mean_accepted: trained.then(|| per(t.accepted as f64, t.steps)),
-        acceptance_rate: (trained && k > 0).then(|| per(t.accepted as f64, t.drafted)),
+        acceptance_rate: (trained && t.drafted > 0).then(|| per(t.accepted as f64, t.drafted)),
         online_rounds: c.rounds,
         online_mb: (c.client_bytes + c.server_bytes) as f64 / 1e6,
         offline_mb: c.dealer_bytes as f64 / 1e6,
@@ -230,7 +295,7 @@ fn row(
         sec_per_pass: per(c.sim_seconds, t.steps),
         sec_per_token,
         speedup: match (baseline, sec_per_token) {
-            (None, Some(_)) if k == 0 => Some(1.0),
+            (None, Some(_)) if method == "standard" => Some(1.0),
             (Some(base), Some(own)) if own > 0.0 => Some(base / own),
             _ => None,
         },

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::decoding::{load_pair, run_cell, BenchRow, Cell, Weights};
+use super::decoding::{load_pair, run_cell, BenchRow, Cell, DraftLen, Weights};
 use crate::model::loader::{ModelPair, Registry};
 use crate::mpc::LinkModel;
 
@@ -38,7 +38,8 @@ pub struct Grid {
     pub datasets: Vec<PathBuf>,
     /// Links: lan, wan or bw=..,rtt=...
     pub nets: Vec<String>,
-    pub draft_lens: Vec<usize>,
+    /// Fixed K (at least 1) or "auto".
+    pub draft_lens: Vec<DraftLen>,
     pub temperatures: Vec<f64>,
     /// The first N prompts of each dataset.
     #[serde(default = "default_prompts")]
@@ -91,7 +92,7 @@ impl Grid {
         if let Some((axis, _)) = empty.iter().find(|(_, e)| *e) {
             bail!("the axis {axis:?} is empty: give it at least one value")
         }
-        if self.draft_lens.contains(&0) {
+        if self.draft_lens.contains(&DraftLen::Fixed(0)) {
             bail!("draft_lens must be at least 1 (standard decoding runs in every cell anyway)")
         }
         if let Some(t) = self
@@ -234,7 +235,7 @@ pub fn run_grid(grid: &Grid, registry: &Registry, out: &Path) -> Result<Vec<Benc
             );
         }
         let pair = &pairs[&pair_name];
-        let probe = |method: &str, k: usize| BenchRow {
+        let probe = |method: &str, k: DraftLen| BenchRow {
             pair: pair_name.clone(),
             weights: grid.weights.name().to_string(),
             dataset: label.clone(),
@@ -244,17 +245,18 @@ pub fn run_grid(grid: &Grid, registry: &Registry, out: &Path) -> Result<Vec<Benc
             prompts: grid.prompts,
             seed: grid.seed,
             method: method.to_string(),
-            draft_len: k,
+            draft_len: k.to_string(),
             ..BenchRow::default()
         };
-        let missing: Vec<usize> = grid
+        let missing: Vec<DraftLen> = grid
             .draft_lens
             .iter()
             .copied()
             .filter(|&k| !done.contains(&probe("post", k).key()))
             .collect();
-        let have_standard = done.contains(&probe("standard", 0).key());
-        let cell_keys: Vec<String> = std::iter::once(probe("standard", 0).key())
+        let standard = probe("standard", DraftLen::Fixed(0)).key();
+        let have_standard = done.contains(&standard);
+        let cell_keys: Vec<String> = std::iter::once(standard)
             .chain(grid.draft_lens.iter().map(|&k| probe("post", k).key()))
             .collect();
         if missing.is_empty() && have_standard {

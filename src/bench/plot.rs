@@ -41,17 +41,18 @@ pub fn speedup_bars(rows: &[BenchRow], csv: &Path) -> Result<Option<PathBuf>> {
         return Ok(None);
     }
     let mut groups: Vec<String> = Vec::new();
-    let mut ks: Vec<usize> = Vec::new();
+    let mut ks: Vec<String> = Vec::new();
     for r in &post {
         let g = format!("{} {} T={} {}", r.pair, r.dataset, r.temperature, r.net);
         if !groups.contains(&g) {
             groups.push(g);
         }
         if !ks.contains(&r.draft_len) {
-            ks.push(r.draft_len);
+            ks.push(r.draft_len.clone());
         }
     }
-    ks.sort_unstable();
+    // Fixed K in increasing order, then auto.
+    ks.sort_by_key(|k| k.parse::<usize>().unwrap_or(usize::MAX));
     let top = post.iter().filter_map(|r| r.speedup).fold(1.0f64, f64::max) * 1.15;
     let path = svg_next_to(csv, "speedup");
     let width = (160 * groups.len() as u32).clamp(480, 1600);
@@ -184,11 +185,14 @@ pub fn accepted_vs_draft_len(rows: &[BenchRow], csv: &Path) -> Result<Option<Pat
         .iter()
         .filter(|r| r.method == "post" && r.net == first_net)
     {
+        let Ok(k) = r.draft_len.parse::<usize>() else {
+            continue; // auto has no place on the K axis
+        };
         if let Some(m) = r.mean_accepted {
             series
                 .entry(format!("{} {} T={}", r.pair, r.dataset, r.temperature))
                 .or_default()
-                .push((r.draft_len as f64, m));
+                .push((k as f64, m));
         }
     }
     if series.values().all(|p| p.len() < 2) {

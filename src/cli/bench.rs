@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::bench::decoding::Weights;
+use crate::bench::decoding::{DraftLen, Weights};
 use crate::bench::grid::{dataset_label, run_grid, Grid};
 use crate::bench::secure::{forward_costs, latency_rows, LatencyRow};
 use crate::bench::{engine, plot};
@@ -54,9 +54,10 @@ pub struct BenchArgs {
     /// Secure: the first N prompts of each dataset.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub prompts: usize,
-    /// Secure: drafts per step, comma-separated.
+    /// Secure: drafts per step, comma-separated; `auto` picks K each step (expected tokens per
+    /// second of the measured pass cost, up to 8).
     #[arg(long = "draft-len", value_delimiter = ',', default_value = "4")]
-    pub draft_lens: Vec<usize>,
+    pub draft_lens: Vec<DraftLen>,
     /// Secure: sampling temperatures, comma-separated.
     #[arg(long = "temperature", value_delimiter = ',', default_value = "0")]
     pub temperatures: Vec<f64>,
@@ -134,6 +135,7 @@ pub const SPEEDUP_COLUMNS: &[&str] = &[
     "net",
     "method",
     "draft_len",
+    "mean_draft_len",
     "temperature",
     "tokens",
     "secure_steps",

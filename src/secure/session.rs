@@ -221,6 +221,10 @@ impl Verifier for SecureVerifier {
         self.model.config().n_positions
     }
 
+    fn clock(&mut self) -> Option<f64> {
+        Some(self.party.net.total().sim_time)
+    }
+
     fn vocab_size(&self) -> usize {
         self.model.config().vocab_size
     }

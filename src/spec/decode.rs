@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 use rand::{Rng, RngCore};
 
+use super::adaptive::{DraftPolicy, Fixed};
 use super::rule::{verify_drafts, Verdict};
 use super::sampling::{probabilities, sample};
 use crate::model::{Gpt2, KvCache};
@@ -90,6 +91,11 @@ pub trait Verifier {
     ) -> Result<Verdict>;
     /// Keeps the first `len` positions of the private model's cache.
     fn rollback(&mut self, len: usize) -> Result<()>;
+    /// Seconds on the verifier's clock so far, if it keeps one (the secure verifier's simulated
+    /// time); an adaptive draft length learns each pass's cost from it.
+    fn clock(&mut self) -> Option<f64> {
+        None
+    }
 }
 
 /// The private model in plaintext candle: the oracle the secure verifier is tested against.
@@ -168,6 +174,25 @@ pub fn decode_with(
     opts: &DecodeOptions,
     rng: &mut impl Rng,
 ) -> Result<Decoded> {
+    decode_with_policy(
+        public,
+        verifier,
+        prompt,
+        opts,
+        &mut Fixed(opts.draft_len),
+        rng,
+    )
+}
+
+/// [`decode_with`] where `policy` picks each step's draft length (`opts.draft_len` is ignored).
+pub fn decode_with_policy(
+    public: &Gpt2,
+    verifier: &mut impl Verifier,
+    prompt: &[u32],
+    opts: &DecodeOptions,
+    policy: &mut dyn DraftPolicy,
+    rng: &mut impl Rng,
+) -> Result<Decoded> {
     opts.validate()?;
     if public.config().vocab_size != verifier.vocab_size() {
         bail!(
@@ -201,8 +226,8 @@ pub fn decode_with(
         let n = tokens.len();
         let remaining = opts.max_new_tokens - out.output_ids.len();
         // Drafts occupy positions n..n+k of the private pass and n-1..n+k-2 of the public drafting.
-        let k = opts
-            .draft_len
+        let k = policy
+            .next()
             .min(remaining - 1)
             .min(private_window - n)
             .min((public_window + 1).saturating_sub(n));
@@ -222,7 +247,10 @@ pub fn decode_with(
             input = vec![x];
         }
 
+        let clock = verifier.clock();
         let verdict = verifier.verify(&tokens, &drafts, &q, rng)?;
+        let seconds = clock.zip(verifier.clock()).map(|(a, b)| b - a);
+        policy.observe(k, verdict.accepted, seconds);
         let mut emitted = drafts[..verdict.accepted].to_vec();
         emitted.push(verdict.next);
         out.steps += 1;
