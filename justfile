@@ -18,6 +18,16 @@ secure-forward:
     ./target/release/post verify --forward-only --pair default-aligned --net lan --net wan --logit-error --csv results/secure-forward.csv
     ./target/release/post verify --forward-only --model random-gpt2-small --net lan --net wan --logit-error --csv results/secure-forward.csv
 
+# The paper's tables and figures in results/: speedup (both prompt sets, LAN/WAN, K = 2/4/8, aligned or not), sampling at T = 1, secure-forward latency against new tokens, GPT-2-medium costs with random weights. Resumable: rerun after an interruption. About 75 minutes on 2 cores, most of it the GPT-2-medium rows.
+paper:
+    cargo build --release
+    ./target/release/post sweep results/grids/speedup.toml --plot
+    ./target/release/post sweep results/grids/sampling.toml --plot
+    rm -f results/latency.csv results/latency-gpt2.csv
+    ./target/release/post bench --mode latency --pair default-aligned --tokens 1,2,4,8,16,32 --net lan,wan --out results/latency.csv --plot
+    ./target/release/post bench --mode latency --pair gpt2-small/medium --weights random --tokens 1,2,4,8,16,32 --net lan,wan --out results/latency-gpt2.csv --plot
+    ./target/release/post sweep results/grids/gpt2-random.toml
+
 # Plaintext forward speed of a model (tokens/s for 1 and 8 new tokens).
 bench-forward model="tiny-private":
     cargo run --release -- bench --mode forward --model {{model}} --tokens 1,8

@@ -4,8 +4,9 @@
 //!
 //! A *cell* is (pair, weights, dataset, net, temperature, new tokens, prompts, seed) with its draft
 //! lengths: standard runs once per cell and is the baseline of every POST row's speedup.
-//! With random weights (`--weights random`: the pair's shapes, GPT-2's initialisation) only costs
-//! mean anything: acceptance, seconds per token and speedup are left empty, never reported.
+//! With random weights (`--weights random`: the private model's shape, GPT-2's initialisation) only
+//! costs mean anything: acceptance, seconds per token and speedup are left empty, never reported,
+//! and the private model drafts for itself so that each pass verifies a full K.
 
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
@@ -346,14 +347,20 @@ fn random_model(reference: &str, registry: &Registry, seed: u64) -> Result<Loade
 pub fn load_pair(name: &str, weights: Weights, registry: &Registry) -> Result<ModelPair> {
     match weights {
         Weights::Trained => crate::model::loader::load_named_pair(name, registry).map_err(|e| {
-            e.context("(for costs alone without the checkpoints, add --weights random)")
+            anyhow::anyhow!("{e:#}; for costs alone without the checkpoints, add --weights random")
         }),
         Weights::Random => {
+            // The private model drafts for itself: at T = 0 every draft passes, so every secure
+            // pass verifies a full K (drafting is plaintext and outside the secure cost).
             let pair = registry.pair(name)?.clone();
-            Ok(ModelPair {
-                public: random_model(&pair.public, registry, 1)?,
-                private: random_model(&pair.private, registry, 2)?,
-            })
+            let private = random_model(&pair.private, registry, 2)?;
+            let public = LoadedModel {
+                name: format!("{} (self-draft)", private.name),
+                dir: Default::default(),
+                model: private.model.clone(),
+                tokenizer: private.tokenizer.clone(),
+            };
+            Ok(ModelPair { public, private })
         }
     }
 }

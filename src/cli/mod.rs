@@ -10,6 +10,7 @@ use crate::model::loader::{load_named_pair, load_pair, ModelPair, Registry};
 pub mod bench;
 pub mod draft;
 pub mod prompts;
+pub mod serve;
 pub mod sweep;
 pub mod train;
 pub mod verify;
@@ -43,6 +44,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Scripted parameter grids over `bench`.
     Sweep(sweep::SweepArgs),
+    /// The server party as a process: holds the private model, serves `post verify --connect`.
+    Serve(serve::ServeArgs),
+    /// The dealer as a process: correlated randomness for both parties of each session.
+    Dealer(serve::DealerArgs),
 }
 
 /// The public/private pair: `--pair NAME`, or `--public MODEL --private MODEL`.
@@ -52,10 +57,10 @@ pub struct PairArgs {
     #[arg(long, conflicts_with_all = ["public", "private"])]
     pub pair: Option<String>,
     /// The public (drafting) model: a folder, a registry name or a Hugging Face repo id in the local cache.
-    #[arg(long, requires = "private", value_name = "MODEL")]
+    #[arg(long, value_name = "MODEL")]
     pub public: Option<String>,
     /// The private (verifying) model, referenced like --public.
-    #[arg(long, requires = "public", value_name = "MODEL")]
+    #[arg(long, value_name = "MODEL")]
     pub private: Option<String>,
 }
 
@@ -126,6 +131,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Distill(distill) => train::run_distill(&distill, args.registry.as_deref()),
         Command::Train(train_args) => train::run_train(&train_args),
         Command::Sweep(sweep) => sweep::run(&sweep, args.registry.as_deref()),
+        Command::Serve(serve_args) => serve::run_serve(&serve_args, args.registry.as_deref()),
+        Command::Dealer(dealer) => serve::run_dealer(&dealer),
     }
 }
 

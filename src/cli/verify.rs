@@ -19,7 +19,7 @@ use crate::model::loader::{load_model, Registry};
 use crate::model::{Config, Gpt2};
 use crate::mpc::{EngineConfig, LinkModel};
 use crate::secure::{Costs, SecureVerifier};
-use crate::spec::{decode_with, Decoded};
+use crate::spec::{decode_with, Decoded, Verifier};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
@@ -64,6 +64,13 @@ pub struct VerifyArgs {
     /// reference, or `random-gpt2-small` (GPT-2 small's shape with GPT-2's random initialisation).
     #[arg(long, value_name = "MODEL", conflicts_with_all = ["pair", "public", "private"])]
     pub model: Option<String>,
+    /// Run the client party against a server process (`post serve`) at this address, with the
+    /// public model of --public (the private model stays on the server).
+    #[arg(long, value_name = "ADDR", requires = "dealer", conflicts_with_all = ["forward_only", "pair", "private"])]
+    pub connect: Option<String>,
+    /// With --connect: the dealer process (`post dealer`).
+    #[arg(long, value_name = "ADDR")]
+    pub dealer: Option<String>,
     /// With --forward-only: also open the secure logits of a 32-token forward (24 tokens, then 8
     /// through the cache) and compare them with candle's.
     #[arg(long)]
@@ -263,6 +270,9 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
     if args.model.is_some() {
         bail!("--model goes with --forward-only (generation takes --pair or --public/--private)")
     }
+    if let Some(addr) = &args.connect {
+        return run_connected(args, &registry, addr);
+    }
     // Fail on a bad output path before hours of simulation.
     if let Some(path) = &args.csv {
         crate::report::append_csv::<VerifyRow>(path, &[])?;
@@ -356,6 +366,102 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
     } else {
         print_summary(&summary);
         println!("randomness: {randomness}");
+    }
+    Ok(())
+}
+
+/// The client party of a session with a server process: one session for every prompt and method.
+fn run_connected(args: &VerifyArgs, registry: &Registry, addr: &str) -> Result<()> {
+    let decode = &args.decode;
+    let dealer = args
+        .dealer
+        .as_deref()
+        .context("--connect needs --dealer ADDR (the dealer process)")?;
+    let public_name = args
+        .models
+        .public
+        .as_deref()
+        .context("--connect needs --public MODEL (the private model stays on the server)")?;
+    let public = load_model(public_name, registry)?;
+    let prompts = args.input.prompts()?;
+    let engine = EngineConfig {
+        link: LinkModel::ideal(),
+        ..EngineConfig::default()
+    };
+    eprintln!("connecting to {addr} (dealer {dealer}); the server shares its model first");
+    let mut verifier = SecureVerifier::connect(
+        addr,
+        dealer,
+        &engine,
+        decode.temperature,
+        public.config().vocab_size,
+    )?;
+    let setup = verifier.setup;
+    let window = public.config().n_positions.min(verifier.window());
+    let mut prepared = Vec::new();
+    for p in &prompts {
+        let mut ids = p.token_ids(public.tokenizer.as_ref())?;
+        if args.input.truncate_prompts && ids.len() + decode.max_new_tokens > window {
+            let keep = window.saturating_sub(decode.max_new_tokens).max(1);
+            ids.drain(..ids.len().saturating_sub(keep));
+        }
+        prepared.push((id_string(&p.id), ids));
+    }
+    let methods: Vec<(&str, usize)> = match args.method {
+        Method::Standard => vec![("standard", 0)],
+        Method::Post => vec![("post", decode.draft_len)],
+        Method::Both => vec![("standard", 0), ("post", decode.draft_len)],
+    };
+    let (mut rows, mut results) = (Vec::new(), Vec::new());
+    for &(method, k) in &methods {
+        let opts = decode.options(k, verifier.end_of_text());
+        let mut rng = ChaCha12Rng::seed_from_u64(decode.seed);
+        for (id, ids) in &prepared {
+            let before = verifier.totals()?;
+            let start = std::time::Instant::now();
+            let decoded = decode_with(&public.model, &mut verifier, ids, &opts, &mut rng)
+                .with_context(|| format!("prompt {id} ({method}, over TCP)"))?;
+            let mut costs = verifier.totals()?.since(&before);
+            // Over a real link the measured wall time is the time.
+            costs.sim_seconds = start.elapsed().as_secs_f64();
+            let row = VerifyRow::new(
+                id.clone(),
+                method,
+                "tcp",
+                args,
+                ids.len(),
+                &decoded,
+                &costs,
+                &setup,
+            );
+            let text = match public.tokenizer.as_ref() {
+                Some(tok) => Some(tok.decode(&decoded.output_ids)?),
+                None => None,
+            };
+            if !decode.json {
+                print_row(&row, text.as_deref(), &decoded.output_ids);
+            }
+            results.push(json!({
+                "id": id,
+                "method": method,
+                "net": "tcp",
+                "prompt_ids": ids,
+                "output_ids": decoded.output_ids,
+                "text": text,
+                "costs": row,
+            }));
+            rows.push(row);
+        }
+    }
+    verifier.finish()?;
+    let summary = summarise(&rows);
+    if decode.json {
+        println!(
+            "{}",
+            json!({ "results": results, "summary": summary, "randomness": "separate OS-random seeds per party; dealer process" })
+        );
+    } else {
+        print_summary(&summary);
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 /// GPT-2's end-of-text token, the separator between training documents.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Where it was read from, for error messages.

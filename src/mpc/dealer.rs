@@ -16,6 +16,8 @@ use rayon::prelude::*;
 
 use super::error::MpcError;
 use super::matmul::head_matmul;
+use super::net::Transport;
+use super::remote::{decode_words, DealerLink, DEALER_TIMEOUT};
 
 type Result<T> = std::result::Result<T, MpcError>;
 
@@ -31,7 +33,7 @@ pub enum Sharing {
 }
 
 /// A request for correlated randomness; both parties make the same requests in the same order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Correlation {
     /// a, b, c = a * b elementwise.
     MulTriple { len: usize },
@@ -210,16 +212,25 @@ fn split_off(sharing: Sharing, value: &[u64], share0: &[u64]) -> Vec<u64> {
 }
 
 /// The dealer's state: mirrors of both parties' seed streams and the weight masks.
-struct Dealer {
+pub(crate) struct Dealer {
     rng0: ChaCha12Rng,
     rng1: ChaCha12Rng,
     masks: HashMap<u64, (usize, usize, Vec<u64>)>,
 }
 
 impl Dealer {
+    /// A dealer holding each party's stream.
+    pub(crate) fn new(rng0: ChaCha12Rng, rng1: ChaCha12Rng) -> Self {
+        Self {
+            rng0,
+            rng1,
+            masks: HashMap::new(),
+        }
+    }
+
     /// Party 1's corrections for one request, and the public components that party 0 needs too
     /// (party 0's other shares follow from its seed alone).
-    fn corrections(&mut self, corr: &Correlation) -> (Vec<Vec<u64>>, Vec<Vec<u64>>) {
+    pub(crate) fn corrections(&mut self, corr: &Correlation) -> (Vec<Vec<u64>>, Vec<Vec<u64>>) {
         let shapes: HashMap<u64, (usize, usize)> = self
             .masks
             .iter()
@@ -278,6 +289,10 @@ impl Dealer {
 }
 
 enum Source {
+    /// Party 0 of a session with a dealer process: public components arrive over TCP.
+    RemoteClient(DealerLink),
+    /// Party 1 of a session with a dealer process: requests go out, corrections come back.
+    RemoteServer(DealerLink),
     /// Party 0: everything from its own seed, except public components (comparison keys' correction
     /// words), which the dealer sends.
     Seed { public: Receiver<Vec<Vec<u64>>> },
@@ -323,49 +338,63 @@ impl DealerHandle {
             }
             _ => {}
         }
-        match &mut self.source {
-            Source::Seed { public } => {
-                let mut from_dealer = if comps.iter().any(|c| c.0 == Sharing::Public) {
-                    public.recv().map_err(|_| MpcError::PeerClosed)?.into_iter()
-                } else {
-                    Vec::new().into_iter()
-                };
-                let mut out = Vec::with_capacity(comps.len());
-                for &(sharing, len, _) in &comps {
-                    if sharing == Sharing::Public {
-                        let words = from_dealer.next().ok_or_else(|| {
-                            MpcError::Malformed("dealer sent too few public words".into())
-                        })?;
-                        self.bytes_received += 8 * words.len() as u64;
-                        out.push(words);
-                    } else {
-                        out.push(draw(&mut self.rng, len));
-                    }
-                }
-                Ok(out)
+        let needs_public = comps.iter().any(|c| c.0 == Sharing::Public);
+        let (party0, delivered) = match &mut self.source {
+            Source::Seed { public } if needs_public => {
+                (true, public.recv().map_err(|_| MpcError::PeerClosed)?)
             }
+            Source::RemoteClient(link) if needs_public => {
+                (true, decode_words(&link.transport.recv(DEALER_TIMEOUT)?)?)
+            }
+            Source::Seed { .. } | Source::RemoteClient(_) => (true, Vec::new()),
             Source::Dealer { requests, replies } => {
                 requests
                     .send(corr.clone())
                     .map_err(|_| MpcError::PeerClosed)?;
-                let mut corrections = replies
-                    .recv()
-                    .map_err(|_| MpcError::PeerClosed)?
-                    .into_iter();
-                let mut out = Vec::with_capacity(comps.len());
-                for &(_, len, derived) in &comps {
-                    if derived {
-                        let c = corrections.next().ok_or_else(|| {
-                            MpcError::Malformed("dealer sent too few corrections".into())
-                        })?;
-                        self.bytes_received += 8 * c.len() as u64;
-                        out.push(c);
-                    } else {
-                        out.push(draw(&mut self.rng, len));
-                    }
-                }
-                Ok(out)
+                (false, replies.recv().map_err(|_| MpcError::PeerClosed)?)
             }
+            Source::RemoteServer(link) => {
+                let request = serde_json::to_vec(corr)
+                    .map_err(|e| MpcError::Malformed(format!("a correlation request: {e}")))?;
+                link.transport.send(request)?;
+                (false, decode_words(&link.transport.recv(DEALER_TIMEOUT)?)?)
+            }
+        };
+        // Party 0 takes its public components from the dealer, party 1 its derived ones; every
+        // other component comes from the party's own seed.
+        let mut delivered = delivered.into_iter();
+        let mut out = Vec::with_capacity(comps.len());
+        for &(sharing, len, derived) in &comps {
+            let from_dealer = if party0 {
+                sharing == Sharing::Public
+            } else {
+                derived
+            };
+            if from_dealer {
+                let words = delivered.next().ok_or_else(|| {
+                    MpcError::Malformed("the dealer sent too few components".into())
+                })?;
+                self.bytes_received += 8 * words.len() as u64;
+                out.push(words);
+            } else {
+                out.push(draw(&mut self.rng, len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// This party's handle on a session with a dealer process (`role` 0: client, 1: server).
+    pub fn remote(link: DealerLink, seed: [u8; 32], role: u64) -> Self {
+        Self {
+            rng: ChaCha12Rng::from_seed(seed),
+            source: if role == 0 {
+                Source::RemoteClient(link)
+            } else {
+                Source::RemoteServer(link)
+            },
+            mask_shapes: HashMap::new(),
+            next_mask_id: 0,
+            bytes_received: 0,
         }
     }
 
@@ -399,11 +428,7 @@ pub fn start_dealer(simulation_seed: Option<u64>) -> (DealerHandle, DealerHandle
     let (req_tx, req_rx) = channel::<Correlation>();
     let (rep_tx, rep_rx) = channel::<Vec<Vec<u64>>>();
     let (pub_tx, pub_rx) = channel::<Vec<Vec<u64>>>();
-    let mut dealer = Dealer {
-        rng0: ChaCha12Rng::from_seed(seed0),
-        rng1: ChaCha12Rng::from_seed(seed1),
-        masks: HashMap::new(),
-    };
+    let mut dealer = Dealer::new(ChaCha12Rng::from_seed(seed0), ChaCha12Rng::from_seed(seed1));
     std::thread::spawn(move || {
         for corr in req_rx {
             let (corrections, public) = dealer.corrections(&corr);

@@ -3,7 +3,8 @@
 //!
 //! Layers: [`ring`] and [`fixed`] (local maths), [`dealer`] (correlated randomness only),
 //! [`net`] (moves bytes, counts rounds and time), [`party`] (one party's context),
-//! [`protocols`] (one file per protocol), [`sim`] (runs both parties as threads).
+//! [`protocols`] (one file per protocol), [`sim`] (runs both parties as threads), [`remote`] (the
+//! dealer as a process over TCP).
 
 pub mod dcf;
 pub mod dealer;
@@ -13,6 +14,7 @@ pub mod matmul;
 pub mod net;
 pub mod party;
 pub mod protocols;
+pub mod remote;
 pub mod ring;
 pub mod sim;
 

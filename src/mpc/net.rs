@@ -138,25 +138,57 @@ impl Transport for SimTransport {
     }
 }
 
-/// A TCP stream carrying length-prefixed frames.
+/// The largest frame a TCP transport accepts (GPT-2 medium's masked token table is 0.4 GB).
+pub const MAX_FRAME: u64 = 2 << 30;
+
+/// A TCP stream carrying length-prefixed frames. Sends go through a writer thread, so that two
+/// parties sending large messages at once never both block on full socket buffers (each keeps
+/// reading while its writer drains); dropping the transport flushes what was queued.
 pub struct TcpTransport {
     stream: TcpStream,
+    writer: Option<(Sender<Vec<u8>>, std::thread::JoinHandle<()>)>,
 }
 
 impl TcpTransport {
     pub fn new(stream: TcpStream) -> Result<Self> {
         stream.set_nodelay(true)?;
-        Ok(Self { stream })
+        let mut out = stream.try_clone()?;
+        let (tx, rx) = channel::<Vec<u8>>();
+        let writer = std::thread::spawn(move || {
+            for msg in rx {
+                let len = (msg.len() as u64).to_le_bytes();
+                if out
+                    .write_all(&len)
+                    .and_then(|_| out.write_all(&msg))
+                    .is_err()
+                {
+                    return; // the peer is gone: the next send reports it
+                }
+            }
+            let _ = out.flush();
+        });
+        Ok(Self {
+            stream,
+            writer: Some((tx, writer)),
+        })
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        if let Some((tx, writer)) = self.writer.take() {
+            drop(tx);
+            let _ = writer.join();
+        }
     }
 }
 
 impl Transport for TcpTransport {
     fn send(&mut self, msg: Vec<u8>) -> Result<()> {
-        let len = (msg.len() as u64).to_le_bytes();
-        self.stream
-            .write_all(&len)
-            .and_then(|_| self.stream.write_all(&msg))
-            .map_err(|_| MpcError::PeerClosed)
+        match &self.writer {
+            Some((tx, _)) => tx.send(msg).map_err(|_| MpcError::PeerClosed),
+            None => Err(MpcError::PeerClosed),
+        }
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>> {
@@ -169,12 +201,22 @@ impl Transport for TcpTransport {
         };
         let mut len = [0u8; 8];
         self.stream.read_exact(&mut len).map_err(map)?;
-        let len = u64::from_le_bytes(len) as usize;
-        if len > 1 << 34 {
-            return Err(MpcError::Malformed(format!("frame of {len} bytes")));
+        let len = u64::from_le_bytes(len);
+        if len > MAX_FRAME {
+            return Err(MpcError::Malformed(format!(
+                "a frame of {len} bytes (at most {MAX_FRAME})"
+            )));
         }
-        let mut buf = vec![0u8; len];
-        self.stream.read_exact(&mut buf).map_err(map)?;
+        // Grow the buffer as bytes arrive: a header alone never allocates its claimed size.
+        let mut buf = Vec::new();
+        let mut left = len as usize;
+        while left > 0 {
+            let chunk = left.min(1 << 26);
+            let start = buf.len();
+            buf.resize(start + chunk, 0);
+            self.stream.read_exact(&mut buf[start..]).map_err(map)?;
+            left -= chunk;
+        }
         Ok(buf)
     }
 }

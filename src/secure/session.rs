@@ -16,8 +16,13 @@ use serde::Serialize;
 
 use super::gpt2::{SecureGpt2, SecureKvCache};
 use super::sampling::{private_sample, ClientDraws};
-use crate::model::Gpt2;
-use crate::mpc::net::Counters;
+use rand::{SeedableRng, TryRngCore};
+use rand_chacha::ChaCha12Rng;
+
+use crate::model::{Config, Gpt2};
+use crate::mpc::dealer::DealerHandle;
+use crate::mpc::net::{Channel, Counters, TcpTransport, Transport};
+use crate::mpc::remote::DealerLink;
 use crate::mpc::{make_parties, EngineConfig, Party, CLIENT};
 use crate::spec::{Verdict, Verifier};
 
@@ -124,8 +129,97 @@ pub struct SecureVerifier {
     expected_reports: usize,
     received_reports: usize,
     server_totals: Counters,
+    /// The server is another process (`connect`): its costs are read off the client's side.
+    remote: bool,
     /// The one-time cost of sharing and preparing the weights.
     pub setup: Costs,
+}
+
+/// The protocol version both ends of a TCP session must speak.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What the client says first: its version, fixed-point format, session id (for the dealer),
+/// the session's public temperature and its public model's vocabulary.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ClientHello {
+    version: u32,
+    frac_bits: u32,
+    session: u64,
+    temperature: f64,
+    vocab_size: usize,
+}
+
+/// The server's answer: its version and format and the private model's public shape, or why it
+/// refuses the session.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ServerHello {
+    version: u32,
+    frac_bits: u32,
+    config: Option<Config>,
+    refused: Option<String>,
+}
+
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn hello_bytes<T: Serialize>(hello: &T) -> Vec<u8> {
+    serde_json::to_vec(hello).expect("hello serialises")
+}
+
+/// The server's side of one session with a client process: handshake, then the dealer process,
+/// weight sharing, and steps until the client stops. An error ends this session only.
+pub fn serve_remote(
+    stream: std::net::TcpStream,
+    model: &Gpt2,
+    dealer: &str,
+    engine: &EngineConfig,
+) -> Result<()> {
+    let mut transport = TcpTransport::new(stream)?;
+    let hello: ClientHello = serde_json::from_slice(&transport.recv(HELLO_TIMEOUT)?)
+        .context("handshake: the client's hello is malformed")?;
+    let cfg = model.config().clone();
+    let problem = if hello.version != PROTOCOL_VERSION {
+        Some(format!(
+            "protocol version {} (the server speaks {PROTOCOL_VERSION})",
+            hello.version
+        ))
+    } else if hello.frac_bits != engine.fp.frac_bits {
+        Some(format!(
+            "{} fractional bits (the server uses {})",
+            hello.frac_bits, engine.fp.frac_bits
+        ))
+    } else if hello.vocab_size != cfg.vocab_size {
+        Some(format!(
+            "a public model with {} tokens (the private model has {})",
+            hello.vocab_size, cfg.vocab_size
+        ))
+    } else if !hello.temperature.is_finite() || hello.temperature < 0.0 {
+        Some(format!("temperature {}", hello.temperature))
+    } else {
+        None
+    };
+    transport.send(hello_bytes(&ServerHello {
+        version: PROTOCOL_VERSION,
+        frac_bits: engine.fp.frac_bits,
+        config: problem.is_none().then(|| cfg.clone()),
+        refused: problem.clone(),
+    }))?;
+    if let Some(why) = problem {
+        bail!("handshake: refused a client with {why}")
+    }
+    let (link, seed) = DealerLink::connect(dealer, 1, hello.session)?;
+    let net = Channel::new(Box::new(transport), engine.link);
+    let mut party = Party::new(
+        1,
+        net,
+        DealerHandle::remote(link, seed, 1),
+        engine.fp,
+        engine.approx.clone(),
+        ChaCha12Rng::from_os_rng(),
+    );
+    let secure = SecureGpt2::setup(&mut party, &cfg, Some(model)).context("weight sharing")?;
+    let (reports, _) = channel();
+    serve(&mut party, &secure, hello.temperature, &reports).context("serving steps")?;
+    Ok(())
 }
 
 impl SecureVerifier {
@@ -171,14 +265,105 @@ impl SecureVerifier {
             expected_reports: 1,
             received_reports: 0,
             server_totals: Counters::default(),
+            remote: false,
             setup: Costs::default(),
         };
         verifier.setup = verifier.totals()?;
         Ok(verifier)
     }
 
+    /// Connects to a server process at `addr` (which holds the private model) and to the dealer
+    /// process at `dealer`; `vocab_size` is the public model's, checked against the private one's.
+    pub fn connect(
+        addr: &str,
+        dealer: &str,
+        engine: &EngineConfig,
+        temperature: f64,
+        vocab_size: usize,
+    ) -> Result<Self> {
+        if !temperature.is_finite() || temperature < 0.0 {
+            bail!("temperature must be a finite number >= 0, got {temperature}")
+        }
+        let stream = std::net::TcpStream::connect(addr)
+            .with_context(|| format!("cannot reach the server at {addr}"))?;
+        let mut transport = TcpTransport::new(stream)?;
+        let session = rand::rngs::OsRng
+            .try_next_u64()
+            .map_err(|e| anyhow!("OS randomness: {e}"))?;
+        transport.send(hello_bytes(&ClientHello {
+            version: PROTOCOL_VERSION,
+            frac_bits: engine.fp.frac_bits,
+            session,
+            temperature,
+            vocab_size,
+        }))?;
+        let hello: ServerHello = serde_json::from_slice(
+            &transport
+                .recv(HELLO_TIMEOUT)
+                .context("handshake: no answer from the server")?,
+        )
+        .context("handshake: the server's hello is malformed")?;
+        if let Some(why) = hello.refused {
+            bail!("handshake: the server refused the session: {why}")
+        }
+        if hello.version != PROTOCOL_VERSION || hello.frac_bits != engine.fp.frac_bits {
+            bail!(
+                "handshake: the server speaks version {} with {} fractional bits (this client: {PROTOCOL_VERSION}, {})",
+                hello.version,
+                hello.frac_bits,
+                engine.fp.frac_bits
+            )
+        }
+        let cfg = hello
+            .config
+            .ok_or_else(|| anyhow!("handshake: the server sent no model shape"))?;
+        let (link, seed) = DealerLink::connect(dealer, 0, session)?;
+        let net = Channel::new(Box::new(transport), engine.link);
+        let mut client = Party::new(
+            0,
+            net,
+            DealerHandle::remote(link, seed, 0),
+            engine.fp,
+            engine.approx.clone(),
+            ChaCha12Rng::from_os_rng(),
+        );
+        let model = SecureGpt2::setup(&mut client, &cfg, None).context("weight sharing")?;
+        let cache = model.new_cache(&mut client)?;
+        let (_, reports) = channel();
+        let mut verifier = Self {
+            party: client,
+            model,
+            cache,
+            keep: 0,
+            temperature,
+            server: None,
+            reports,
+            expected_reports: 0,
+            received_reports: 0,
+            server_totals: Counters::default(),
+            remote: true,
+            setup: Costs::default(),
+        };
+        verifier.setup = verifier.totals()?;
+        Ok(verifier)
+    }
+
+    /// The private model's end-of-text token (from the shape the server announced).
+    pub fn end_of_text(&self) -> Option<u32> {
+        self.model.config().end_of_text()
+    }
+
     /// Both parties' costs since the session started.
     pub fn totals(&mut self) -> Result<Costs> {
+        if self.remote {
+            // What the server sent is what the client received.
+            let client = self.party.net.total();
+            let server = Counters {
+                bytes_sent: client.bytes_recv,
+                ..Counters::default()
+            };
+            return Ok(Costs::from_parties(&client, &server));
+        }
         while self.received_reports < self.expected_reports {
             match self.reports.recv() {
                 Ok(totals) => self.server_totals = totals,
@@ -208,6 +393,9 @@ impl SecureVerifier {
     /// session was started recording).
     pub fn finish(mut self) -> Result<ServerView> {
         self.party.announce(CLIENT, &[STOP, 0, 0, 0], 4)?;
+        if self.remote {
+            return Ok(ServerView::default());
+        }
         match self.server.take().map(|h| h.join()) {
             Some(Ok(result)) => result,
             Some(Err(_)) => bail!("the server panicked"),
