@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::prompts::PromptArgs;
 use super::{DecodeArgs, PairArgs};
@@ -49,76 +50,107 @@ pub fn run(args: &DraftArgs, registry: Option<&Path>) -> Result<()> {
             Some(tok) => Some(tok.decode(&decoded.output_ids)?),
             None => None,
         };
-        let result = json!({
-            "id": prompt.id,
-            "prompt_ids": ids,
-            "output_ids": decoded.output_ids,
-            "text": text,
-            "steps": decoded.steps,
-            "mean_accepted": decoded.mean_accepted(),
-            "acceptance_rate": decoded.acceptance_rate(),
-            "tokens_per_step": decoded.tokens_per_step(),
-            "accepted": decoded.accepted,
-            "drafted": decoded.drafted,
-        });
+        let result = DraftResult {
+            id: prompt.id.clone(),
+            prompt_ids: ids,
+            text,
+            steps: decoded.steps,
+            mean_accepted: decoded.mean_accepted(),
+            acceptance_rate: decoded.acceptance_rate(),
+            tokens_per_step: decoded.tokens_per_step(),
+            accepted: decoded.accepted,
+            drafted: decoded.drafted,
+            output_ids: decoded.output_ids,
+        };
         if !decode.json {
-            print_text(&result, &decoded);
+            print_text(&result);
         }
         results.push(result);
     }
-    let summary = summarise(&results);
+    let summary = DraftSummary::of(&results);
     if decode.json {
-        println!("{}", json!({ "results": results, "summary": summary }));
+        println!(
+            "{}",
+            serde_json::to_string(&DraftReport { results, summary })?
+        );
     } else if results.len() > 1 {
         println!(
             "all {} prompts: tokens {} | steps {} | mean accepted {:.3} | acceptance {:.3}",
-            results.len(),
-            summary["tokens"],
-            summary["steps"],
-            summary["mean_accepted"].as_f64().unwrap_or_default(),
-            summary["acceptance_rate"].as_f64().unwrap_or_default()
+            summary.prompts,
+            summary.tokens,
+            summary.steps,
+            summary.mean_accepted,
+            summary.acceptance_rate
         );
     }
     Ok(())
 }
 
-/// Totals over all prompts: accepted drafts per step and per drafted token, pooled.
-fn summarise(results: &[Value]) -> Value {
-    let sum = |key: &str| {
-        results
-            .iter()
-            .map(|r| r[key].as_u64().unwrap_or_default())
-            .sum::<u64>()
-    };
-    let (steps, accepted, drafted) = (sum("steps"), sum("accepted"), sum("drafted"));
-    let tokens: usize = results
-        .iter()
-        .map(|r| r["output_ids"].as_array().map_or(0, Vec::len))
-        .sum();
-    let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
-    json!({
-        "prompts": results.len(),
-        "tokens": tokens,
-        "steps": steps,
-        "accepted": accepted,
-        "drafted": drafted,
-        "mean_accepted": ratio(accepted, steps),
-        "acceptance_rate": ratio(accepted, drafted),
-        "tokens_per_step": ratio(tokens as u64, steps),
-    })
+/// One prompt's draft-and-verify decoding (`--json`'s `results`).
+#[derive(Debug, Serialize)]
+struct DraftResult {
+    id: Value,
+    prompt_ids: Vec<u32>,
+    output_ids: Vec<u32>,
+    text: Option<String>,
+    steps: usize,
+    mean_accepted: f64,
+    acceptance_rate: f64,
+    tokens_per_step: f64,
+    accepted: usize,
+    drafted: usize,
 }
 
-fn print_text(result: &Value, decoded: &crate::spec::Decoded) {
-    let shown = match result["text"].as_str() {
-        Some(text) => text.to_string(),
-        None => format!("{:?}", decoded.output_ids),
+/// Totals over all prompts: accepted drafts per step and per drafted token, pooled.
+#[derive(Debug, Serialize)]
+struct DraftSummary {
+    prompts: usize,
+    tokens: usize,
+    steps: usize,
+    accepted: usize,
+    drafted: usize,
+    mean_accepted: f64,
+    acceptance_rate: f64,
+    tokens_per_step: f64,
+}
+
+impl DraftSummary {
+    fn of(results: &[DraftResult]) -> Self {
+        let steps = results.iter().map(|r| r.steps).sum();
+        let accepted = results.iter().map(|r| r.accepted).sum();
+        let drafted = results.iter().map(|r| r.drafted).sum();
+        let tokens = results.iter().map(|r| r.output_ids.len()).sum();
+        let ratio = |a: usize, b: usize| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+        Self {
+            prompts: results.len(),
+            tokens,
+            steps,
+            accepted,
+            drafted,
+            mean_accepted: ratio(accepted, steps),
+            acceptance_rate: ratio(accepted, drafted),
+            tokens_per_step: ratio(tokens, steps),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct DraftReport {
+    results: Vec<DraftResult>,
+    summary: DraftSummary,
+}
+
+fn print_text(result: &DraftResult) {
+    let shown = match &result.text {
+        Some(text) => text.clone(),
+        None => format!("{:?}", result.output_ids),
     };
-    println!("[{}] {shown}", result["id"]);
+    println!("[{}] {shown}", result.id);
     println!(
         "  tokens {} | steps {} | mean accepted {:.2} | acceptance {:.3}",
-        decoded.output_ids.len(),
-        decoded.steps,
-        decoded.mean_accepted(),
-        decoded.acceptance_rate()
+        result.output_ids.len(),
+        result.steps,
+        result.mean_accepted,
+        result.acceptance_rate
     );
 }

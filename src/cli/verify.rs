@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::prompts::PromptArgs;
 use super::{progress, DecodeArgs, PairArgs};
@@ -164,6 +164,26 @@ impl VerifyRow {
             setup_sim_seconds: setup.sim_seconds,
         }
     }
+}
+
+/// One generation of `--json`'s `results`.
+#[derive(Debug, Serialize)]
+pub struct VerifyResult {
+    pub id: Value,
+    pub method: String,
+    pub net: String,
+    pub prompt_ids: Vec<u32>,
+    pub output_ids: Vec<u32>,
+    pub text: Option<String>,
+    pub costs: VerifyRow,
+}
+
+/// What `--json` prints.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub results: Vec<VerifyResult>,
+    pub summary: Vec<VerifySummary>,
+    pub randomness: String,
 }
 
 /// Totals of the rows of one (method, net).
@@ -337,15 +357,15 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
                 if !decode.json {
                     bar.suspend(|| print_row(&row, text.as_deref(), &decoded.output_ids));
                 }
-                results.push(json!({
-                    "id": id,
-                    "method": method,
-                    "net": net,
-                    "prompt_ids": ids,
-                    "output_ids": decoded.output_ids,
-                    "text": text,
-                    "costs": row,
-                }));
+                results.push(VerifyResult {
+                    id: id.clone(),
+                    method: method.to_string(),
+                    net: net.clone(),
+                    prompt_ids: ids.clone(),
+                    output_ids: decoded.output_ids,
+                    text,
+                    costs: row.clone(),
+                });
                 rows.push(row);
                 bar.inc(1);
             }
@@ -359,10 +379,12 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
         None => "separate OS-random seeds per party".to_string(),
     };
     if decode.json {
-        println!(
-            "{}",
-            json!({ "results": results, "summary": summary, "randomness": randomness })
-        );
+        let report = VerifyReport {
+            results,
+            summary,
+            randomness,
+        };
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         print_summary(&summary);
         println!("randomness: {randomness}");
@@ -441,25 +463,27 @@ fn run_connected(args: &VerifyArgs, registry: &Registry, addr: &str) -> Result<(
             if !decode.json {
                 print_row(&row, text.as_deref(), &decoded.output_ids);
             }
-            results.push(json!({
-                "id": id,
-                "method": method,
-                "net": "tcp",
-                "prompt_ids": ids,
-                "output_ids": decoded.output_ids,
-                "text": text,
-                "costs": row,
-            }));
+            results.push(VerifyResult {
+                id: Value::String(id.clone()),
+                method: method.to_string(),
+                net: "tcp".to_string(),
+                prompt_ids: ids.clone(),
+                output_ids: decoded.output_ids,
+                text,
+                costs: row.clone(),
+            });
             rows.push(row);
         }
     }
     verifier.finish()?;
     let summary = summarise(&rows);
     if decode.json {
-        println!(
-            "{}",
-            json!({ "results": results, "summary": summary, "randomness": "separate OS-random seeds per party; dealer process" })
-        );
+        let report = VerifyReport {
+            results,
+            summary,
+            randomness: "separate OS-random seeds per party, from the dealer process".to_string(),
+        };
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         print_summary(&summary);
     }
@@ -575,7 +599,16 @@ fn forward_only(
         crate::report::append_csv(path, &rows)?;
     }
     if args.decode.json {
-        println!("{}", json!({ "rows": rows, "rounds_per_label": labels }));
+        #[derive(Serialize)]
+        struct ForwardReport<'a> {
+            rows: &'a [crate::bench::secure::ForwardRow],
+            rounds_per_label: &'a std::collections::BTreeMap<String, u64>,
+        }
+        let report = ForwardReport {
+            rows: &rows,
+            rounds_per_label: &labels,
+        };
+        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     println!(
