@@ -2,7 +2,7 @@
 //! `post verify --connect`): greedy generation equals the plaintext oracle, and a client whose
 //! model does not match is refused with one clear line while the server goes on serving.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 
 struct Killed(Child);
@@ -71,6 +71,11 @@ fn outputs(out: &Output) -> Vec<(String, Vec<u64>)> {
 #[test]
 fn three_processes_generate_what_the_plaintext_oracle_generates() {
     let (_dealer, dealer) = start(&["dealer", "--listen", "127.0.0.1:0", "--sessions", "2"]);
+    // Garbage to the dealer: the connection is dropped, the dealer goes on.
+    {
+        let mut s = std::net::TcpStream::connect(&dealer).unwrap();
+        s.write_all(&u64::MAX.to_le_bytes()).unwrap();
+    }
     let (_server, server) = start(&[
         "serve",
         "--model",
@@ -80,8 +85,16 @@ fn three_processes_generate_what_the_plaintext_oracle_generates() {
         "--dealer",
         &dealer,
         "--sessions",
-        "2",
+        "3",
     ]);
+    // A frame header claiming 2^64 - 1 bytes: the session ends with an error (no allocation, no
+    // panic) and the server goes on.
+    {
+        let mut s = std::net::TcpStream::connect(&server).unwrap();
+        s.write_all(&u64::MAX.to_le_bytes()).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest); // the server closes the connection
+    }
     // A client whose public model has another vocabulary: refused at the handshake, one line.
     let refused = post(&[
         "verify",
