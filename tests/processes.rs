@@ -151,3 +151,85 @@ fn three_processes_generate_what_the_plaintext_oracle_generates() {
         assert_eq!(ids, want, "{method} over TCP");
     }
 }
+
+fn count(dir: String) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+#[test]
+fn fifty_sessions_some_broken_leak_no_descriptor_or_thread() {
+    let (_dealer, dealer) = start(&["dealer", "--listen", "127.0.0.1:0"]);
+    let (server_proc, server) = start(&[
+        "serve",
+        "--model",
+        "tiny-private",
+        "--listen",
+        "127.0.0.1:0",
+        "--dealer",
+        &dealer,
+        "--sessions",
+        "51",
+    ]);
+    let pid = server_proc.0.id();
+    let valid = || {
+        let out = post(&[
+            "verify",
+            "--connect",
+            &server,
+            "--dealer",
+            &dealer,
+            "--public",
+            "tiny-public",
+            "--prompt-ids",
+            "5,6",
+            "--max-new-tokens",
+            "2",
+            "--method",
+            "post",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (mut broken, mut before) = (0, None);
+    for i in 0..50 {
+        match i % 5 {
+            // Connect and leave before the handshake.
+            0 => drop(std::net::TcpStream::connect(&server).unwrap()),
+            // A frame that claims more than the limit.
+            1 => {
+                let mut s = std::net::TcpStream::connect(&server).unwrap();
+                s.write_all(&u64::MAX.to_le_bytes()).unwrap();
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+            _ => valid(),
+        }
+        if i % 5 < 2 {
+            broken += 1;
+        }
+        if i == 2 {
+            // After one session of each kind: the server's steady state.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            before = Some((
+                count(format!("/proc/{pid}/fd")),
+                count(format!("/proc/{pid}/task")),
+            ));
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = (
+        count(format!("/proc/{pid}/fd")),
+        count(format!("/proc/{pid}/task")),
+    );
+    valid(); // the 51st session: the server still serves
+    println!("{broken} broken sessions; server (fds, threads) after 3 sessions {before:?}, after 50 {after:?}");
+    if cfg!(target_os = "linux") {
+        let before = before.unwrap();
+        assert!(before.0 > 0, "no /proc");
+        assert!(after.0 <= before.0, "descriptors {before:?} -> {after:?}");
+        assert!(after.1 <= before.1, "threads {before:?} -> {after:?}");
+    }
+}

@@ -153,6 +153,9 @@ impl TcpTransport {
     pub fn new(stream: TcpStream) -> Result<Self> {
         stream.set_nodelay(true)?;
         let mut out = stream.try_clone()?;
+        // A peer that stops reading fails the writer after this long, so that dropping the
+        // transport (which waits for the writer) cannot hang on it.
+        out.set_write_timeout(Some(Duration::from_secs(120)))?;
         let (tx, rx) = channel::<Vec<u8>>();
         let writer = std::thread::spawn(move || {
             for msg in rx {
