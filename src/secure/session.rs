@@ -23,7 +23,7 @@ use crate::model::{Config, Gpt2};
 use crate::mpc::dealer::DealerHandle;
 use crate::mpc::net::{Channel, Counters, TcpTransport, Transport};
 use crate::mpc::remote::DealerLink;
-use crate::mpc::{make_parties, EngineConfig, Party, CLIENT};
+use crate::mpc::{make_parties, EngineConfig, Party, CLIENT, SERVER};
 use crate::spec::{Verdict, Verifier};
 
 const STOP: u64 = 0;
@@ -165,6 +165,26 @@ fn hello_bytes<T: Serialize>(hello: &T) -> Vec<u8> {
     serde_json::to_vec(hello).expect("hello serialises")
 }
 
+/// A party of a TCP session: the link to its peer, its own seed from the dealer process, its own
+/// private randomness from the OS.
+fn remote_party(
+    id: usize,
+    peer: TcpTransport,
+    dealer: &str,
+    session: u64,
+    engine: &EngineConfig,
+) -> Result<Party> {
+    let (link, seed) = DealerLink::connect(dealer, id as u64, session)?;
+    Ok(Party::new(
+        id,
+        Channel::new(Box::new(peer), engine.link),
+        DealerHandle::remote(link, seed, id as u64),
+        engine.fp,
+        engine.approx.clone(),
+        ChaCha12Rng::from_os_rng(),
+    ))
+}
+
 /// The server's side of one session with a client process: handshake, then the dealer process,
 /// weight sharing, and steps until the client stops. An error ends this session only.
 pub fn serve_remote(
@@ -206,16 +226,7 @@ pub fn serve_remote(
     if let Some(why) = problem {
         bail!("handshake: refused a client with {why}")
     }
-    let (link, seed) = DealerLink::connect(dealer, 1, hello.session)?;
-    let net = Channel::new(Box::new(transport), engine.link);
-    let mut party = Party::new(
-        1,
-        net,
-        DealerHandle::remote(link, seed, 1),
-        engine.fp,
-        engine.approx.clone(),
-        ChaCha12Rng::from_os_rng(),
-    );
+    let mut party = remote_party(SERVER, transport, dealer, hello.session, engine)?;
     let secure = SecureGpt2::setup(&mut party, &cfg, Some(model)).context("weight sharing")?;
     let (reports, _) = channel();
     serve(&mut party, &secure, hello.temperature, &reports).context("serving steps")?;
@@ -317,16 +328,7 @@ impl SecureVerifier {
         let cfg = hello
             .config
             .ok_or_else(|| anyhow!("handshake: the server sent no model shape"))?;
-        let (link, seed) = DealerLink::connect(dealer, 0, session)?;
-        let net = Channel::new(Box::new(transport), engine.link);
-        let mut client = Party::new(
-            0,
-            net,
-            DealerHandle::remote(link, seed, 0),
-            engine.fp,
-            engine.approx.clone(),
-            ChaCha12Rng::from_os_rng(),
-        );
+        let mut client = remote_party(CLIENT, transport, dealer, session, engine)?;
         let model = SecureGpt2::setup(&mut client, &cfg, None).context("weight sharing")?;
         let cache = model.new_cache(&mut client)?;
         let (_, reports) = channel();
