@@ -215,4 +215,63 @@ mod session_tests {
         }
         dealer.join().unwrap().unwrap();
     }
+
+    #[test]
+    fn what_the_client_receives_does_not_rebuild_the_servers_shares() {
+        // Issue 10: a party gets only its own seed and the components meant for it. The client's
+        // view (its seed and the public words) must not reproduce the server's shares.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dealer = std::thread::spawn(move || serve_dealer(listener, Some(1)));
+        let requests = [
+            Correlation::MulTriple { len: 64 },
+            Correlation::Comparison { len: 4 },
+        ];
+        let party = move |role: u64| {
+            let requests = requests.clone();
+            std::thread::spawn(move || {
+                let (link, seed) = DealerLink::connect(addr, role, 7).unwrap();
+                let mut h = DealerHandle::remote(link, seed, role);
+                let got: Vec<_> = requests.iter().map(|c| h.get(c).unwrap()).collect();
+                (seed, got)
+            })
+        };
+        let (client, server) = (party(0), party(1));
+        let ((seed0, view0), (seed1, view1)) = (client.join().unwrap(), server.join().unwrap());
+        dealer.join().unwrap().unwrap();
+        assert_ne!(seed0, seed1, "each party has its own seed");
+        // The client, pretending to be the server with its own seed, gets other words.
+        let mut pretend = ChaCha12Rng::from_seed(seed0);
+        let guess: Vec<u64> = (0..64)
+            .map(|_| rand::RngCore::next_u64(&mut pretend))
+            .collect();
+        assert_ne!(
+            guess, view1[0][0],
+            "the client's seed does not give the server's a"
+        );
+        let client_words: std::collections::HashSet<u64> =
+            view0.iter().flatten().flatten().copied().collect();
+        // No share of the server's additive components appears among the words the client holds.
+        for (name, share) in [
+            ("a", &view1[0][0]),
+            ("b", &view1[0][1]),
+            ("c", &view1[0][2]),
+            ("comparison mask", &view1[1][0]),
+            ("comparison root seeds", &view1[1][1]),
+        ] {
+            assert!(
+                share.iter().all(|w| !client_words.contains(w)),
+                "a server share of {name} is among the client's words"
+            );
+        }
+        // The key correction words are the only words both hold, and they are identical.
+        assert_eq!(view0[1][3], view1[1][3]);
+        // The shares still combine: c = a b.
+        for i in 0..64 {
+            let a = view0[0][0][i].wrapping_add(view1[0][0][i]);
+            let b = view0[0][1][i].wrapping_add(view1[0][1][i]);
+            let c = view0[0][2][i].wrapping_add(view1[0][2][i]);
+            assert_eq!(a.wrapping_mul(b), c);
+        }
+    }
 }
