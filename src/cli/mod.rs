@@ -40,9 +40,9 @@ pub enum Command {
     Distill(train::DistillArgs),
     /// Train a GPT-2 from scratch on text files (checkpoints in the Hugging Face layout).
     Train(train::TrainArgs),
-    /// Measurements: `--mode forward` times the plaintext candle forward.
+    /// Measurements: the speedup table (`--mode secure`), secure-forward latency, plaintext speed, perplexity, engine.
     Bench(bench::BenchArgs),
-    /// Scripted parameter grids over `bench`.
+    /// Scripted, resumable grids of `bench --mode secure` cells appended to one CSV.
     Sweep(sweep::SweepArgs),
     /// The server party as a process: holds the private model, serves `post verify --connect`.
     Serve(serve::ServeArgs),
