@@ -251,7 +251,7 @@ impl SecureVerifier {
         if !temperature.is_finite() || temperature < 0.0 {
             bail!("temperature must be a finite number >= 0, got {temperature}")
         }
-        let (mut client, mut server) = make_parties(engine)?;
+        let (client, mut server) = make_parties(engine)?;
         let cfg = model.config().clone();
         let (server_model, server_cfg) = (model.clone(), cfg.clone());
         let (tx, reports) = channel();
@@ -263,24 +263,7 @@ impl SecureVerifier {
             drop(server_model);
             serve(&mut server, &secure, temperature, &tx)
         });
-        let model = SecureGpt2::setup(&mut client, &cfg, None).context("secure setup")?;
-        let cache = model.new_cache(&mut client)?;
-        let mut verifier = Self {
-            party: client,
-            model,
-            cache,
-            keep: 0,
-            temperature,
-            server: Some(handle),
-            reports,
-            expected_reports: 1,
-            received_reports: 0,
-            server_totals: Counters::default(),
-            remote: false,
-            setup: Costs::default(),
-        };
-        verifier.setup = verifier.totals()?;
-        Ok(verifier)
+        Self::set_up(client, &cfg, temperature, Some(handle), reports)
     }
 
     /// Connects to a server process at `addr` (which holds the private model) and to the dealer
@@ -328,22 +311,36 @@ impl SecureVerifier {
         let cfg = hello
             .config
             .ok_or_else(|| anyhow!("handshake: the server sent no model shape"))?;
-        let mut client = remote_party(CLIENT, transport, dealer, session, engine)?;
-        let model = SecureGpt2::setup(&mut client, &cfg, None).context("weight sharing")?;
-        let cache = model.new_cache(&mut client)?;
+        let client = remote_party(CLIENT, transport, dealer, session, engine)?;
         let (_, reports) = channel();
+        Self::set_up(client, &cfg, temperature, None, reports)
+    }
+
+    /// The client's half of the weight sharing, then its end of the session; `server` is the
+    /// in-process server thread (None: the server is another process).
+    fn set_up(
+        mut client: Party,
+        cfg: &Config,
+        temperature: f64,
+        server: Option<JoinHandle<Result<ServerView>>>,
+        reports: Receiver<Counters>,
+    ) -> Result<Self> {
+        let model = SecureGpt2::setup(&mut client, cfg, None).context("weight sharing")?;
+        let cache = model.new_cache(&mut client)?;
+        let remote = server.is_none();
         let mut verifier = Self {
             party: client,
             model,
             cache,
             keep: 0,
             temperature,
-            server: None,
+            server,
             reports,
-            expected_reports: 0,
+            // The in-process server reports once after its setup, then once per step.
+            expected_reports: if remote { 0 } else { 1 },
             received_reports: 0,
             server_totals: Counters::default(),
-            remote: true,
+            remote,
             setup: Costs::default(),
         };
         verifier.setup = verifier.totals()?;
