@@ -61,6 +61,14 @@ pub enum Correlation {
     /// party's root seeds (2 words an element), additive shares of msb(r), and the correction words
     /// of a DCF for [y_lo < r_lo] with payload 1 - 2 msb(r) (`dcf::WORDS` an element, to both).
     Comparison { len: usize },
+    /// Masked openings with products between them (see `protocols::round`): per operand o a uniform
+    /// mask r_o and, where `shifts[o]` > 0, a_o = r_o >> shift and b_o = msb(r_o) 2^(64 - shift);
+    /// per pair (u, v) the cross terms a_u a_v, a_u b_v, b_u a_v and b_u b_v (those not always zero).
+    Masked {
+        len: usize,
+        shifts: Vec<u32>,
+        pairs: Vec<(usize, usize)>,
+    },
     /// Per-head products against the row mask `id` ([rows, heads * dh]), see [`head_matmul`]:
     /// keys: A [heads, m, dh], C_h = A_h B_h^T; values: A [heads, m, rows], C_h = A_h B_h.
     HeadTriple {
@@ -107,6 +115,23 @@ impl Correlation {
             ],
             Correlation::RowMask { rows, width, .. } => vec![(Additive, rows * width, false)],
             Correlation::RowTruncate { .. } => vec![],
+            Correlation::Masked {
+                len,
+                ref shifts,
+                ref pairs,
+            } => {
+                let mut comps = vec![(Additive, len, false); shifts.len()];
+                for &s in shifts {
+                    if s > 0 {
+                        comps.extend([(Additive, len, true), (Additive, len, true)]);
+                    }
+                }
+                for &(u, v) in pairs {
+                    let terms = masked_cross_terms(shifts[u], shifts[v], u == v);
+                    comps.extend(terms.iter().filter(|t| **t).map(|_| (Additive, len, true)));
+                }
+                comps
+            }
             Correlation::HeadTriple { id, heads, m, keys } => {
                 let (rows, width) = masks.get(&id).copied().unwrap_or((0, 0));
                 let dh = width / heads.max(1);
@@ -174,6 +199,49 @@ impl Correlation {
                 vec![msb, words]
             }
             Correlation::RowMask { .. } | Correlation::RowTruncate { .. } => vec![],
+            Correlation::Masked {
+                ref shifts,
+                ref pairs,
+                ..
+            } => {
+                let mut out = Vec::new();
+                // a_o and b_o of every operand (a_o = r_o where there is no shift, b_o = 0).
+                let parts: Vec<(Vec<u64>, Vec<u64>)> = shifts
+                    .iter()
+                    .zip(free)
+                    .map(|(&s, r)| {
+                        if s == 0 {
+                            (r.clone(), vec![0; r.len()])
+                        } else {
+                            let a: Vec<u64> = r.iter().map(|r| r >> s).collect();
+                            let b: Vec<u64> = r.iter().map(|r| (r >> 63) << (64 - s)).collect();
+                            out.push(a.clone());
+                            out.push(b.clone());
+                            (a, b)
+                        }
+                    })
+                    .collect();
+                let product = |x: &[u64], y: &[u64]| -> Vec<u64> {
+                    x.iter().zip(y).map(|(x, y)| x.wrapping_mul(*y)).collect()
+                };
+                for &(u, v) in pairs {
+                    let [aa, ab, ba, bb] = masked_cross_terms(shifts[u], shifts[v], u == v);
+                    let ((au, bu), (av, bv)) = (&parts[u], &parts[v]);
+                    if aa {
+                        out.push(product(au, av));
+                    }
+                    if ab {
+                        out.push(product(au, bv));
+                    }
+                    if ba {
+                        out.push(product(bu, av));
+                    }
+                    if bb {
+                        out.push(product(bu, bv));
+                    }
+                }
+                out
+            }
             Correlation::HeadTriple { id, heads, m, keys } => {
                 let (rows, _, mask) = masks
                     .get(&id)
@@ -182,6 +250,13 @@ impl Correlation {
             }
         }
     }
+}
+
+/// Which cross terms of a masked product are not always zero: a_u a_v, a_u b_v, b_u a_v, b_u b_v.
+/// b_o is zero without a shift, b_u b_v is a multiple of 2^(128 - s_u - s_v) (zero unless the
+/// shifts add up to more than 64), and a square needs only one of the two mixed terms.
+pub(crate) fn masked_cross_terms(su: u32, sv: u32, square: bool) -> [bool; 4] {
+    [true, sv > 0, su > 0 && !square, su + sv > 64]
 }
 
 fn draw(rng: &mut ChaCha12Rng, len: usize) -> Vec<u64> {

@@ -20,7 +20,7 @@ pub const SERVER: usize = 1;
 /// Knobs of the non-linear approximations; every field is documented where it is used.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApproxConfig {
-    /// exp(x) = (1 + x / 2^n)^(2^n): n squarings; valid for x in [-2^n, 0].
+    /// exp(x) = s(x / 2^n)^(2^n) for a quartic start s: n squarings (see `protocols::exp`).
     pub exp_iters: u32,
     /// Newton iterations of the reciprocal after normalisation to [1/2, 1).
     pub recip_nr_iters: u32,
@@ -28,18 +28,15 @@ pub struct ApproxConfig {
     pub rsqrt_nr_iters: u32,
     /// Elements compared at once in each level of the max tournament (2 = binary tree).
     pub max_arity: usize,
-    /// Largest variance LayerNorm must handle (sets the range of its inverse square root).
-    pub max_variance: f64,
 }
 
 impl Default for ApproxConfig {
     fn default() -> Self {
         Self {
-            exp_iters: 8,
+            exp_iters: 5,
             recip_nr_iters: 3,
             rsqrt_nr_iters: 3,
-            max_arity: 4,
-            max_variance: 1e5,
+            max_arity: 2,
         }
     }
 }

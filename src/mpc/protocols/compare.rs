@@ -13,56 +13,61 @@
 //! (8 bytes an element) and both parties get the keys' correction words (`dcf::WORDS` * 8 = 1,536
 //! bytes an element); each party's root seeds and shares of r come from its own seed. Evaluating a
 //! key takes 189 AES blocks per element and party. The Kogge-Stone circuit this replaces took
-//! 8 rounds and 192 bytes an element each way.
+//! 8 rounds and 192 bytes an element each way. The opening can share a round with other protocols
+//! ([`super::round::Round::ltz`]).
 
+use super::round::Round;
 use crate::mpc::dcf;
 use crate::mpc::dealer::Correlation;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 use rayon::prelude::*;
 
-/// Additive shares of [x < 0] (integers 0/1) for several tensors at once: 1 round in all.
-pub fn ltz_many(p: &mut Party, xs: &[&RingTensor]) -> Result<Vec<RingTensor>> {
-    p.labelled("ltz", |p| {
-        let flat: Vec<u64> = xs.iter().flat_map(|x| x.data().iter().copied()).collect();
-        let len = flat.len();
-        let keys = p.deal(
-            &Correlation::Comparison { len },
-            &[&[len], &[2 * len], &[len], &[dcf::WORDS * len]],
-        )?;
-        let (r, roots, m, words) = (
-            keys[0].data(),
-            keys[1].data(),
-            keys[2].data(),
-            keys[3].data(),
-        );
-        let masked: Vec<u64> = flat
-            .iter()
-            .zip(r)
-            .map(|(x, r)| x.wrapping_add(*r))
-            .collect();
-        let y = p.open(&RingTensor::new(&[len], masked)?)?;
-        let (party, client) = (p.id, p.is_client());
+/// A comparison waiting for its opening: this party's key material.
+pub(crate) struct LtzStage {
+    roots: Vec<u128>,
+    m: Vec<u64>,
+    words: Vec<u64>,
+}
+
+/// Deals the keys for `x` and returns the masked value x + r to open.
+pub(crate) fn stage(p: &mut Party, x: &[u64]) -> Result<(Vec<u64>, LtzStage)> {
+    let len = x.len();
+    let keys = p.deal(
+        &Correlation::Comparison { len },
+        &[&[len], &[2 * len], &[len], &[dcf::WORDS * len]],
+    )?;
+    let mut keys = keys.into_iter().map(RingTensor::into_data);
+    let mut next = || keys.next().unwrap_or_default();
+    let (r, roots, m, words) = (next(), next(), next(), next());
+    let masked = x.iter().zip(&r).map(|(x, r)| x.wrapping_add(*r)).collect();
+    let roots = roots
+        .chunks(2)
+        .map(|w| w[0] as u128 | (w[1] as u128) << 64)
+        .collect();
+    Ok((masked, LtzStage { roots, m, words }))
+}
+
+impl LtzStage {
+    /// Shares of [x < 0] from the opened y = x + r.
+    pub(crate) fn finish(self, party: usize, y: &[u64]) -> Vec<u64> {
+        let client = party == crate::mpc::CLIENT;
         let low = (1u64 << dcf::BITS) - 1;
-        let roots: Vec<u128> = roots
-            .chunks(2)
-            .map(|w| w[0] as u128 | (w[1] as u128) << 64)
-            .collect();
-        let inputs: Vec<u64> = y.data().iter().map(|y| y & low).collect();
+        let inputs: Vec<u64> = y.iter().map(|y| y & low).collect();
         const CHUNK: usize = 512;
         let shares: Vec<u64> = inputs
             .par_chunks(CHUNK)
             .enumerate()
             .flat_map_iter(|(c, xs)| {
                 let start = c * CHUNK;
-                let keys = &words[start * dcf::WORDS..(start + xs.len()) * dcf::WORDS];
-                dcf::evaluate_many(party, &roots[start..start + xs.len()], keys, xs)
+                let keys = &self.words[start * dcf::WORDS..(start + xs.len()) * dcf::WORDS];
+                dcf::evaluate_many(party, &self.roots[start..start + xs.len()], keys, xs)
             })
             .collect();
-        let bits: Vec<u64> = shares
+        shares
             .iter()
-            .zip(m)
-            .zip(y.data())
+            .zip(&self.m)
+            .zip(y)
             .map(|((v, m), y)| {
                 let g = m.wrapping_add(*v);
                 if y >> 63 == 0 {
@@ -73,11 +78,35 @@ pub fn ltz_many(p: &mut Party, xs: &[&RingTensor]) -> Result<Vec<RingTensor>> {
                     g.wrapping_neg()
                 }
             })
-            .collect();
-        RingTensor::split_like(&bits, xs)
+            .collect()
+    }
+}
+
+/// Additive shares of [x < 0] (integers 0/1) for several tensors at once: 1 round in all.
+pub fn ltz_many(p: &mut Party, xs: &[&RingTensor]) -> Result<Vec<RingTensor>> {
+    p.labelled("ltz", |p| {
+        let mut round = Round::new();
+        let slots = xs
+            .iter()
+            .map(|x| round.ltz(p, x))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = round.run(p)?;
+        Ok(slots.into_iter().map(|s| out.take(s)).collect())
     })
 }
 
 pub fn ltz(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
     Ok(ltz_many(p, &[x])?.remove(0))
+}
+
+/// 1 - b for shared integer bits b.
+pub fn not(p: &Party, b: &RingTensor) -> RingTensor {
+    let client = p.is_client();
+    b.map(|v| {
+        if client {
+            1u64.wrapping_sub(v)
+        } else {
+            v.wrapping_neg()
+        }
+    })
 }

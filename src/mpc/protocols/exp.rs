@@ -1,17 +1,25 @@
-//! exp(x) for x in [-2^n, 0] as (1 + y + y^2/2)^(2^n) with y = x / 2^n and n = `exp_iters`
-//! squarings: CrypTen's limit method with a second-order start. The plain start 1 + y makes
-//! 2^n ln(1 + y) = x - x^2 / 2^(n+1) + ..., a bias of e^x x^2 / 2^(n+1) (1.06e-3 at n = 8, which
-//! moved GPT-2 logits by 3e-2); with the y^2/2 term 2^n ln(1 + y + y^2/2) = x - x^3 / (6 * 4^n) + ...,
-//! a bias of at most 27 e^-3 / (6 * 4^n) = 3.4e-6 at n = 8, for two more rounds (one square and its
-//! truncation). On [-2, 0] in y the start stays in [1/2, 1], so every square is at most 1.
+//! exp(x) for any x <= 0, as s^(2^n) with s = 1 + y + y^2/2 + y^3/6 + y^4/24, y = x / 2^n and
+//! n = `exp_iters` squarings (CrypTen's limit method with a fourth-order start), set to 0 below
+//! -2^(n+1).
 //!
-//! y is read from x at f + n fractional bits (free), y^2/2 comes from x^2 at 2f bits truncated by
-//! f + n + 1, and the squares stay at f + n bits (each squaring doubles the rounding error before
-//! it; at f bits eight squarings would turn one ulp into 2^7). The last truncation lands on f bits.
-//! Inputs below -2^n give garbage, so callers subtract the maximum first (softmax).
-//! Cost: 2n + 2 rounds, 16 bytes per element per square (a square pair opens only x - a).
+//! Bias: 2^n ln(s) = x - x^5 / (120 * 16^n) + ..., so the result is above e^x by at most
+//! 5^5 e^-5 / (120 * 16^n) = 1.7e-7 at n = 5 (at x = -5). The start is positive and at most 1 on
+//! [-2, 0] in y, so every square stays in [0, 1]; below -2^(n+1) (y < -2) it grows, so a comparison
+//! (in the first round) gives b = [x >= -2^(n+1)] and the last round multiplies by it: e^-64 is far
+//! below an ulp, and a deselected value, however wrong, times an exact 0 is 0. Softmax's masked
+//! entries and the wide rows of a low temperature need no clamp before.
+//!
+//! Rounds, with the masked products of [`super::round`] (each product truncates its inputs in
+//! its own opening):
+//! - round 1: y^2 and the comparison;
+//! - round 2: y^3/6 + y^4/24 = (y^2/6)(y + y^2/4), one product (1/6 is the only inexact constant);
+//! - rounds 3 to n + 2: the n squarings of s, each at B = f + n + 1 fractional bits;
+//! - round n + 3: the last square truncated to f bits times b.
+//!
+//! Cost: n + 3 rounds (8 at n = 5), 8 bytes per element each way per opened operand.
 
-use super::{square, truncate};
+use super::compare::not;
+use super::round::{Operand, Round};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
@@ -19,23 +27,48 @@ use crate::mpc::ring::RingTensor;
 pub fn exp(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
     p.labelled("exp", |p| {
         let (n, f) = (p.approx.exp_iters, p.fp.frac_bits);
-        let bits = f + n;
-        if n == 0 || 2 * bits > 60 {
+        // y = x / 2^n at B = f + n + 1 bits is 2x (one bit more than x carries, for the squarings);
+        // the start is assembled at 2B + 2 bits, which must stay below 2^61.
+        let b = f + n + 1;
+        let y = x.scale(2);
+        // e^(-2^(n+1)) must be below half an ulp for the clamp to be invisible.
+        if n < 3 || 2 * b + 2 > 61 {
             return Err(MpcError::BadConfig(format!(
-                "exp_iters = {n} must be in 1..={}",
-                30 - f
+                "exp_iters = {n} must be in 3..={}",
+                (59 - 2 * (f + 1)) / 2
             )));
         }
-        // 1 + y + y^2/2 at f + n bits: x at f bits is y at f + n bits; x^2 / 2^(2n+1) at f + n bits
-        // is x^2 (at 2f bits) shifted right by f + n + 1.
-        let x2 = square(p, x)?;
-        let half_y2 = truncate(p, &x2, f + n + 1)?;
-        let mut y = p.add_constant(&x.add(&half_y2)?, 1u64 << bits);
-        for i in 0..n {
-            let shift = if i + 1 == n { 2 * bits - f } else { bits };
-            let sq = square(p, &y)?;
-            y = truncate(p, &sq, shift)?;
+        let mut round = Round::new();
+        let y2 = round.square(p, Operand::plain(&y))?; // y^2 at 2B
+        let floor = p.fp.constant(2f64.powi(n as i32 + 1));
+        let below = round.ltz(p, &p.add_constant(x, floor))?;
+        let mut out = round.run(p)?;
+        let (y2, keep) = (out.take(y2), not(p, &out.take(below)));
+
+        // y^2/6 at 61 bits (at most 2/3 on the valid range) and y + y^2/4 at 2B + 2 bits.
+        let sixth = (2f64.powi(61 - 2 * b as i32) / 6.0).round() as u64;
+        let y2_sixth = y2.scale(sixth);
+        let y_quarter = y.scale(1 << (b + 2)).add(&y2)?;
+        let mut round = Round::new();
+        let cubic = round.mul(
+            p,
+            Operand::truncated(&y2_sixth, 61 - b),
+            Operand::truncated(&y_quarter, b + 2),
+        )?;
+        let cubic = round.run(p)?.take(cubic); // y^3/6 + y^4/24 at 2B
+
+        // s at 2B + 1 bits: 1 + y + y^2/2 + 2 * (y^3/6 + y^4/24 at 2B).
+        let start = y.scale(1 << (b + 1)).add(&y2)?.add(&cubic.scale(2))?;
+        let mut s = p.add_constant(&start, 1u64 << (2 * b + 1));
+        let mut bits = 2 * b + 1;
+        for _ in 0..n {
+            let mut round = Round::new();
+            let sq = round.square(p, Operand::truncated(&s, bits - b))?;
+            s = round.run(p)?.take(sq);
+            bits = 2 * b;
         }
-        Ok(y)
+        let mut round = Round::new();
+        let e = round.mul(p, Operand::truncated(&s, bits - f), Operand::plain(&keep))?;
+        Ok(round.run(p)?.take(e))
     })
 }

@@ -3,19 +3,28 @@
 //! With u = x/4 and the identity GeLU(x) = x + GeLU(-x):
 //!   x < -4: 0 | [-4, -2): L(u) | [-2, 2): x/2 + C(u^2) | [2, 4): x + L(-u) | x >= 4: x
 //! L has degree 4 in u, C degree 4 in u^2; both were fitted (minimax by reweighted least squares)
-//! to the tanh form: |error| <= 1e-4 on every piece, 7e-5 at the cut-offs. Four comparisons run as
-//! one batch (1 round); powers u^2..u^8 take three product levels (6 rounds); the polynomials are
-//! truncated together (1 round) and one round of bit products picks the piece:
-//!   y = x + b4 (R - x) + b3 (C - R) + b2 (L - C) + b1 (0 - L),  b_i = [x < t_i], t = (-4, -2, 2, 4).
-//! A piece's polynomial may overflow far outside its interval, but a deselected value is multiplied
-//! by an exact zero bit, so every representable x is handled. Cost: 9 rounds.
+//! to the tanh form: |error| <= 1e-4 on every piece, 7e-5 at the cut-offs.
+//! Rounds (masked products truncate their inputs in their openings):
+//! - round 1: four comparisons b_i = [x < t_i], t = (-4, -2, 2, 4), and x^2;
+//! - round 2: 4u^3 = x u^2 and u^4;
+//! - round 3: u^6 = u^2 u^4 and u^8;
+//! - round 4: each piece times its indicator, truncating the polynomial in the same opening:
+//!   y = x [x >= 2] + L(-u) [2 <= x < 4] + (x/2 + C) [-2 <= x < 2] + L(u) [-4 <= x < -2],
+//!   the indicators being differences of the b_i (exact 0/1 integers).
+//!
+//! A piece's polynomial may overflow far outside its interval, but it is multiplied by an exact
+//! zero indicator there, so every representable x is handled. Cost: 4 rounds.
 
-use super::{compare::ltz_many, mul_many, mul_trunc, select::select_many, truncate_many};
+use super::compare::not;
+use super::round::{Operand, Round};
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
-/// Extra fractional bits of the powers of u.
-const POWER_EXTRA_BITS: u32 = 10;
+/// Fractional bits of u^2 and of the higher powers in their products.
+const SQUARE_BITS: u32 = 20;
+const POWER_BITS: u32 = 22;
+/// The polynomials are assembled at this many fractional bits, then truncated to f.
+const POLY_BITS: u32 = 56;
 
 /// L(u) = sum L[k] u^k on [-4, -2).
 const SIDE: [f64; 5] = [
@@ -41,65 +50,77 @@ pub fn gelu(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
             .iter()
             .map(|&t| p.add_constant(x, p.fp.constant(t).wrapping_neg()))
             .collect();
-        let bits = ltz_many(p, &thresholds.iter().collect::<Vec<_>>())?;
+        let mut round = Round::new();
+        let x2 = round.square(p, Operand::plain(x))?;
+        let below = thresholds
+            .iter()
+            .map(|t| round.ltz(p, t))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = round.run(p)?;
+        let x2 = out.take(x2); // u^2 at 2f + 4 bits (x = 4u)
+        let bits: Vec<RingTensor> = below.into_iter().map(|b| out.take(b)).collect();
+        let u2_bits = 2 * f + 4;
 
-        // Powers at P = f + 10 bits (the large coefficients would otherwise multiply the powers'
-        // rounding): u^2, 4u^3 (= x u^2), u^4, u^6, u^8. x = 4u and 4u^3 carry their factor of four in
-        // their coefficients, which saves a truncation with its own shift.
-        let pb = f + POWER_EXTRA_BITS;
-        let u2 = mul_trunc(p, x, x, 2 * f + 4 - pb)?;
-        let level2 = mul_many(p, &[(x, &u2), (&u2, &u2)])?;
-        // x u^2 sits at f + P bits; lifted to 2P it shares one truncation with u^4.
-        let lifted = level2[0].scale(1 << (pb - f));
-        let t = truncate_many(p, &[&lifted, &level2[1]], pb)?;
-        let (four_u3, u4) = (t[0].clone(), t[1].clone());
-        let level3 = mul_many(p, &[(&u2, &u4), (&u4, &u4)])?;
-        let t = truncate_many(p, &[&level3[0], &level3[1]], pb)?;
-        let (u6, u8) = (&t[0], &t[1]);
+        let mut round = Round::new();
+        let u2 = Operand::truncated(&x2, u2_bits - SQUARE_BITS);
+        let four_u3 = round.mul(p, Operand::plain(x), u2)?; // f + SQUARE_BITS
+        let u4 = round.square(p, u2)?; // 2 SQUARE_BITS
+        let mut out = round.run(p)?;
+        let (four_u3, u4) = (out.take(four_u3), out.take(u4));
 
-        // Polynomials at f + P bits: coefficients at f bits times powers at P bits (x at f bits gets
-        // its coefficient at P bits), truncated together by P.
-        let enc = |c: f64| p.fp.constant(c);
-        let enc_p = |c: f64| (c * 2f64.powi(pb as i32)).round() as i64 as u64;
-        let client = p.is_client();
-        let constant = |c: f64| -> RingTensor {
-            let v = (c * 2f64.powi((f + pb) as i32)).round() as i64 as u64;
-            if client {
-                RingTensor::filled(x.shape(), v)
-            } else {
-                RingTensor::zeros(x.shape())
-            }
+        let mut round = Round::new();
+        let u4_op = Operand::truncated(&u4, 2 * SQUARE_BITS - POWER_BITS);
+        let u6 = round.mul(p, Operand::truncated(&x2, u2_bits - POWER_BITS), u4_op)?;
+        let u8 = round.square(p, u4_op)?;
+        let mut out = round.run(p)?;
+        let (u6, u8) = (out.take(u6), out.take(u8)); // 2 POWER_BITS
+
+        // Each term at POLY_BITS: a power at b bits times its coefficient at POLY_BITS - b bits.
+        let term = |t: &RingTensor, at: u32, c: f64| {
+            t.scale((c * 2f64.powi((POLY_BITS - at) as i32)).round() as i64 as u64)
+        };
+        let constant = |c: f64| {
+            p.public(&RingTensor::filled(
+                x.shape(),
+                (c * 2f64.powi(POLY_BITS as i32)).round() as i64 as u64,
+            ))
         };
         let side = |sign: f64| -> Result<RingTensor> {
-            let mut acc = constant(SIDE[0]);
-            acc = acc.add(&x.scale(enc_p(sign * SIDE[1] / 4.0)))?;
-            acc = acc.add(&u2.scale(enc(SIDE[2])))?;
-            acc = acc.add(&four_u3.scale(enc(sign * SIDE[3] / 4.0)))?;
-            acc.add(&u4.scale(enc(SIDE[4])))
+            constant(SIDE[0])
+                .add(&term(x, f, sign * SIDE[1] / 4.0))?
+                .add(&term(&x2, u2_bits, SIDE[2]))?
+                .add(&term(&four_u3, f + SQUARE_BITS, sign * SIDE[3] / 4.0))?
+                .add(&term(&u4, 2 * SQUARE_BITS, SIDE[4]))
         };
-        let left = side(1.0)?;
-        let right_poly = side(-1.0)?;
-        let mut centre = constant(CENTRE[0]).add(&x.scale(enc_p(0.5)))?;
-        for (power, &c) in [&u2, &u4, u6, u8].into_iter().zip(&CENTRE[1..]) {
-            centre = centre.add(&power.scale(enc(c)))?;
+        let (left, right) = (side(1.0)?, side(-1.0)?);
+        let mut centre = constant(CENTRE[0]).add(&term(x, f, 0.5))?;
+        let powers = [
+            (&x2, u2_bits),
+            (&u4, 2 * SQUARE_BITS),
+            (&u6, 2 * POWER_BITS),
+            (&u8, 2 * POWER_BITS),
+        ];
+        for ((power, at), &c) in powers.into_iter().zip(&CENTRE[1..]) {
+            centre = centre.add(&term(power, at, c))?;
         }
-        let polys = truncate_many(p, &[&left, &right_poly, &centre], pb)?;
-        let (left, centre) = (&polys[0], &polys[2]);
-        let right = polys[1].add(x)?;
-        let zero = RingTensor::zeros(x.shape());
-        // y = x + b4 (R - x) + b3 (C - R) + b2 (L - C) + b1 (0 - L)
-        let picks = select_many(
-            p,
-            &[
-                (&bits[3], &right, x),
-                (&bits[2], centre, &right),
-                (&bits[1], left, centre),
-                (&bits[0], &zero, left),
-            ],
-        )?;
-        let mut y = x.clone();
-        for (pick, base) in picks.iter().zip([x, &right, centre, left]) {
-            y = y.add(&pick.sub(base)?)?;
+
+        // Indicators of the pieces, from b = ([x < -4], [x < -2], [x < 2], [x < 4]).
+        let at_least_2 = not(p, &bits[2]);
+        let upper = bits[3].sub(&bits[2])?;
+        let middle = bits[2].sub(&bits[1])?;
+        let lower = bits[1].sub(&bits[0])?;
+        let poly = |t| Operand::truncated(t, POLY_BITS - f);
+        let mut round = Round::new();
+        let slots = [
+            round.mul(p, Operand::plain(x), Operand::plain(&at_least_2))?,
+            round.mul(p, poly(&right), Operand::plain(&upper))?,
+            round.mul(p, poly(&centre), Operand::plain(&middle))?,
+            round.mul(p, poly(&left), Operand::plain(&lower))?,
+        ];
+        let mut out = round.run(p)?;
+        let mut y = RingTensor::zeros(x.shape());
+        for s in slots {
+            y = y.add(&out.take(s))?;
         }
         Ok(y)
     })

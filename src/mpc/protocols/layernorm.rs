@@ -1,17 +1,35 @@
-//! LayerNorm over the last dimension: (x - mean) / sqrt(var + eps) * gamma + beta.
+//! LayerNorm over the last dimension: (x - mean) / sqrt(var + eps) * gamma + beta, in 6 rounds.
 //!
-//! 1. mean = sum(x) * (1/d), with 1/d carried at 12 extra bits (1 round).
-//! 2. diff = x - mean; q = sum(diff^2) at 2f fractional bits, never truncated (1 round), so tiny
-//!    variances keep their precision: q = d * var.
-//! 3. r = sqrt(d) / sqrt(q + d eps) = 1 / sqrt(var + eps) by the normalised Newton rsqrt on
-//!    [d eps, d (max_variance + eps)] (24 rounds; its comparisons are per row, so they cost few bytes).
-//! 4. out = diff * r (2 rounds), then * gamma (2 rounds) + beta. gamma and beta are shares (the
-//!    server's weights). Cost: 30 rounds.
+//! No division by d and no mean truncation: with 2^k >= d and a = d / 2^k in (1/2, 1],
+//!   D = (d x - sum(x)) / 2^k = a (x - mean),   Q = sum(D^2) + a^2 d eps = a^2 d (var + eps),
+//!   out = D gamma sqrt(d) / sqrt(Q) + beta,
+//! and the factor a cancels. 1/sqrt(Q) is the grid-and-series inverse square root of
+//! [`super::reciprocal`] with the row's coefficients multiplied into D gamma directly, so the
+//! per-row result is never formed:
+//!   out = (D gamma) c1 - ((D gamma) c2) xn + ((D gamma) c3) xn^2 + beta.
+//! Rounds (masked products truncate their inputs in their openings):
+//! - round 1: D^2 and D gamma (D = d x - sum(x) truncated by k in the opening);
+//! - round 2: Q on the grid (one comparison per grid point and row);
+//! - round 3: xn = Q s, and D gamma times c1, c2, c3;
+//! - round 4: (D gamma c2) xn and xn^2;
+//! - round 5: (D gamma c3) xn^2;
+//! - round 6: the sum truncated to f bits.
+//!
+//! Domain: every row whose Q fits the fixed-point range, Q < 2^(61 - 2f) (for f = 16 and d = 768,
+//! any variance up to 1.2e6), with |D| < 2^(30 - f) per element and outputs below 32 in magnitude;
+//! the grid covers all of it, so no input inside the range fails silently.
+//! Cost: 6 rounds (this engine before: 30; its comparisons are per row, so they cost few bytes).
 
-use super::{fixed_mul, mul_public, mul_trunc, reciprocal::rsqrt, square};
+use super::reciprocal::{normalise, rsqrt_coefficients, Grid, RSQRT_GRID};
+use super::round::{Operand, Round};
 use crate::mpc::error::MpcError;
+use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
+
+/// Fractional bits of D gamma in its products, and of the series' factors.
+const G_BITS: u32 = 20;
+const FACTOR_BITS: u32 = 24;
 
 pub fn layernorm(
     p: &mut Party,
@@ -22,7 +40,7 @@ pub fn layernorm(
 ) -> Result<RingTensor> {
     p.labelled("layernorm", |p| {
         let d = x.last_dim();
-        if gamma.len() != d || beta.len() != d {
+        if gamma.len() != d || beta.len() != d || d == 0 {
             return Err(MpcError::ShapeMismatch {
                 op: "layernorm",
                 left: x.shape().to_vec(),
@@ -30,28 +48,73 @@ pub fn layernorm(
             });
         }
         let f = p.fp.frac_bits;
-        let mean = mul_public(p, &x.sum_last(), 1.0 / d as f64, 12)?;
-        let diff = x.sub(&mean.expand_last(d))?;
-        let q = square(p, &diff)?.sum_last();
-        let d_eps = (d as f64 * eps * 2f64.powi(2 * f as i32)).round() as u64;
-        let q = p.add_constant(&q, d_eps);
-        let max_var = p.approx.max_variance;
-        let r = rsqrt(
-            p,
-            &q,
-            2 * f,
-            d as f64 * eps.max(1e-9),
-            d as f64 * (max_var + eps),
-            (d as f64).sqrt(),
-        )?;
-        let normed = mul_trunc(p, &diff, &r.value.expand_last(d), r.frac_bits)?;
+        let k = d.next_power_of_two().trailing_zeros();
+        let a = d as f64 / 2f64.powi(k as i32);
         let rows = x.len() / d;
+        let spread = x.scale(d as u64).sub(&x.sum_last().expand_last(d))?;
         let gamma_rows = gamma
             .clone()
             .reshape(&[1, d])?
             .expand_rows(rows)?
             .reshape(x.shape())?;
-        let scaled = fixed_mul(p, &normed, &gamma_rows)?;
-        scaled.add_row(beta)
+
+        let mut round = Round::new();
+        let centred = Operand::truncated(&spread, k);
+        let squares = round.square(p, centred)?;
+        let scaled = round.mul(p, centred, Operand::plain(&gamma_rows))?;
+        let mut out = round.run(p)?;
+        let (squares, scaled) = (out.take(squares), out.take(scaled)); // both at 2f bits
+
+        let floor = a * a * d as f64 * eps.max(1e-12);
+        let q = p.add_constant(
+            &squares.sum_last(),
+            (floor * 2f64.powi(2 * f as i32)).round() as u64,
+        );
+        let top = 2f64.powi((TRUNC_BOUND_BITS - 2 * f) as i32);
+        let grid = Grid::measure(p, &q, 2 * f, floor, top, RSQRT_GRID)?;
+
+        // Coefficients at e bits so that every product lands at G_BITS + e = 2 FACTOR_BITS.
+        let e = 2 * FACTOR_BITS - G_BITS;
+        let (c1, c2, c3) = rsqrt_coefficients(&grid, (d as f64).sqrt());
+        let coef = |c: &dyn Fn(i64) -> f64| grid.piecewise(p, c, e).expand_last(d);
+        let (c1, c2, c3) = (coef(&*c1), coef(&*c2), coef(&*c3));
+        let g = Operand::truncated(&scaled, 2 * f - G_BITS);
+        let mut round = Round::new();
+        let (xn, xn_bits) = normalise(&mut round, p, &grid, &q, 2 * f, 2)?;
+        let first = round.mul(p, g, Operand::plain(&c1))?;
+        let second = round.mul(p, g, Operand::plain(&c2))?;
+        let third = round.mul(p, g, Operand::plain(&c3))?;
+        let mut out = round.run(p)?;
+        let (xn, first, second, third) = (
+            out.take(xn),
+            out.take(first),
+            out.take(second),
+            out.take(third),
+        );
+
+        let xn_op = Operand::truncated(&xn, xn_bits - FACTOR_BITS);
+        let xn_rows = xn.expand_last(d);
+        let mut round = Round::new();
+        let second = round.mul(
+            p,
+            Operand::truncated(&second, FACTOR_BITS),
+            Operand::truncated(&xn_rows, xn_bits - FACTOR_BITS),
+        )?;
+        let xn2 = round.square(p, xn_op)?;
+        let mut out = round.run(p)?;
+        let (second, xn2) = (out.take(second), out.take(xn2).expand_last(d));
+
+        let mut round = Round::new();
+        let third = round.mul(
+            p,
+            Operand::truncated(&third, FACTOR_BITS),
+            Operand::truncated(&xn2, FACTOR_BITS),
+        )?;
+        let third = round.run(p)?.take(third);
+
+        let sum = first.sub(&second)?.add(&third)?;
+        let mut round = Round::new();
+        let normed = round.truncate(p, &sum, 2 * FACTOR_BITS - f)?;
+        round.run(p)?.take(normed).add_row(beta)
     })
 }

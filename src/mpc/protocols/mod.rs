@@ -8,6 +8,7 @@ pub mod gelu;
 pub mod layernorm;
 pub mod max;
 pub mod reciprocal;
+pub mod round;
 pub mod rows;
 pub mod select;
 pub mod softmax;
@@ -17,7 +18,8 @@ use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
 pub use beaver::{matmul, matmul_weight, mul, mul_many, prepare_weight, square, PreparedWeight};
-pub use compare::{ltz, ltz_many};
+pub use compare::{ltz, ltz_many, not};
+pub use round::{Operand, Round};
 pub use rows::{append_and_multiply, PreparedRows};
 pub use trunc::{truncate, truncate_many};
 
