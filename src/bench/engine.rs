@@ -9,7 +9,16 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
-use crate::mpc::protocols::{self, gelu::gelu, layernorm::layernorm, softmax::softmax};
+use crate::mpc::protocols::{
+    self,
+    exp::exp,
+    gelu::gelu,
+    layernorm::layernorm,
+    max::max_value_last,
+    reciprocal::{reciprocal, rsqrt},
+    softmax::softmax,
+    Operand, Round,
+};
 use crate::mpc::ring::matmul_u64;
 use crate::mpc::{run_two_party, EngineConfig, FixedPoint, LinkModel, Party, RingTensor};
 
@@ -105,7 +114,50 @@ pub fn protocol_costs(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRo
         fn(&mut Party, &RingTensor) -> crate::mpc::party::Result<RingTensor>,
     );
     let calls: Vec<Setup> = vec![
+        (
+            "fixed mul (incl. truncation)",
+            "8x3072",
+            vec![8, 3072],
+            |p, x| protocols::fixed_mul(p, x, x),
+        ),
+        (
+            "fixed mul in a chain (inputs awaiting truncation)",
+            "8x3072",
+            vec![8, 3072],
+            |p, x| {
+                // Inputs at 2f bits, as a previous product leaves them; the output stays at 2f.
+                let f = p.fp.frac_bits;
+                let wide = x.scale(1 << f);
+                let mut round = Round::new();
+                let z = round.mul(
+                    p,
+                    Operand::truncated(&wide, f),
+                    Operand::truncated(&wide, f),
+                )?;
+                Ok(round.run(p)?.take(z))
+            },
+        ),
         ("ltz", "8x3072", vec![8, 3072], |p, x| protocols::ltz(p, x)),
+        ("max", "12x8x1024", vec![12 * 8, 1024], |p, x| {
+            max_value_last(p, x)
+        }),
+        ("exp", "12x8x1024", vec![12 * 8, 1024], |p, x| {
+            // Softmax's inputs: at most 0.
+            exp(p, &p.add_constant(x, p.fp.constant(-4.0)))
+        }),
+        (
+            "reciprocal",
+            "96 (softmax sums, [1/2, 1025])",
+            vec![96],
+            |p, x| {
+                let s = p.add_constant(x, p.fp.constant(5.0));
+                Ok(reciprocal(p, &s, p.fp.frac_bits, 0.5, 1025.0)?.value)
+            },
+        ),
+        ("rsqrt", "8 ([1e-3, 1e5])", vec![8], |p, x| {
+            let s = p.add_constant(x, p.fp.constant(5.0));
+            Ok(rsqrt(p, &s, p.fp.frac_bits, 1e-3, 1e5, 1.0)?.value)
+        }),
         ("gelu", "8x3072", vec![8, 3072], |p, x| gelu(p, x)),
         ("softmax", "12x8x1024", vec![12 * 8, 1024], |p, x| {
             softmax(p, x, None)
@@ -129,7 +181,36 @@ pub fn protocol_costs(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRo
         rows.push(run_call(name, shape, link_name, link, dims, f)?);
     }
     rows.push(weight_matmul_row(link_name, link)?);
+    rows.push(layer_row(link_name, link)?);
     Ok(rows)
+}
+
+/// One GPT-2-small layer as the secure forward runs it (8 new tokens after 120 cached positions,
+/// random weights): the `block0` label of a one-layer model's forward. The vocabulary is cut to
+/// 1,024, which a layer never sees, to keep the embedding's set-up small.
+fn layer_row(link_name: &str, link: LinkModel) -> Result<ProtocolRow> {
+    let cfg = crate::model::Config {
+        n_layer: 1,
+        vocab_size: 1024,
+        ..crate::model::Config::gpt2_small()
+    };
+    let model = crate::train::Trainee::fresh(&cfg, 3)?.model;
+    let links = [(link_name.to_string(), link)];
+    let (_, labels) = crate::bench::secure::forward_costs("gpt2-small", &model, &links, 120, &[8])?;
+    let block = labels
+        .get("block0")
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("the forward labelled no block0"))?;
+    Ok(ProtocolRow {
+        protocol: "GPT-2-small layer (secure forward)".into(),
+        shape: "8 new tokens, context 128".into(),
+        link: link_name.to_string(),
+        rounds: block.rounds,
+        online_bytes: block.bytes_sent,
+        dealer_bytes: block.dealer_bytes,
+        sim_seconds: block.sim_time,
+        compute_seconds: block.compute_time,
+    })
 }
 
 fn run_call(

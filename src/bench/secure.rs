@@ -116,19 +116,20 @@ pub struct ForwardRow {
 }
 
 /// What one party measured: per (link, tokens) the counters of the forward, and per label of the
-/// first measured forward its rounds.
-type Measured = (Vec<Counters>, BTreeMap<String, u64>);
+/// first measured forward its counters.
+type Measured = (Vec<Counters>, BTreeMap<String, Counters>);
 
 /// Costs of one secure forward over each of `tokens` new tokens after `context` positions, on each
 /// link. The context is filled with random keys and values (1 round per matrix, not counted), so a
-/// long context costs no forward. One setup serves every measurement.
+/// long context costs no forward. One setup serves every measurement. Also returns, per label of
+/// the first measured forward, both parties' counters together.
 pub fn forward_costs(
     name: &str,
     model: &Gpt2,
     links: &[(String, LinkModel)],
     context: usize,
     tokens: &[usize],
-) -> Result<(Vec<ForwardRow>, BTreeMap<String, u64>)> {
+) -> Result<(Vec<ForwardRow>, BTreeMap<String, Counters>)> {
     let cfg = model.config().clone();
     let max_new = tokens.iter().copied().max().unwrap_or(1);
     if tokens.contains(&0) || context + max_new > cfg.n_positions {
@@ -162,8 +163,8 @@ pub fn forward_costs(
                 per_call.push(p.net.total().since(&before));
                 if labels.is_empty() {
                     for (label, c) in p.net.counters() {
-                        let old = labels_before.get(label).map_or(0, |c| c.rounds);
-                        labels.insert(label.clone(), c.rounds - old);
+                        let old = labels_before.get(label).copied().unwrap_or_default();
+                        labels.insert(label.clone(), c.since(&old));
                     }
                 }
             }
@@ -190,7 +191,25 @@ pub fn forward_costs(
             i += 1;
         }
     }
-    Ok((rows, client.1))
+    // Per label, both parties together: bytes sent by either, dealer bytes to either, the later
+    // clock, the busier party's compute.
+    let labels = client
+        .1
+        .iter()
+        .map(|(label, c)| {
+            let s = server.1.get(label).copied().unwrap_or_default();
+            let both = Counters {
+                rounds: c.rounds.max(s.rounds),
+                bytes_sent: c.bytes_sent + s.bytes_sent,
+                bytes_recv: c.bytes_recv + s.bytes_recv,
+                sim_time: c.sim_time.max(s.sim_time),
+                compute_time: c.compute_time.max(s.compute_time),
+                dealer_bytes: c.dealer_bytes + s.dealer_bytes,
+            };
+            (label.clone(), both)
+        })
+        .collect();
+    Ok((rows, labels))
 }
 
 /// One row of the forward-latency table: a secure forward over `n_tokens` new tokens after

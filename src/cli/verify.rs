@@ -595,6 +595,8 @@ fn forward_only(
         );
     }
     let (rows, labels) = forward_costs(&name, &model, links, context, &args.tokens)?;
+    let labels: std::collections::BTreeMap<String, u64> =
+        labels.into_iter().map(|(l, c)| (l, c.rounds)).collect();
     if let Some(path) = &args.csv {
         crate::report::append_csv(path, &rows)?;
     }

@@ -10,9 +10,9 @@
 //! query columns of `c_attn` by the server before sharing.
 //!
 //! Rounds of one forward, whatever the number of new tokens (one layer, context 65-128):
-//!   ln_1 30 | c_attn 2 | scores 2 | softmax 51 | values 2 | c_proj 2 | ln_2 30 | c_fc 2 | GeLU 9 | c_proj 2
-//! = 132 per layer, plus 1 (embedding) and 30 + 2 (ln_f, LM head). The softmax's max tournament
-//! gains a level (2-4 rounds) each time the context passes a power of 4.
+//!   ln_1 6 | c_attn 2 | scores 2 | softmax 28 | values 2 | c_proj 2 | ln_2 6 | c_fc 2 | GeLU 4 | c_proj 2
+//! = 56 per layer, plus 1 (embedding) and 6 + 2 (ln_f, LM head). The softmax's max tournament
+//! gains a level (2 rounds) each time the context passes a power of 2.
 
 use anyhow::bail;
 use candle_core::{DType, Tensor};
