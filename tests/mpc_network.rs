@@ -334,3 +334,27 @@ fn truncation_by_zero_or_62_bits_is_refused() {
         );
     }
 }
+
+#[test]
+fn a_stalled_peer_inside_a_protocol_is_reported_with_the_phase() {
+    let cfg = EngineConfig {
+        timeout: Duration::from_millis(100),
+        ..EngineConfig::default()
+    };
+    let result = run_two_party(&cfg, |p| {
+        if p.id == 1 {
+            // Silent for 30 times the client's patience, then gone.
+            std::thread::sleep(Duration::from_millis(3000));
+            return Ok(());
+        }
+        let (x, gamma) = (RingTensor::zeros(&[2, 8]), RingTensor::zeros(&[8]));
+        protocols::layernorm::layernorm(p, &x, &gamma, &gamma, 1e-5).map(|_| ())
+    });
+    let error = result.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, MpcError::During { source, .. } if matches!(**source, MpcError::Timeout(_))),
+        "{error:?}"
+    );
+    assert!(text.contains("(during layernorm)"), "{text}");
+}

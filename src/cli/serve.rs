@@ -30,6 +30,23 @@ pub struct ServeArgs {
     /// real network's time is what passes).
     #[arg(long, value_name = "NET", default_value = "ideal")]
     pub net: String,
+    /// Seconds to wait for each message of a client before its session ends with an error naming
+    /// the protocol phase (the server then takes the next client).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_timeout)]
+    pub timeout: f64,
+}
+
+/// A positive number of seconds, at most a day.
+pub fn parse_timeout(s: &str) -> std::result::Result<f64, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{s}: the timeout must be above 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(secs)
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +73,7 @@ pub fn run_serve(args: &ServeArgs, registry: Option<&Path>) -> Result<()> {
     let model = load_model(&args.model, &registry)?.model;
     let engine = EngineConfig {
         link: LinkModel::parse(&args.net)?,
+        timeout: std::time::Duration::from_secs_f64(args.timeout),
         ..EngineConfig::default()
     };
     let listener = bind(&args.listen, "server")?;

@@ -71,6 +71,10 @@ pub struct VerifyArgs {
     /// With --connect: the dealer process (`post dealer`).
     #[arg(long, value_name = "ADDR")]
     pub dealer: Option<String>,
+    /// With --connect: seconds to wait for each message of the server before the session ends
+    /// with an error naming the protocol phase.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = crate::cli::serve::parse_timeout)]
+    pub timeout: f64,
     /// With --forward-only: also open the secure logits of a 32-token forward (24 tokens, then 8
     /// through the cache) and compare them with candle's.
     #[arg(long)]
@@ -408,6 +412,7 @@ fn run_connected(args: &VerifyArgs, registry: &Registry, addr: &str) -> Result<(
     let prompts = args.input.prompts()?;
     let engine = EngineConfig {
         link: LinkModel::ideal(),
+        timeout: std::time::Duration::from_secs_f64(args.timeout),
         ..EngineConfig::default()
     };
     eprintln!("connecting to {addr} (dealer {dealer}); the server shares its model first");

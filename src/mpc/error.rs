@@ -22,4 +22,10 @@ pub enum MpcError {
     Malformed(String),
     #[error("network I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A failure inside a labelled protocol step: the phase is the label path (`block2/attn/softmax`).
+    #[error("{source} (during {phase})")]
+    During {
+        phase: String,
+        source: Box<MpcError>,
+    },
 }

@@ -357,16 +357,31 @@ impl Channel {
         let mut msg = Vec::with_capacity(payload.len() + 8);
         msg.extend_from_slice(&arrival.to_le_bytes());
         msg.extend_from_slice(payload);
-        self.transport.send(msg)?;
+        self.transport.send(msg).map_err(|e| self.in_phase(e))?;
         let n = payload.len() as u64;
         self.record(|c| c.bytes_sent += n);
         Ok(())
     }
 
+    /// `error` with the protocol phase it happened in, when a label is open.
+    fn in_phase(&self, error: MpcError) -> MpcError {
+        if self.labels.is_empty() {
+            return error;
+        }
+        let phase: Vec<&str> = self.labels.iter().map(|(l, _, _)| l.as_str()).collect();
+        MpcError::During {
+            phase: phase.join("/"),
+            source: Box::new(error),
+        }
+    }
+
     /// Waits for one message; the clock moves to its arrival time if that is later.
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
         self.tick();
-        let msg = self.transport.recv(self.timeout)?;
+        let msg = self
+            .transport
+            .recv(self.timeout)
+            .map_err(|e| self.in_phase(e))?;
         self.skip_time();
         if msg.len() < 8 {
             return Err(MpcError::Malformed(format!(

@@ -28,6 +28,8 @@ pub struct EngineConfig {
     /// from separate 256-bit seeds drawn from the OS, so no party can recompute the other's shares.
     /// `Some(n)`: everything derives from `n`, for reproducible simulation only (not secure).
     pub seed: Option<u64>,
+    /// How long a party waits for each message of its peer before it gives up.
+    pub timeout: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +40,7 @@ impl Default for EngineConfig {
             link: LinkModel::lan(),
             transport: TransportKind::Sim,
             seed: None,
+            timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -54,6 +57,8 @@ pub fn make_parties(cfg: &EngineConfig) -> Result<(Party, Party)> {
             Some(seed) => ChaCha12Rng::seed_from_u64(seed ^ (0xC0FFEE + id as u64)),
             None => ChaCha12Rng::from_os_rng(),
         };
+        let mut net = net;
+        net.timeout = cfg.timeout;
         Party::new(id, net, dealer, cfg.fp, cfg.approx.clone(), seed)
     };
     Ok((party(0, c0, d0), party(1, c1, d1)))

@@ -175,9 +175,11 @@ fn remote_party(
     engine: &EngineConfig,
 ) -> Result<Party> {
     let (link, seed) = DealerLink::connect(dealer, id as u64, session)?;
+    let mut channel = Channel::new(Box::new(peer), engine.link);
+    channel.timeout = engine.timeout;
     Ok(Party::new(
         id,
-        Channel::new(Box::new(peer), engine.link),
+        channel,
         DealerHandle::remote(link, seed, id as u64),
         engine.fp,
         engine.approx.clone(),
