@@ -153,6 +153,22 @@ pub(crate) fn normalise(
     Ok((xn, kept + sb))
 }
 
+/// Rounds 1 and 2 of both functions: the grid, then xn (octaves of 2^`octave_log2`).
+fn grid_and_normalise(
+    p: &mut Party,
+    x: &RingTensor,
+    in_bits: u32,
+    (lo, hi): (f64, f64),
+    per_octave: u32,
+    octave_log2: i64,
+) -> Result<(Grid, RingTensor, u32)> {
+    let grid = Grid::measure(p, x, in_bits, lo, hi, per_octave)?;
+    let mut round = Round::new();
+    let (xn, xn_bits) = normalise(&mut round, p, &grid, x, in_bits, octave_log2)?;
+    let xn = round.run(p)?.take(xn);
+    Ok((grid, xn, xn_bits))
+}
+
 /// c1 - c2 xn + c3 xn^2 for per-interval coefficients (2 rounds): the series of both functions.
 /// Coefficients are encoded at `e` bits; the result is at NORM_BITS + e.
 fn series(
@@ -191,10 +207,7 @@ fn coef_bits(largest: f64) -> u32 {
 pub fn reciprocal(p: &mut Party, x: &RingTensor, in_bits: u32, lo: f64, hi: f64) -> Result<Scaled> {
     check_range(lo, hi)?;
     p.labelled("reciprocal", |p| {
-        let grid = Grid::measure(p, x, in_bits, lo, hi, RECIP_GRID)?;
-        let mut round = Round::new();
-        let (xn, xn_bits) = normalise(&mut round, p, &grid, x, in_bits, 1)?;
-        let xn = round.run(p)?.take(xn);
+        let (grid, xn, xn_bits) = grid_and_normalise(p, x, in_bits, (lo, hi), RECIP_GRID, 1)?;
         // On interval k: s = 2^-(J+1) and y0 = 2 / (a + b) for the normalised ends a, b.
         let s = |k: i64| 2f64.powi(-(grid.octave(k, 1) as i32 + 1));
         let y0 = |k: i64| {
@@ -219,10 +232,7 @@ pub fn rsqrt(
 ) -> Result<Scaled> {
     check_range(lo, hi)?;
     p.labelled("rsqrt", |p| {
-        let grid = Grid::measure(p, x, in_bits, lo, hi, RSQRT_GRID)?;
-        let mut round = Round::new();
-        let (xn, xn_bits) = normalise(&mut round, p, &grid, x, in_bits, 2)?;
-        let xn = round.run(p)?.take(xn);
+        let (grid, xn, xn_bits) = grid_and_normalise(p, x, in_bits, (lo, hi), RSQRT_GRID, 2)?;
         let (c1, c2, c3) = rsqrt_coefficients(&grid, gain);
         series(
             p,
