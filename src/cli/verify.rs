@@ -599,9 +599,9 @@ fn forward_only(
             e.max, e.mean, e.max_abs_logit
         );
     }
-    let (rows, labels) = forward_costs(&name, &model, links, context, &args.tokens)?;
+    let (rows, by_part) = forward_costs(&name, &model, links, context, &args.tokens)?;
     let labels: std::collections::BTreeMap<String, u64> =
-        labels.into_iter().map(|(l, c)| (l, c.rounds)).collect();
+        by_part.iter().map(|(l, c)| (l.clone(), c.rounds)).collect();
     if let Some(path) = &args.csv {
         crate::report::append_csv(path, &rows)?;
     }
@@ -646,12 +646,19 @@ fn forward_only(
             r.compute_seconds
         );
     }
-    println!("\nrounds of one forward by part (the client's count):");
-    for (label, rounds) in labels
+    println!(
+        "\nthe first forward by part: rounds, MB sent by both parties, the busier party's compute s"
+    );
+    for (label, c) in by_part
         .iter()
         .filter(|(l, _)| !l.contains('/') || l.starts_with("block0/"))
     {
-        println!("  {label:<32} {rounds}");
+        println!(
+            "  {label:<32} {:>5} {:>9.3} {:>9.3}",
+            c.rounds,
+            c.bytes_sent as f64 / 1e6,
+            c.compute_time
+        );
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ pub struct Scaled {
 
 /// Grid points per octave of the reciprocal and of the inverse square root.
 const RECIP_GRID: u32 = 16;
-pub(crate) const RSQRT_GRID: u32 = 16;
+const RSQRT_GRID: u32 = 16;
 /// Fractional bits of the normalised value in the series' products.
 const NORM_BITS: u32 = 20;
 
