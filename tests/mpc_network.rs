@@ -132,7 +132,7 @@ fn beaver_mul_counts_are_exact_and_tcp_matches_the_simulation() {
 
 #[test]
 fn tcp_pair_moves_real_bytes() {
-    let (mut a, mut b) = tcp_pair(LinkModel::ideal()).unwrap();
+    let (mut a, mut b) = tcp_pair(LinkModel::ideal(), None).unwrap();
     let peer = std::thread::spawn(move || b.exchange_u64s(&[3, 4]).unwrap());
     assert_eq!(a.exchange_u64s(&[1, 2]).unwrap(), vec![3, 4]);
     assert_eq!(peer.join().unwrap(), vec![1, 2]);
@@ -357,4 +357,44 @@ fn a_stalled_peer_inside_a_protocol_is_reported_with_the_phase() {
         "{error:?}"
     );
     assert!(text.contains("(during layernorm)"), "{text}");
+}
+
+/// Seconds of one LayerNorm and one GeLU: (virtual clock on the modelled link, wall time).
+fn timed(cfg: EngineConfig) -> (f64, f64) {
+    let ((sim, wall), _) = run_two_party(&cfg, |p| {
+        let x = p.public(&FixedPoint::default().encode(&[4, 64], &[0.5; 256])?);
+        let gamma = p.public(&FixedPoint::default().encode(&[64], &[1.0; 64])?);
+        // Agree on a start: one exchange before the clocks are read.
+        p.net.exchange_u64s(&[0])?;
+        let (start, clock) = (std::time::Instant::now(), p.net.clock());
+        let y = protocols::layernorm::layernorm(p, &x, &gamma, &gamma, 1e-5)?;
+        protocols::gelu::gelu(p, &y)?;
+        Ok((p.net.clock() - clock, start.elapsed().as_secs_f64()))
+    })
+    .unwrap();
+    (sim, wall)
+}
+
+#[test]
+fn real_time_shaping_takes_the_time_the_virtual_clock_predicts() {
+    let link = LinkModel::parse("bw=50mbps,rtt=30ms").unwrap();
+    // The virtual clock on the modelled link, in memory.
+    let (virtual_s, _) = timed(EngineConfig {
+        link,
+        ..EngineConfig::default()
+    });
+    // The same protocols over loopback TCP shaped in real time, the clock told nothing.
+    let (_, wall_s) = timed(EngineConfig {
+        transport: TransportKind::Tcp,
+        shape: Some(link),
+        link: LinkModel::ideal(),
+        ..EngineConfig::default()
+    });
+    println!("virtual {virtual_s:.3} s, shaped wall time {wall_s:.3} s");
+    // 10 rounds of 15 ms each way: the two must agree within 15%.
+    assert!(virtual_s > 0.15, "{virtual_s}");
+    assert!(
+        (wall_s - virtual_s).abs() <= 0.15 * virtual_s,
+        "virtual {virtual_s:.3} s, shaped {wall_s:.3} s"
+    );
 }

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// the protocol phase (the server then takes the next client).
     #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_timeout)]
     pub timeout: f64,
+    /// Shape the link to clients in real time as this profile (lan, wan, bw=...,rtt=...); the
+    /// client must shape alike (`post verify --connect --shape`). For checking the virtual clock.
+    #[arg(long, value_name = "NET")]
+    pub shape: Option<String>,
 }
 
 /// A positive number of seconds, at most a day.
@@ -74,6 +78,7 @@ pub fn run_serve(args: &ServeArgs, registry: Option<&Path>) -> Result<()> {
     let engine = EngineConfig {
         link: LinkModel::parse(&args.net)?,
         timeout: std::time::Duration::from_secs_f64(args.timeout),
+        shape: args.shape.as_deref().map(LinkModel::parse).transpose()?,
         ..EngineConfig::default()
     };
     let listener = bind(&args.listen, "server")?;

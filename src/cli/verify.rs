@@ -75,6 +75,10 @@ pub struct VerifyArgs {
     /// with an error naming the protocol phase.
     #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = crate::cli::serve::parse_timeout)]
     pub timeout: f64,
+    /// With --connect: shape the link to the server in real time as this profile (the server must
+    /// shape alike: `post serve --shape`).
+    #[arg(long, value_name = "NET", requires = "connect")]
+    pub shape: Option<String>,
     /// With --forward-only: also open the secure logits of a 32-token forward (24 tokens, then 8
     /// through the cache) and compare them with candle's.
     #[arg(long)]
@@ -413,6 +417,7 @@ fn run_connected(args: &VerifyArgs, registry: &Registry, addr: &str) -> Result<(
     let engine = EngineConfig {
         link: LinkModel::ideal(),
         timeout: std::time::Duration::from_secs_f64(args.timeout),
+        shape: args.shape.as_deref().map(LinkModel::parse).transpose()?,
         ..EngineConfig::default()
     };
     eprintln!("connecting to {addr} (dealer {dealer}); the server shares its model first");

@@ -224,6 +224,66 @@ impl Transport for TcpTransport {
     }
 }
 
+/// A transport that delivers each message when a link of the given latency and bandwidth would,
+/// in real time (`--shape`): the sender stamps the wall-clock instant the message arrives (after
+/// the messages before it have drained at the link's bandwidth, plus half the RTT) and the receiver
+/// holds it until then, exactly as the virtual clock models the link. Both ends must shape, on one
+/// host or on hosts with synchronised clocks; `tc netem` is the independent check.
+pub struct ShapedTransport<T: Transport> {
+    inner: T,
+    link: LinkModel,
+    /// Wall-clock seconds at which this direction of the link is free again.
+    free_at: f64,
+}
+
+impl<T: Transport> ShapedTransport<T> {
+    pub fn new(inner: T, link: LinkModel) -> Self {
+        Self {
+            inner,
+            link,
+            free_at: 0.0,
+        }
+    }
+}
+
+fn wall_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl<T: Transport> Transport for ShapedTransport<T> {
+    fn send(&mut self, msg: Vec<u8>) -> Result<()> {
+        let depart = wall_seconds().max(self.free_at);
+        self.free_at = depart + self.link.transfer_time(msg.len());
+        let arrival = self.free_at + self.link.rtt / 2.0;
+        let mut stamped = Vec::with_capacity(msg.len() + 8);
+        stamped.extend_from_slice(&arrival.to_le_bytes());
+        stamped.extend_from_slice(&msg);
+        self.inner.send(stamped)
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        let msg = self.inner.recv(timeout)?;
+        if msg.len() < 8 {
+            return Err(MpcError::Malformed(
+                "a shaped message without its arrival time (is the peer shaping too?)".into(),
+            ));
+        }
+        let arrival = f64::from_le_bytes(msg[..8].try_into().expect("8 bytes"));
+        let wait = arrival - wall_seconds();
+        if wait > 0.0 {
+            if wait > timeout.as_secs_f64() {
+                return Err(MpcError::Malformed(format!(
+                    "a message stamped to arrive in {wait:.0} s (is the peer shaping the same link?)"
+                )));
+            }
+            std::thread::sleep(Duration::from_secs_f64(wait));
+        }
+        Ok(msg[8..].to_vec())
+    }
+}
+
 /// Counts of one protocol label (inclusive of the labels nested inside it).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {
@@ -486,14 +546,22 @@ pub fn sim_pair(link: LinkModel) -> (Channel, Channel) {
 }
 
 /// Two channels joined by a real TCP connection on loopback.
-pub fn tcp_pair(link: LinkModel) -> Result<(Channel, Channel)> {
+pub fn tcp_pair(link: LinkModel, shape: Option<LinkModel>) -> Result<(Channel, Channel)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let client = std::thread::spawn(move || TcpStream::connect(addr));
     let (server, _) = listener.accept()?;
     let client = client.join().map_err(|_| MpcError::PeerClosed)??;
     Ok((
-        Channel::new(Box::new(TcpTransport::new(client)?), link),
-        Channel::new(Box::new(TcpTransport::new(server)?), link),
+        Channel::new(shaped(TcpTransport::new(client)?, shape), link),
+        Channel::new(shaped(TcpTransport::new(server)?, shape), link),
     ))
+}
+
+/// A TCP transport, shaped in real time if `shape` is set.
+pub fn shaped(transport: TcpTransport, shape: Option<LinkModel>) -> Box<dyn Transport> {
+    match shape {
+        Some(link) => Box::new(ShapedTransport::new(transport, link)),
+        None => Box::new(transport),
+    }
 }

@@ -30,6 +30,9 @@ pub struct EngineConfig {
     pub seed: Option<u64>,
     /// How long a party waits for each message of its peer before it gives up.
     pub timeout: std::time::Duration,
+    /// Real-time shaping of a TCP link ([`super::net::ShapedTransport`]); `link` then usually
+    /// stays ideal, so that the virtual clock counts only what really passes.
+    pub shape: Option<LinkModel>,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +44,7 @@ impl Default for EngineConfig {
             transport: TransportKind::Sim,
             seed: None,
             timeout: std::time::Duration::from_secs(60),
+            shape: None,
         }
     }
 }
@@ -49,7 +53,7 @@ impl Default for EngineConfig {
 pub fn make_parties(cfg: &EngineConfig) -> Result<(Party, Party)> {
     let (c0, c1): (Channel, Channel) = match cfg.transport {
         TransportKind::Sim => sim_pair(cfg.link),
-        TransportKind::Tcp => tcp_pair(cfg.link)?,
+        TransportKind::Tcp => tcp_pair(cfg.link, cfg.shape)?,
     };
     let (d0, d1) = start_dealer(cfg.seed);
     let party = |id: usize, net: Channel, dealer| {

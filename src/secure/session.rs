@@ -21,7 +21,7 @@ use rand_chacha::ChaCha12Rng;
 
 use crate::model::{Config, Gpt2};
 use crate::mpc::dealer::DealerHandle;
-use crate::mpc::net::{Channel, Counters, TcpTransport, Transport};
+use crate::mpc::net::{shaped, Channel, Counters, TcpTransport, Transport};
 use crate::mpc::remote::DealerLink;
 use crate::mpc::{make_parties, EngineConfig, Party, CLIENT, SERVER};
 use crate::spec::{Verdict, Verifier};
@@ -147,6 +147,9 @@ struct ClientHello {
     session: u64,
     temperature: f64,
     vocab_size: usize,
+    /// Real-time shaping of the link as (RTT s, bytes/s); both ends must shape alike.
+    #[serde(default)]
+    shape: Option<(f64, f64)>,
 }
 
 /// The server's answer: its version and format and the private model's public shape, or why it
@@ -175,7 +178,7 @@ fn remote_party(
     engine: &EngineConfig,
 ) -> Result<Party> {
     let (link, seed) = DealerLink::connect(dealer, id as u64, session)?;
-    let mut channel = Channel::new(Box::new(peer), engine.link);
+    let mut channel = Channel::new(shaped(peer, engine.shape), engine.link);
     channel.timeout = engine.timeout;
     Ok(Party::new(
         id,
@@ -213,6 +216,12 @@ pub fn serve_remote(
         Some(format!(
             "a public model with {} tokens (the private model has {})",
             hello.vocab_size, cfg.vocab_size
+        ))
+    } else if hello.shape != engine.shape.map(|l| (l.rtt, l.bandwidth)) {
+        Some(format!(
+            "link shaping {:?} (the server shapes {:?}; give both ends the same --shape)",
+            hello.shape,
+            engine.shape.map(|l| (l.rtt, l.bandwidth))
         ))
     } else if !hello.temperature.is_finite() || hello.temperature < 0.0 {
         Some(format!("temperature {}", hello.temperature))
@@ -292,6 +301,7 @@ impl SecureVerifier {
             session,
             temperature,
             vocab_size,
+            shape: engine.shape.map(|l| (l.rtt, l.bandwidth)),
         }))?;
         let hello: ServerHello = serde_json::from_slice(
             &transport
