@@ -86,3 +86,10 @@ acceptance pair="default-aligned":
         ./target/release/post draft --pair {{pair}} --prompts datasets/$set.jsonl --draft-len 4 --temperature $t --max-new-tokens 32 --truncate-prompts --json | python3 -c 'import json,sys; s=json.load(sys.stdin)["summary"]; print("acceptance %.3f, mean accepted %.2f, tokens/step %.2f" % (s["acceptance_rate"], s["mean_accepted"], s["tokens_per_step"]))'
       done
     done
+
+# One short secure generation on the shipped pair timed three ways: the virtual clock, real-time
+# link shaping between processes (--shape), and tc netem between two network namespaces (needs root
+# and the netem qdisc; reported as unavailable otherwise). NET: lan or wan.
+netem net="wan" tokens="16":
+    cargo build --release
+    scripts/link_check.sh {{net}} {{tokens}}
