@@ -233,3 +233,71 @@ fn fifty_sessions_some_broken_leak_no_descriptor_or_thread() {
         assert!(after.1 <= before.1, "threads {before:?} -> {after:?}");
     }
 }
+
+#[test]
+fn two_clients_at_once_are_queued_never_mixed() {
+    let (_dealer, dealer) = start(&["dealer", "--listen", "127.0.0.1:0", "--sessions", "2"]);
+    let (_server, server) = start(&[
+        "serve",
+        "--model",
+        "tiny-private",
+        "--listen",
+        "127.0.0.1:0",
+        "--dealer",
+        &dealer,
+        "--sessions",
+        "2",
+    ]);
+    let args = |prompt: &'static str| -> Vec<String> {
+        [
+            "--prompt-ids",
+            prompt,
+            "--max-new-tokens",
+            "8",
+            "--ignore-eos",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let clients: Vec<_> = ["5,6,7", "900,11"]
+        .into_iter()
+        .map(|prompt| {
+            let (server, dealer) = (server.clone(), dealer.clone());
+            std::thread::spawn(move || {
+                let mut a: Vec<String> = [
+                    "verify",
+                    "--connect",
+                    &server,
+                    "--dealer",
+                    &dealer,
+                    "--public",
+                    "tiny-public",
+                    "--method",
+                    "post",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                a.extend(args(prompt));
+                let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+                (prompt, outputs(&post(&refs)))
+            })
+        })
+        .collect();
+    for client in clients {
+        let (prompt, got) = client.join().unwrap();
+        let mut oracle: Vec<String> = ["draft", "--pair", "tiny"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        oracle.extend(args(prompt));
+        let refs: Vec<&str> = oracle.iter().map(String::as_str).collect();
+        let want = outputs(&post(&refs))[0].1.clone();
+        assert_eq!(
+            got[0].1, want,
+            "prompt {prompt}: a session got another's tokens"
+        );
+    }
+}
