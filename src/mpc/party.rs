@@ -22,10 +22,6 @@ pub const SERVER: usize = 1;
 pub struct ApproxConfig {
     /// exp(x) = s(x / 2^n)^(2^n) for a quartic start s: n squarings (see `protocols::exp`).
     pub exp_iters: u32,
-    /// Newton iterations of the reciprocal after normalisation to [1/2, 1).
-    pub recip_nr_iters: u32,
-    /// Newton iterations of the inverse square root after normalisation to [1/4, 1).
-    pub rsqrt_nr_iters: u32,
     /// Elements compared at once in each level of the max tournament (2 = binary tree).
     pub max_arity: usize,
 }
@@ -34,8 +30,6 @@ impl Default for ApproxConfig {
     fn default() -> Self {
         Self {
             exp_iters: 5,
-            recip_nr_iters: 3,
-            rsqrt_nr_iters: 3,
             max_arity: 2,
         }
     }
