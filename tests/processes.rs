@@ -37,6 +37,22 @@ fn start(args: &[&str]) -> (Killed, String) {
     (Killed(child), addr)
 }
 
+/// `post serve` with the tiny private model for `sessions` sessions, using the dealer at `dealer`.
+fn serve_tiny(dealer: &str, sessions: usize) -> (Killed, String) {
+    let sessions = sessions.to_string();
+    start(&[
+        "serve",
+        "--model",
+        "tiny-private",
+        "--listen",
+        "127.0.0.1:0",
+        "--dealer",
+        dealer,
+        "--sessions",
+        &sessions,
+    ])
+}
+
 fn post(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_post"))
         .args(args)
@@ -76,17 +92,7 @@ fn three_processes_generate_what_the_plaintext_oracle_generates() {
         let mut s = std::net::TcpStream::connect(&dealer).unwrap();
         s.write_all(&u64::MAX.to_le_bytes()).unwrap();
     }
-    let (_server, server) = start(&[
-        "serve",
-        "--model",
-        "tiny-private",
-        "--listen",
-        "127.0.0.1:0",
-        "--dealer",
-        &dealer,
-        "--sessions",
-        "3",
-    ]);
+    let (_server, server) = serve_tiny(&dealer, 3);
     // A frame header claiming 2^64 - 1 bytes: the session ends with an error (no allocation, no
     // panic) and the server goes on.
     {
@@ -159,17 +165,7 @@ fn count(dir: String) -> usize {
 #[test]
 fn fifty_sessions_some_broken_leak_no_descriptor_or_thread() {
     let (_dealer, dealer) = start(&["dealer", "--listen", "127.0.0.1:0"]);
-    let (server_proc, server) = start(&[
-        "serve",
-        "--model",
-        "tiny-private",
-        "--listen",
-        "127.0.0.1:0",
-        "--dealer",
-        &dealer,
-        "--sessions",
-        "51",
-    ]);
+    let (server_proc, server) = serve_tiny(&dealer, 51);
     let pid = server_proc.0.id();
     let valid = || {
         let out = post(&[
@@ -237,17 +233,7 @@ fn fifty_sessions_some_broken_leak_no_descriptor_or_thread() {
 #[test]
 fn two_clients_at_once_are_queued_never_mixed() {
     let (_dealer, dealer) = start(&["dealer", "--listen", "127.0.0.1:0", "--sessions", "2"]);
-    let (_server, server) = start(&[
-        "serve",
-        "--model",
-        "tiny-private",
-        "--listen",
-        "127.0.0.1:0",
-        "--dealer",
-        &dealer,
-        "--sessions",
-        "2",
-    ]);
+    let (_server, server) = serve_tiny(&dealer, 2);
     let args = |prompt: &'static str| -> Vec<String> {
         [
             "--prompt-ids",
