@@ -53,6 +53,22 @@ fn serve_tiny(dealer: &str, sessions: usize) -> (Killed, String) {
     ])
 }
 
+/// `post verify --connect` with the tiny public model and `method`, then `rest`.
+fn verify_tiny(server: &str, dealer: &str, method: &str, rest: &[&str]) -> Output {
+    let head = [
+        "verify",
+        "--connect",
+        server,
+        "--dealer",
+        dealer,
+        "--public",
+        "tiny-public",
+        "--method",
+        method,
+    ];
+    post(&[&head[..], rest].concat())
+}
+
 fn post(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_post"))
         .args(args)
@@ -132,23 +148,7 @@ fn three_processes_generate_what_the_plaintext_oracle_generates() {
         "--ignore-eos",
         "--json",
     ];
-    let remote = post(
-        &[
-            &[
-                "verify",
-                "--connect",
-                &server,
-                "--dealer",
-                &dealer,
-                "--public",
-                "tiny-public",
-                "--method",
-                "both",
-            ][..],
-            &common,
-        ]
-        .concat(),
-    );
+    let remote = verify_tiny(&server, &dealer, "both", &common);
     let oracle = post(&[&["draft", "--pair", "tiny"][..], &common].concat());
     let want = outputs(&oracle)[0].1.clone();
     let got = outputs(&remote);
@@ -168,22 +168,12 @@ fn fifty_sessions_some_broken_leak_no_descriptor_or_thread() {
     let (server_proc, server) = serve_tiny(&dealer, 51);
     let pid = server_proc.0.id();
     let valid = || {
-        let out = post(&[
-            "verify",
-            "--connect",
+        let out = verify_tiny(
             &server,
-            "--dealer",
             &dealer,
-            "--public",
-            "tiny-public",
-            "--prompt-ids",
-            "5,6",
-            "--max-new-tokens",
-            "2",
-            "--method",
             "post",
-            "--json",
-        ]);
+            &["--prompt-ids", "5,6", "--max-new-tokens", "2", "--json"],
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -252,23 +242,12 @@ fn two_clients_at_once_are_queued_never_mixed() {
         .map(|prompt| {
             let (server, dealer) = (server.clone(), dealer.clone());
             std::thread::spawn(move || {
-                let mut a: Vec<String> = [
-                    "verify",
-                    "--connect",
-                    &server,
-                    "--dealer",
-                    &dealer,
-                    "--public",
-                    "tiny-public",
-                    "--method",
-                    "post",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                a.extend(args(prompt));
-                let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-                (prompt, outputs(&post(&refs)))
+                let rest = args(prompt);
+                let refs: Vec<&str> = rest.iter().map(String::as_str).collect();
+                (
+                    prompt,
+                    outputs(&verify_tiny(&server, &dealer, "post", &refs)),
+                )
             })
         })
         .collect();
