@@ -50,8 +50,6 @@ pub enum Correlation {
     WeightMask { id: u64, k: usize, n: usize },
     /// A [m, k] and C = A B for the weight mask `id`.
     WeightTriple { id: u64, m: usize },
-    /// r, r >> f (arithmetic shift of the unsigned value, as an integer) and the top bit of r.
-    TruncPair { len: usize, frac_bits: u32 },
     /// `rows` fresh rows [rows, width] appended to the growing row mask `id` (made on first use):
     /// the mask of a shared matrix that grows by rows, such as a KV cache.
     RowMask { id: u64, rows: usize, width: usize },
@@ -102,11 +100,6 @@ impl Correlation {
                 let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
                 vec![(Additive, m * k, false), (Additive, m * n, true)]
             }
-            Correlation::TruncPair { len, .. } => vec![
-                (Additive, len, false),
-                (Additive, len, true),
-                (Additive, len, true),
-            ],
             Correlation::Comparison { len } => vec![
                 (Additive, len, false),
                 (Own, 2 * len, false),
@@ -177,10 +170,6 @@ impl Correlation {
                     .expect("weight triple for a mask the dealer made");
                 vec![super::matmul::matmul_u64(&free[0], mask, m, *k, *n)]
             }
-            Correlation::TruncPair { frac_bits, .. } => vec![
-                free[0].iter().map(|r| r >> frac_bits).collect(),
-                free[0].iter().map(|r| r >> 63).collect(),
-            ],
             Correlation::Comparison { len } => {
                 let r = &free[0];
                 let msb: Vec<u64> = r.iter().map(|r| r >> 63).collect();
