@@ -32,7 +32,7 @@ use crate::mpc::protocols::{
     exp::exp,
     ltz_many,
     max::{max_last, max_value_last},
-    mul_many, mul_public, truncate,
+    mul_many, mul_public, not, truncate,
 };
 use crate::mpc::{Party, RingTensor, CLIENT};
 use crate::spec::Verdict;
@@ -67,11 +67,6 @@ fn client_known(
     } else {
         Ok(RingTensor::zeros(shape))
     }
-}
-
-/// 1 - b for shared integer bits.
-fn not(p: &Party, b: &RingTensor) -> RingTensor {
-    p.add_constant(&b.neg(), 1)
 }
 
 /// Applies the speculative rule to shared logits [k+1, vocab]. The client passes its draws and gets

@@ -101,12 +101,5 @@ pub fn ltz(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
 
 /// 1 - b for shared integer bits b.
 pub fn not(p: &Party, b: &RingTensor) -> RingTensor {
-    let client = p.is_client();
-    b.map(|v| {
-        if client {
-            1u64.wrapping_sub(v)
-        } else {
-            v.wrapping_neg()
-        }
-    })
+    p.add_constant(&b.neg(), 1)
 }
