@@ -9,7 +9,7 @@ use post::mpc::protocols::{
     softmax::softmax,
 };
 use post::mpc::{EngineConfig, FixedPoint, LinkModel, RingTensor};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 fn cfg() -> EngineConfig {
@@ -188,6 +188,42 @@ fn less_than_zero_is_exact_at_the_edges() {
 }
 
 #[test]
+fn comparison_products_are_exact_in_the_ring() {
+    // [x < 0], [x < 0] x and [x < 0] w for raw ring values anywhere in the ring's range, the edges
+    // included, against exact integer arithmetic: the payload words must carry the masks exactly.
+    let mut rng = ChaCha12Rng::seed_from_u64(41);
+    let mut xs: Vec<u64> = vec![0, 1, u64::MAX, 1 << 62, (1u64 << 62).wrapping_neg(), 1 << 63];
+    xs.extend((0..3000).map(|_| rng.random::<u64>()));
+    let n = xs.len();
+    let ws: Vec<Vec<u64>> = (0..2).map(|_| (0..n).map(|_| rng.random()).collect()).collect();
+    let tensor = |v: &[u64]| RingTensor::new(&[n], v.to_vec()).unwrap();
+    let out = run(
+        &cfg(),
+        vec![tensor(&xs), tensor(&ws[0]), tensor(&ws[1])],
+        |p, s| {
+            let mut round = protocols::Round::new();
+            let got = round.ltz_products(p, &s[0], &[&s[1], &s[2]])?;
+            let mut out = round.run(p)?;
+            Ok(vec![
+                out.take(got.bit),
+                out.take(got.times_x),
+                out.take(got.times[0]),
+                out.take(got.times[1]),
+            ])
+        },
+    );
+    for i in 0..n {
+        let t = ((xs[i] as i64) < 0) as u64;
+        assert_eq!(out.outputs[0].data()[i], t, "bit of {:#x}", xs[i]);
+        assert_eq!(out.outputs[1].data()[i], t * xs[i], "t x for {:#x}", xs[i]);
+        assert_eq!(out.outputs[2].data()[i], t * ws[0][i], "t w for {:#x}", xs[i]);
+        assert_eq!(out.outputs[3].data()[i], t * ws[1][i], "t w' for {:#x}", xs[i]);
+    }
+    // One opening of x + r_0, w + r_1 and w' + r_2.
+    assert_eq!((out.client.rounds, out.client.bytes_sent), (1, 3 * 8 * n as u64));
+}
+
+#[test]
 fn relu_and_select_match() {
     let mut rng = ChaCha12Rng::seed_from_u64(5);
     let x = uniform(&mut rng, 500, -20.0, 20.0);
@@ -196,7 +232,7 @@ fn relu_and_select_match() {
     });
     let want: Vec<f64> = x.iter().map(|v| v.max(0.0)).collect();
     assert_close("relu", &decode_at(&out.outputs[0], 16), &want, ulp(), 0.0);
-    assert_costs(&out, 2, 12000, 776000);
+    assert_costs(&out, 1, 4000, 1032000);
 }
 
 #[test]
@@ -209,8 +245,8 @@ fn max_and_argmax_over_rows_of_every_size() {
             Ok(vec![m, i])
         });
         if (rows, n) == (2, 1024) {
-            // Ten binary levels of 2 rounds (a comparison, then a select).
-            assert_costs(&out, 20, 81840, 3191760);
+            // Ten binary levels of 1 round: each comparison's opening also selects value and index.
+            assert_costs(&out, 10, 32736, 5286864);
         }
         let got_max = decode_at(&out.outputs[0], 16);
         for r in 0..rows {
@@ -367,7 +403,7 @@ fn softmax_with_causal_mask_on_attention_logits() {
     let out = run(&cfg(), vec![encode(fp(), &[t, total], &x)], move |p, s| {
         Ok(vec![softmax(p, &s[0], Some(&mask_for_run))?])
     });
-    assert_costs(&out, 26, 37680, 1742976);
+    assert_costs(&out, 20, 33936, 1862784);
     let got = decode_at(&out.outputs[0], 16);
     let want: Vec<f64> = (0..t)
         .flat_map(|i| {
@@ -395,8 +431,9 @@ fn softmax_over_a_vocabulary_row() {
         Ok(vec![softmax(p, &s[0], None)?])
     });
     let want = softmax_ref(&x, &vec![true; n]);
-    // max over 50,257 (16 binary levels), exp (8), reciprocal (4), product and truncation.
-    assert_costs(&out, 46, 6837104, 171281512);
+    // max over 50,257 (16 binary levels of 1 round), exp (8), reciprocal (4), product and
+    // truncation.
+    assert_costs(&out, 30, 6033008, 197012584);
     let got = decode_at(&out.outputs[0], 16);
     // A row of one element is 1 whatever its value.
     let single = run(

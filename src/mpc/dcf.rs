@@ -19,9 +19,17 @@ use aes::Aes128;
 
 /// Input bits: the comparison circuit needs the low 63 bits of a ring element.
 pub const BITS: usize = 63;
-/// Correction words of one key pair as u64 words: per level (seed lo, seed hi, value), then the
-/// left and right control bits of every level packed in two words, then the final value.
-pub const WORDS: usize = 3 * BITS + 3;
+/// The widest payload a key carries (a comparison bit and its products with three masks).
+pub const MAX_WIDTH: usize = 4;
+/// Correction words of one key pair with a one-word payload.
+pub const WORDS: usize = words(1);
+
+/// Correction words of one key pair whose payload has `width` words: per level (seed lo, seed hi,
+/// `width` values), then the left and right control bits of every level packed in two words, then
+/// the final `width` values.
+pub const fn words(width: usize) -> usize {
+    (2 + width) * BITS + 2 + width
+}
 
 fn cipher() -> &'static Aes128 {
     static CIPHER: OnceLock<Aes128> = OnceLock::new();
@@ -29,40 +37,68 @@ fn cipher() -> &'static Aes128 {
     CIPHER.get_or_init(|| Aes128::new(&GenericArray::from(*b"post-dcf-prg-key")))
 }
 
-/// G(s): two child seeds (control bit cleared), two control bits and two 64-bit values.
+type Block = GenericArray<u8, aes::cipher::consts::U16>;
+
+/// MMO(x) = AES_k(x) xor x: `out[i]` from `inputs[i]`, through the caller's working `blocks`.
+fn mmo(inputs: &[u128], blocks: &mut [Block], out: &mut [u128]) {
+    let blocks = &mut blocks[..inputs.len()];
+    for (b, i) in blocks.iter_mut().zip(inputs) {
+        *b = Block::from(i.to_le_bytes());
+    }
+    cipher().encrypt_blocks(blocks);
+    for ((o, b), i) in out.iter_mut().zip(blocks.iter()).zip(inputs) {
+        *o = u128::from_le_bytes((*b).into()) ^ i;
+    }
+}
+
+/// G(s): two child seeds (control bit cleared), two control bits and two payloads of `width` words.
+/// Block k of the seed (s xor k) gives the left and right seeds (k = 0, 1) and the left and right
+/// value word k - 2 (k >= 2): 2 + width blocks per node.
+#[derive(Clone, Copy)]
 struct Children {
     seeds: [u128; 2],
     bits: [u8; 2],
-    values: [u64; 2],
+    values: [[u64; MAX_WIDTH]; 2],
 }
 
-/// G of two seeds at once (six AES blocks through the cipher together).
-fn expand_pair(seeds: [u128; 2]) -> [Children; 2] {
-    let inputs: [u128; 6] = std::array::from_fn(|k| seeds[k / 3] ^ (k % 3) as u128);
-    let mut blocks = inputs.map(|i| GenericArray::from(i.to_le_bytes()));
-    cipher().encrypt_blocks(&mut blocks);
-    let out: [u128; 6] = std::array::from_fn(|k| u128::from_le_bytes(blocks[k].into()) ^ inputs[k]);
-    [
-        children([out[0], out[1], out[2]]),
-        children([out[3], out[4], out[5]]),
-    ]
-}
-
-fn expand(seed: u128) -> Children {
-    let inputs = [seed, seed ^ 1, seed ^ 2];
-    let mut blocks = inputs.map(|i| GenericArray::from(i.to_le_bytes()));
-    cipher().encrypt_blocks(&mut blocks);
-    children(std::array::from_fn(|k| {
-        u128::from_le_bytes(blocks[k].into()) ^ inputs[k]
-    }))
-}
-
-/// The three PRG blocks of a node as its children.
-fn children(out: [u128; 3]) -> Children {
+fn children(out: &[u128]) -> Children {
+    let mut values = [[0u64; MAX_WIDTH]; 2];
+    for (k, block) in out[2..].iter().enumerate() {
+        values[0][k] = *block as u64;
+        values[1][k] = (*block >> 64) as u64;
+    }
     Children {
         seeds: [out[0] & !1, out[1] & !1],
         bits: [(out[0] & 1) as u8, (out[1] & 1) as u8],
-        values: [out[2] as u64, (out[2] >> 64) as u64],
+        values,
+    }
+}
+
+/// G of the two parties' seeds during key generation.
+fn expand_pair(seeds: [u128; 2], width: usize) -> [Children; 2] {
+    const MAX_NODE: usize = 2 + MAX_WIDTH;
+    let n = 2 + width;
+    let mut inputs = [0u128; 2 * MAX_NODE];
+    for (b, s) in seeds.iter().enumerate() {
+        for k in 0..n {
+            inputs[b * n + k] = s ^ k as u128;
+        }
+    }
+    let mut blocks = [Block::default(); 2 * MAX_NODE];
+    let mut out = [0u128; 2 * MAX_NODE];
+    mmo(&inputs[..2 * n], &mut blocks, &mut out);
+    [children(&out[..n]), children(&out[n..2 * n])]
+}
+
+/// The leaf's seed as a payload: word 0 is the seed's low half, word k >= 1 comes from
+/// MMO(s xor (k + 2)). Both keys convert alike, so equal seeds off alpha's path cancel.
+fn convert(seed: u128, width: usize, blocks: &mut [Block], out: &mut [u64]) {
+    out[0] = seed as u64;
+    let inputs: [u128; MAX_WIDTH] = std::array::from_fn(|k| seed ^ (k + 3) as u128);
+    let mut mixed = [0u128; MAX_WIDTH];
+    mmo(&inputs[..width - 1], blocks, &mut mixed);
+    for k in 1..width {
+        out[k] = mixed[k - 1] as u64;
     }
 }
 
@@ -84,45 +120,48 @@ fn bit_of(x: u64, level: usize) -> usize {
 struct PathState {
     s: [u128; 2],
     t: [u8; 2],
-    v_alpha: u64,
+    v_alpha: [u64; MAX_WIDTH],
 }
 
 /// One level of key generation: writes the level's correction words into `out` and its control
 /// bits into `t_bits`, and moves the state one level down alpha's path.
 fn generate_level(
     st: &mut PathState,
-    e: [Children; 2],
+    e: &[Children],
     a: usize,
-    beta: u64,
+    beta: &[u64],
     level: usize,
     out: &mut [u64],
     t_bits: &mut [u64; 2],
 ) {
+    let width = beta.len();
     let (keep, lose) = (a, 1 - a);
     let (e0, e1) = (&e[0], &e[1]);
     let s_cw = e0.seeds[lose] ^ e1.seeds[lose];
-    let mut v_cw = signed(
-        e1.values[lose]
-            .wrapping_sub(e0.values[lose])
-            .wrapping_sub(st.v_alpha),
-        st.t[1],
-    );
-    if lose == 0 {
-        // Inputs that leave the path to the left are below alpha: they collect beta.
-        v_cw = v_cw.wrapping_add(signed(beta, st.t[1]));
+    let row = (2 + width) * level;
+    out[row] = s_cw as u64;
+    out[row + 1] = (s_cw >> 64) as u64;
+    for k in 0..width {
+        let mut v_cw = signed(
+            e1.values[lose][k]
+                .wrapping_sub(e0.values[lose][k])
+                .wrapping_sub(st.v_alpha[k]),
+            st.t[1],
+        );
+        if lose == 0 {
+            // Inputs that leave the path to the left are below alpha: they collect beta.
+            v_cw = v_cw.wrapping_add(signed(beta[k], st.t[1]));
+        }
+        st.v_alpha[k] = st.v_alpha[k]
+            .wrapping_sub(e1.values[keep][k])
+            .wrapping_add(e0.values[keep][k])
+            .wrapping_add(signed(v_cw, st.t[1]));
+        out[row + 2 + k] = v_cw;
     }
-    st.v_alpha = st
-        .v_alpha
-        .wrapping_sub(e1.values[keep])
-        .wrapping_add(e0.values[keep])
-        .wrapping_add(signed(v_cw, st.t[1]));
     let t_cw = [
         e0.bits[0] ^ e1.bits[0] ^ a as u8 ^ 1,
         e0.bits[1] ^ e1.bits[1] ^ a as u8,
     ];
-    out[3 * level] = s_cw as u64;
-    out[3 * level + 1] = (s_cw >> 64) as u64;
-    out[3 * level + 2] = v_cw;
     t_bits[0] |= (t_cw[0] as u64) << level;
     t_bits[1] |= (t_cw[1] as u64) << level;
     for (b, e) in e.iter().enumerate() {
@@ -131,32 +170,26 @@ fn generate_level(
     }
 }
 
-fn finish_key(st: &PathState, t_bits: [u64; 2], out: &mut [u64]) {
-    out[3 * BITS] = t_bits[0];
-    out[3 * BITS + 1] = t_bits[1];
-    out[3 * BITS + 2] = signed(
-        (st.s[1] as u64)
-            .wrapping_sub(st.s[0] as u64)
-            .wrapping_sub(st.v_alpha),
-        st.t[1],
+/// The correction words of the key pair for f(x) = beta if x < alpha else 0 (beta: 1 to
+/// [`MAX_WIDTH`] words), from the two parties' root seeds; written into `out` (`words(width)`).
+pub fn generate(alpha: u64, beta: &[u64], roots: [u128; 2], out: &mut [u64]) {
+    let width = beta.len();
+    assert!(
+        (1..=MAX_WIDTH).contains(&width),
+        "payload of 1 to {MAX_WIDTH} words"
     );
-}
-
-/// The correction words of the key pair for f(x) = beta if x < alpha else 0, from the two
-/// parties' root seeds; written into `out` (WORDS words).
-pub fn generate(alpha: u64, beta: u64, roots: [u128; 2], out: &mut [u64]) {
-    assert_eq!(out.len(), WORDS, "correction words of one key");
+    assert_eq!(out.len(), words(width), "correction words of one key");
     let mut st = PathState {
         s: roots,
         t: [0, 1],
-        v_alpha: 0,
+        v_alpha: [0; MAX_WIDTH],
     };
     let mut t_bits = [0u64; 2];
     for level in 0..BITS {
-        let e = expand_pair(st.s);
+        let e = expand_pair(st.s, width);
         generate_level(
             &mut st,
-            e,
+            &e,
             bit_of(alpha, level),
             beta,
             level,
@@ -164,85 +197,108 @@ pub fn generate(alpha: u64, beta: u64, roots: [u128; 2], out: &mut [u64]) {
             &mut t_bits,
         );
     }
-    finish_key(&st, t_bits, out);
-}
-
-/// Party `party`'s share of f(x), from its root seed and the common correction words.
-pub fn evaluate(party: usize, root: u128, words: &[u64], x: u64) -> u64 {
-    let (t_left, t_right) = (words[3 * BITS], words[3 * BITS + 1]);
-    let (mut s, mut t) = (root, party as u8);
-    let mut v = 0u64;
-    for level in 0..BITS {
-        let mut e = expand(s);
-        let s_cw = words[3 * level] as u128 | (words[3 * level + 1] as u128) << 64;
-        let v_cw = words[3 * level + 2];
-        if t == 1 {
-            e.seeds[0] ^= s_cw;
-            e.seeds[1] ^= s_cw;
-            e.bits[0] ^= ((t_left >> level) & 1) as u8;
-            e.bits[1] ^= ((t_right >> level) & 1) as u8;
-        }
-        let dir = bit_of(x, level);
-        let term = e.values[dir].wrapping_add(if t == 1 { v_cw } else { 0 });
-        v = v.wrapping_add(signed(term, party as u8));
-        s = e.seeds[dir];
-        t = e.bits[dir];
+    let tail = (2 + width) * BITS;
+    out[tail] = t_bits[0];
+    out[tail + 1] = t_bits[1];
+    let mut blocks = [Block::default(); MAX_WIDTH];
+    let mut last = [[0u64; MAX_WIDTH]; 2];
+    for b in 0..2 {
+        convert(st.s[b], width, &mut blocks, &mut last[b]);
     }
-    let last = (s as u64).wrapping_add(if t == 1 { words[3 * BITS + 2] } else { 0 });
-    v.wrapping_add(signed(last, party as u8))
+    for k in 0..width {
+        out[tail + 2 + k] = signed(
+            last[1][k]
+                .wrapping_sub(last[0][k])
+                .wrapping_sub(st.v_alpha[k]),
+            st.t[1],
+        );
+    }
 }
 
-/// [`evaluate`] for many keys and inputs at once: level by level, so that the AES blocks of a
-/// whole chunk go through the cipher together (AES-NI pipelines them).
-pub fn evaluate_many(party: usize, roots: &[u128], words: &[u64], xs: &[u64]) -> Vec<u64> {
+/// Party `party`'s shares of f(x) (`width` words), from its root seed and the correction words.
+pub fn evaluate(party: usize, root: u128, words: &[u64], x: u64, width: usize) -> Vec<u64> {
+    evaluate_many(party, &[root], words, &[x], width)
+}
+
+/// [`evaluate`] for many keys and inputs at once (`width` output words per input, flattened):
+/// level by level, so that the AES blocks of a whole chunk go through the cipher together
+/// (AES-NI pipelines them).
+pub fn evaluate_many(
+    party: usize,
+    roots: &[u128],
+    words: &[u64],
+    xs: &[u64],
+    width: usize,
+) -> Vec<u64> {
+    // The width as a constant lets the compiler unroll the per-word loops of the hot path.
+    match width {
+        1 => evaluate_width::<1>(party, roots, words, xs),
+        2 => evaluate_width::<2>(party, roots, words, xs),
+        3 => evaluate_width::<3>(party, roots, words, xs),
+        4 => evaluate_width::<4>(party, roots, words, xs),
+        _ => panic!("payload of 1 to {MAX_WIDTH} words, got {width}"),
+    }
+}
+
+fn evaluate_width<const W: usize>(
+    party: usize,
+    roots: &[u128],
+    words: &[u64],
+    xs: &[u64],
+) -> Vec<u64> {
     const CHUNK: usize = 64;
-    let mut out = Vec::with_capacity(xs.len());
-    let mut blocks = vec![GenericArray::from([0u8; 16]); 3 * CHUNK];
+    let key_len = self::words(W);
+    let per_node = 2 + W;
+    let tail = per_node * BITS;
+    let mut out = vec![0u64; xs.len() * W];
+    let mut blocks = vec![Block::default(); per_node * CHUNK];
+    let mut last = [0u64; MAX_WIDTH];
     for (c, chunk) in xs.chunks(CHUNK).enumerate() {
         let n = chunk.len();
         let base = c * CHUNK;
         let mut s: Vec<u128> = roots[base..base + n].to_vec();
         let mut t = vec![party as u8; n];
-        let mut v = vec![0u64; n];
+        let mut v = vec![[0u64; W]; n];
         for level in 0..BITS {
-            for j in 0..n {
-                for k in 0..3 {
-                    blocks[3 * j + k] = GenericArray::from((s[j] ^ k as u128).to_le_bytes());
+            for (j, s) in s.iter().enumerate() {
+                for k in 0..per_node {
+                    blocks[per_node * j + k] = Block::from((s ^ k as u128).to_le_bytes());
                 }
             }
-            cipher().encrypt_blocks(&mut blocks[..3 * n]);
+            cipher().encrypt_blocks(&mut blocks[..per_node * n]);
+            let row = per_node * level;
             for j in 0..n {
-                let key = &words[(base + j) * WORDS..(base + j + 1) * WORDS];
-                let out: [u128; 3] = std::array::from_fn(|k| {
-                    u128::from_le_bytes(blocks[3 * j + k].into()) ^ (s[j] ^ k as u128)
-                });
-                let dir = bit_of(chunk[j], level);
-                let mut seed = out[dir] & !1;
-                let mut bit = (out[dir] & 1) as u8;
-                let mut value = if dir == 0 {
-                    out[2] as u64
-                } else {
-                    (out[2] >> 64) as u64
+                let key = &words[(base + j) * key_len..(base + j + 1) * key_len];
+                let node = |k: usize| {
+                    u128::from_le_bytes(blocks[per_node * j + k].into()) ^ (s[j] ^ k as u128)
                 };
-                if t[j] == 1 {
-                    seed ^= key[3 * level] as u128 | (key[3 * level + 1] as u128) << 64;
-                    let t_cw = if dir == 0 {
-                        key[3 * BITS]
-                    } else {
-                        key[3 * BITS + 1]
-                    };
-                    bit ^= ((t_cw >> level) & 1) as u8;
-                    value = value.wrapping_add(key[3 * level + 2]);
+                let dir = bit_of(chunk[j], level);
+                let out_dir = node(dir);
+                let mut seed = out_dir & !1;
+                let mut bit = (out_dir & 1) as u8;
+                let on = t[j] == 1;
+                if on {
+                    seed ^= key[row] as u128 | (key[row + 1] as u128) << 64;
+                    bit ^= ((key[tail + dir] >> level) & 1) as u8;
                 }
-                v[j] = v[j].wrapping_add(signed(value, party as u8));
+                for k in 0..W {
+                    let mut value = (node(2 + k) >> (64 * dir)) as u64;
+                    if on {
+                        value = value.wrapping_add(key[row + 2 + k]);
+                    }
+                    v[j][k] = v[j][k].wrapping_add(signed(value, party as u8));
+                }
                 s[j] = seed;
                 t[j] = bit;
             }
         }
         for j in 0..n {
-            let key = &words[(base + j) * WORDS..(base + j + 1) * WORDS];
-            let last = (s[j] as u64).wrapping_add(if t[j] == 1 { key[3 * BITS + 2] } else { 0 });
-            out.push(v[j].wrapping_add(signed(last, party as u8)));
+            let key = &words[(base + j) * key_len..(base + j + 1) * key_len];
+            convert(s[j], W, &mut blocks, &mut last);
+            for k in 0..W {
+                let fin = last[k].wrapping_add(if t[j] == 1 { key[tail + 2 + k] } else { 0 });
+                out[(base + j) * W + k] = v[j][k].wrapping_add(signed(fin, party as u8));
+            }
         }
     }
     out
@@ -259,12 +315,13 @@ mod tests {
     #[test]
     fn shares_add_up_to_the_comparison() {
         let mut rng = ChaCha12Rng::seed_from_u64(1);
-        let mut words = vec![0u64; WORDS];
-        for _ in 0..60 {
+        for trial in 0..60 {
+            let width = 1 + trial % MAX_WIDTH;
+            let mut words = vec![0u64; super::words(width)];
             let alpha = rng.random::<u64>() & MASK;
-            let beta: u64 = rng.random();
+            let beta: Vec<u64> = (0..width).map(|_| rng.random()).collect();
             let roots = [rng.random::<u128>(), rng.random::<u128>()];
-            generate(alpha, beta, roots, &mut words);
+            generate(alpha, &beta, roots, &mut words);
             let mut inputs: Vec<u64> = (0..20).map(|_| rng.random::<u64>() & MASK).collect();
             inputs.extend([
                 0,
@@ -277,15 +334,18 @@ mod tests {
             inputs.extend((0..8).map(|_| alpha ^ (rng.random::<u64>() & 0xFF)));
             // The batched evaluation (what the comparison protocol runs) against the same keys.
             let keys: Vec<u64> = inputs.iter().flat_map(|_| words.iter().copied()).collect();
-            let batched: [Vec<u64>; 2] =
-                [0, 1].map(|b| evaluate_many(b, &vec![roots[b]; inputs.len()], &keys, &inputs));
+            let batched: [Vec<u64>; 2] = [0, 1]
+                .map(|b| evaluate_many(b, &vec![roots[b]; inputs.len()], &keys, &inputs, width));
             for (i, &x) in inputs.iter().enumerate() {
-                let sum =
-                    evaluate(0, roots[0], &words, x).wrapping_add(evaluate(1, roots[1], &words, x));
-                let want = if x < alpha { beta } else { 0 };
-                assert_eq!(sum, want, "alpha {alpha:#x}, x {x:#x}");
-                let batched_sum = batched[0][i].wrapping_add(batched[1][i]);
-                assert_eq!(batched_sum, want, "batched, x {x:#x}");
+                let one = [0, 1].map(|b| evaluate(b, roots[b], &words, x, width));
+                for k in 0..width {
+                    let want = if x < alpha { beta[k] } else { 0 };
+                    let sum = one[0][k].wrapping_add(one[1][k]);
+                    assert_eq!(sum, want, "alpha {alpha:#x}, x {x:#x}, word {k} of {width}");
+                    let batched_sum =
+                        batched[0][i * width + k].wrapping_add(batched[1][i * width + k]);
+                    assert_eq!(batched_sum, want, "batched, x {x:#x}, word {k}");
+                }
             }
         }
     }
@@ -301,8 +361,8 @@ mod tests {
             let mut high = 0;
             for _ in 0..2000 {
                 let roots = [rng.random::<u128>(), rng.random::<u128>()];
-                generate(alpha, 1, roots, &mut words);
-                high += (evaluate(0, roots[0], &words, x) >> 63) as usize;
+                generate(alpha, &[1], roots, &mut words);
+                high += (evaluate(0, roots[0], &words, x, 1)[0] >> 63) as usize;
             }
             assert!(
                 (800..1200).contains(&high),
@@ -319,30 +379,29 @@ mod speed {
     #[test]
     #[ignore = "timing, run by hand"]
     fn evaluation_speed() {
-        let mut words = vec![0u64; WORDS];
-        generate(12345, 1, [1, 2], &mut words);
-        let start = std::time::Instant::now();
-        let mut acc = 0u64;
-        for x in 0..20_000u64 {
-            acc = acc.wrapping_add(evaluate(0, 1, &words, x * 7919));
+        for width in [1, 2, 3] {
+            let mut words = vec![0u64; super::words(width)];
+            let beta = vec![1u64; width];
+            generate(12345, &beta, [1, 2], &mut words);
+            let keys: Vec<u64> = (0..20_000).flat_map(|_| words.iter().copied()).collect();
+            let roots = vec![1u128; 20_000];
+            let xs: Vec<u64> = (0..20_000u64).map(|x| x * 7919).collect();
+            let start = std::time::Instant::now();
+            let batched = evaluate_many(0, &roots, &keys, &xs, width);
+            let per = start.elapsed().as_secs_f64() / 20_000.0;
+            println!("width {width}: {:.2} us per batched evaluation", per * 1e6);
+            let one: Vec<u64> = xs
+                .iter()
+                .flat_map(|&x| evaluate(0, 1, &words, x, width))
+                .collect();
+            assert_eq!(batched, one);
+            let start = std::time::Instant::now();
+            for a in 0..20_000u64 {
+                generate(a * 7919, &beta, [a as u128, 3], &mut words);
+            }
+            let per = start.elapsed().as_secs_f64() / 20_000.0;
+            println!("width {width}: {:.2} us per key generation", per * 1e6);
         }
-        let per = start.elapsed().as_secs_f64() / 20_000.0;
-        println!("{:.2} us per evaluation ({acc})", per * 1e6);
-        let keys: Vec<u64> = (0..20_000).flat_map(|_| words.iter().copied()).collect();
-        let roots = vec![1u128; 20_000];
-        let xs: Vec<u64> = (0..20_000u64).map(|x| x * 7919).collect();
-        let start = std::time::Instant::now();
-        let batched = evaluate_many(0, &roots, &keys, &xs);
-        let per = start.elapsed().as_secs_f64() / 20_000.0;
-        println!("{:.2} us per batched evaluation", per * 1e6);
-        let one: Vec<u64> = xs.iter().map(|&x| evaluate(0, 1, &words, x)).collect();
-        assert_eq!(batched, one);
-        let start = std::time::Instant::now();
-        for a in 0..20_000u64 {
-            generate(a * 7919, 1, [a as u128, 3], &mut words);
-        }
-        let per = start.elapsed().as_secs_f64() / 20_000.0;
-        println!("{:.2} us per key generation", per * 1e6);
     }
 }
 

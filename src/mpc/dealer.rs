@@ -59,6 +59,11 @@ pub enum Correlation {
     /// party's root seeds (2 words an element), additive shares of msb(r), and the correction words
     /// of a DCF for [y_lo < r_lo] with payload 1 - 2 msb(r) (`dcf::WORDS` an element, to both).
     Comparison { len: usize },
+    /// A comparison whose bit t = [x < 0] also multiplies `operands` masked values in the same
+    /// opening (see `protocols::compare::stage_products`): masks r_0 (the compared value's) and
+    /// r_1 .. r_(k-1), each party's root seeds, shares of m = msb(r_0) and of m r_j, and DCF words
+    /// with the payload (1 - 2m) (1, r_0, .., r_(k-1)).
+    ComparisonProducts { len: usize, operands: usize },
     /// Masked openings with products between them (see `protocols::round`): per operand o a uniform
     /// mask r_o and, where `shifts[o]` > 0, a_o = r_o >> shift and b_o = msb(r_o) 2^(64 - shift);
     /// per pair (u, v) the cross terms a_u a_v, a_u b_v, b_u a_v and b_u b_v (those not always zero).
@@ -106,6 +111,13 @@ impl Correlation {
                 (Additive, len, true),
                 (Public, super::dcf::WORDS * len, true),
             ],
+            Correlation::ComparisonProducts { len, operands } => {
+                let mut comps = vec![(Additive, len, false), (Own, 2 * len, false)];
+                comps.extend(vec![(Additive, len, false); operands.saturating_sub(1)]);
+                comps.extend(vec![(Additive, len, true); 1 + operands]);
+                comps.push((Public, super::dcf::words(1 + operands) * len, true));
+                comps
+            }
             Correlation::RowMask { rows, width, .. } => vec![(Additive, rows * width, false)],
             Correlation::RowTruncate { .. } => vec![],
             Correlation::Masked {
@@ -183,9 +195,40 @@ impl Correlation {
                     .for_each(|(i, key)| {
                         let alpha = r[i] & ((1 << super::dcf::BITS) - 1);
                         let beta = 1u64.wrapping_sub(2 * msb[i]);
-                        super::dcf::generate(alpha, beta, [root(0, i), root(1, i)], key);
+                        super::dcf::generate(alpha, &[beta], [root(0, i), root(1, i)], key);
                     });
                 vec![msb, words]
+            }
+            Correlation::ComparisonProducts { len, operands } => {
+                let masks: Vec<&Vec<u64>> =
+                    std::iter::once(&free[0]).chain(&free[2..]).collect();
+                let msb: Vec<u64> = masks[0].iter().map(|r| r >> 63).collect();
+                let width = 1 + operands;
+                let key_len = super::dcf::words(width);
+                let mut words = vec![0u64; key_len * len];
+                let root = |b: usize, i: usize| {
+                    own[b][1][2 * i] as u128 | (own[b][1][2 * i + 1] as u128) << 64
+                };
+                words
+                    .par_chunks_mut(key_len)
+                    .enumerate()
+                    .for_each(|(i, key)| {
+                        let alpha = masks[0][i] & ((1 << super::dcf::BITS) - 1);
+                        let sign = 1u64.wrapping_sub(2 * msb[i]);
+                        let mut beta = [sign; super::dcf::MAX_WIDTH];
+                        for (j, r) in masks.iter().enumerate() {
+                            beta[1 + j] = sign.wrapping_mul(r[i]);
+                        }
+                        super::dcf::generate(alpha, &beta[..width], [root(0, i), root(1, i)], key);
+                    });
+                let mut out = vec![msb.clone()];
+                out.extend(
+                    masks
+                        .iter()
+                        .map(|r| r.iter().zip(&msb).map(|(r, m)| r.wrapping_mul(*m)).collect()),
+                );
+                out.push(words);
+                out
             }
             Correlation::RowMask { .. } | Correlation::RowTruncate { .. } => vec![],
             Correlation::Masked {

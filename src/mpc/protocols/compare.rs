@@ -15,6 +15,13 @@
 //! key takes 189 AES blocks per element and party. The Kogge-Stone circuit this replaces took
 //! 8 rounds and 192 bytes an element each way. The opening can share a round with other protocols
 //! ([`super::round::Round::ltz`]).
+//!
+//! Products with the bit in the same round ([`stage_products`]). With x = y - r public-minus-shared,
+//! t x = t y - t r, and t y is local; t r follows from u = m xor c (t = u, or 1 - u when msb(y) = 1)
+//! and u r = m r + (1 - 2m) c r, so a DCF whose payload also carries (1 - 2m) r gives it, with the
+//! dealer's shares of m r. Any other value w opened as w + r_w in the same round is multiplied
+//! alike (payload word (1 - 2m) r_w). So select(t, a, b) and max(a, b) = a - [a - b < 0] (a - b)
+//! take the comparison's one round instead of two, 8 bytes an element and operand each way.
 
 use super::round::Round;
 use crate::mpc::dcf;
@@ -61,7 +68,7 @@ impl LtzStage {
             .flat_map_iter(|(c, xs)| {
                 let start = c * CHUNK;
                 let keys = &self.words[start * dcf::WORDS..(start + xs.len()) * dcf::WORDS];
-                dcf::evaluate_many(party, &self.roots[start..start + xs.len()], keys, xs)
+                dcf::evaluate_many(party, &self.roots[start..start + xs.len()], keys, xs, 1)
             })
             .collect();
         shares
@@ -79,6 +86,130 @@ impl LtzStage {
                 }
             })
             .collect()
+    }
+}
+
+/// A comparison of x and the products of its bit with x and with other values: this party's
+/// key material, waiting for the opening of x + r_0 and of every w_j + r_j.
+pub(crate) struct LtzProductStage {
+    roots: Vec<u128>,
+    /// Shares of the masks r_0 .. r_(k-1).
+    masks: Vec<Vec<u64>>,
+    m: Vec<u64>,
+    /// Shares of m r_j.
+    m_masks: Vec<Vec<u64>>,
+    words: Vec<u64>,
+}
+
+/// Deals the keys for [x < 0] with its products by x and by each of `others`, and returns the
+/// values to open: x + r_0, then each w_j + r_j.
+pub(crate) fn stage_products(
+    p: &mut Party,
+    x: &[u64],
+    others: &[&[u64]],
+) -> Result<(Vec<u64>, LtzProductStage)> {
+    let len = x.len();
+    let operands = 1 + others.len();
+    let width = 1 + operands;
+    if width > dcf::MAX_WIDTH {
+        return Err(crate::mpc::error::MpcError::BadConfig(format!(
+            "a comparison multiplies at most {} values in its round, got {operands}",
+            dcf::MAX_WIDTH - 1
+        )));
+    }
+    let mut shapes = vec![vec![len], vec![2 * len]];
+    shapes.extend(vec![vec![len]; others.len() + 1 + operands]);
+    shapes.push(vec![dcf::words(width) * len]);
+    let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+    let parts = p.deal(
+        &Correlation::ComparisonProducts { len, operands },
+        &shape_refs,
+    )?;
+    let mut parts = parts.into_iter().map(RingTensor::into_data);
+    let mut next = || parts.next().unwrap_or_default();
+    let r0 = next();
+    let roots = next()
+        .chunks(2)
+        .map(|w| w[0] as u128 | (w[1] as u128) << 64)
+        .collect();
+    let mut masks = vec![r0];
+    masks.extend((0..others.len()).map(|_| next()));
+    let m = next();
+    let m_masks = (0..operands).map(|_| next()).collect();
+    let words = next();
+    let mut masked = Vec::with_capacity(len * operands);
+    for (v, r) in std::iter::once(x).chain(others.iter().copied()).zip(&masks) {
+        if v.len() != len {
+            return Err(crate::mpc::error::MpcError::ShapeMismatch {
+                op: "comparison products",
+                left: vec![len],
+                right: vec![v.len()],
+            });
+        }
+        masked.extend(v.iter().zip(r).map(|(v, r)| v.wrapping_add(*r)));
+    }
+    Ok((
+        masked,
+        LtzProductStage {
+            roots,
+            masks,
+            m,
+            m_masks,
+            words,
+        },
+    ))
+}
+
+impl LtzProductStage {
+    /// The bit, then one product per operand.
+    pub(crate) fn outputs(&self) -> usize {
+        1 + self.masks.len()
+    }
+
+    /// From the opened values: shares of t = [x < 0], then of t x, then of t w_j for each other value.
+    pub(crate) fn finish(self, party: usize, opened: &[u64]) -> Vec<Vec<u64>> {
+        let client = party == crate::mpc::CLIENT;
+        let operands = self.masks.len();
+        let width = 1 + operands;
+        let len = self.m.len();
+        let low = (1u64 << dcf::BITS) - 1;
+        let y = &opened[..len];
+        let inputs: Vec<u64> = y.iter().map(|y| y & low).collect();
+        let key_len = dcf::words(width);
+        const CHUNK: usize = 512;
+        let payloads: Vec<u64> = inputs
+            .par_chunks(CHUNK)
+            .enumerate()
+            .flat_map_iter(|(c, xs)| {
+                let start = c * CHUNK;
+                let keys = &self.words[start * key_len..(start + xs.len()) * key_len];
+                dcf::evaluate_many(party, &self.roots[start..start + xs.len()], keys, xs, width)
+            })
+            .collect();
+        let mut out = vec![Vec::with_capacity(len); 1 + operands];
+        for i in 0..len {
+            let v = &payloads[i * width..(i + 1) * width];
+            let u = self.m[i].wrapping_add(v[0]);
+            let flip = y[i] >> 63 == 1;
+            // t = u, or 1 - u when the opened top bit is set.
+            let t = match (flip, client) {
+                (false, _) => u,
+                (true, true) => 1u64.wrapping_sub(u),
+                (true, false) => u.wrapping_neg(),
+            };
+            out[0].push(t);
+            for j in 0..operands {
+                let ur = self.m_masks[j][i].wrapping_add(v[1 + j]);
+                let tr = if flip {
+                    self.masks[j][i].wrapping_sub(ur)
+                } else {
+                    ur
+                };
+                let opened_j = opened[j * len + i];
+                out[1 + j].push(opened_j.wrapping_mul(t).wrapping_sub(tr));
+            }
+        }
+        out
     }
 }
 

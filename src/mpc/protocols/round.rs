@@ -18,7 +18,7 @@
 //! series of the reciprocal and 1/sqrt, GeLU's powers) then take one round per product.
 //! A value is opened once per product; re-using an opening would need the dealer to remember masks.
 
-use super::compare::{self, LtzStage};
+use super::compare::{self, LtzProductStage, LtzStage};
 use crate::mpc::dealer::{masked_cross_terms, Correlation};
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
@@ -59,7 +59,17 @@ struct MaskedStage {
 
 enum Job {
     Ltz(LtzStage, Vec<usize>),
+    LtzProducts(LtzProductStage, Vec<usize>),
     Masked(MaskedStage),
+}
+
+impl Job {
+    fn outputs(&self) -> usize {
+        match self {
+            Job::LtzProducts(stage, _) => stage.outputs(),
+            _ => 1,
+        }
+    }
 }
 
 /// Steps that open their masked values together.
@@ -67,6 +77,17 @@ enum Job {
 pub struct Round {
     masked: Vec<Vec<u64>>,
     jobs: Vec<Job>,
+    slots: usize,
+}
+
+/// The slots of a comparison with products ([`Round::ltz_products`]).
+pub struct LtzProducts {
+    /// Shares of t = [x < 0].
+    pub bit: Slot,
+    /// Shares of t x.
+    pub times_x: Slot,
+    /// Shares of t w for each other value w.
+    pub times: Vec<Slot>,
 }
 
 /// The outputs of a round, taken by slot.
@@ -85,16 +106,46 @@ impl Round {
         Self::default()
     }
 
+    /// Stages a job; its outputs take the next slots, the first of which is returned.
     fn push(&mut self, masked: Vec<u64>, job: Job) -> Slot {
+        let first = self.slots;
+        self.slots += job.outputs();
         self.masked.push(masked);
         self.jobs.push(job);
-        Slot(self.jobs.len() - 1)
+        Slot(first)
     }
 
     /// Shares of [x < 0] (see [`super::compare`]).
     pub fn ltz(&mut self, p: &mut Party, x: &RingTensor) -> Result<Slot> {
         let (masked, stage) = compare::stage(p, x.data())?;
         Ok(self.push(masked, Job::Ltz(stage, x.shape().to_vec())))
+    }
+
+    /// Shares of t = [x < 0], of t x and of t w for each of `others` (same shape as x), all from
+    /// the comparison's own opening (see [`super::compare::stage_products`]).
+    pub fn ltz_products(
+        &mut self,
+        p: &mut Party,
+        x: &RingTensor,
+        others: &[&RingTensor],
+    ) -> Result<LtzProducts> {
+        for w in others {
+            if w.shape() != x.shape() {
+                return Err(MpcError::ShapeMismatch {
+                    op: "comparison products",
+                    left: x.shape().to_vec(),
+                    right: w.shape().to_vec(),
+                });
+            }
+        }
+        let data: Vec<&[u64]> = others.iter().map(|w| w.data()).collect();
+        let (masked, stage) = compare::stage_products(p, x.data(), &data)?;
+        let Slot(first) = self.push(masked, Job::LtzProducts(stage, x.shape().to_vec()));
+        Ok(LtzProducts {
+            bit: Slot(first),
+            times_x: Slot(first + 1),
+            times: (0..others.len()).map(|j| Slot(first + 2 + j)).collect(),
+        })
     }
 
     /// The product of two operands, at the sum of their fractional bits after their shifts.
@@ -206,14 +257,21 @@ impl Round {
         let opened = p.open(&RingTensor::new(&[flat.len()], flat)?)?.into_data();
         let (party, client) = (p.id, p.is_client());
         let mut offset = 0;
-        let mut outputs = Vec::with_capacity(self.jobs.len());
+        let mut outputs = Vec::with_capacity(self.slots);
         for (job, masked) in self.jobs.into_iter().zip(&self.masked) {
             let c = &opened[offset..offset + masked.len()];
             offset += masked.len();
-            outputs.push(Some(match job {
-                Job::Ltz(stage, shape) => RingTensor::new(&shape, stage.finish(party, c))?,
-                Job::Masked(stage) => stage.finish(client, c)?,
-            }));
+            match job {
+                Job::Ltz(stage, shape) => {
+                    outputs.push(Some(RingTensor::new(&shape, stage.finish(party, c))?))
+                }
+                Job::LtzProducts(stage, shape) => {
+                    for out in stage.finish(party, c) {
+                        outputs.push(Some(RingTensor::new(&shape, out)?));
+                    }
+                }
+                Job::Masked(stage) => outputs.push(Some(stage.finish(client, c)?)),
+            }
         }
         Ok(Outputs(outputs))
     }

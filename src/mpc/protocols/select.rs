@@ -1,10 +1,12 @@
 //! Selection by a shared bit, and ReLU.
 //!
 //! select(b, x, y) = y + b * (x - y): one Beaver product of an integer bit with a fixed-point value,
-//! so no truncation. Cost: 1 round, 16 bytes per element each way. ReLU(x) = x * (1 - [x < 0]):
-//! one comparison (1 round) and one product (1 round).
+//! so no truncation. Cost: 1 round, 16 bytes per element each way. ReLU(x) = x - [x < 0] x, where
+//! the comparison's own opening yields [x < 0] x ([`super::round::Round::ltz_products`]): 1 round,
+//! 8 bytes per element each way.
 
-use super::{compare::ltz, mul_many};
+use super::mul_many;
+use super::round::Round;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
@@ -36,8 +38,8 @@ pub fn select(p: &mut Party, b: &RingTensor, x: &RingTensor, y: &RingTensor) -> 
 
 pub fn relu(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
     p.labelled("relu", |p| {
-        let negative = ltz(p, x)?;
-        let zero = RingTensor::zeros(x.shape());
-        select(p, &negative, &zero, x)
+        let mut round = Round::new();
+        let negative = round.ltz_products(p, x, &[])?;
+        x.sub(&round.run(p)?.take(negative.times_x))
     })
 }
