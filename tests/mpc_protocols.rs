@@ -192,10 +192,19 @@ fn comparison_products_are_exact_in_the_ring() {
     // [x < 0], [x < 0] x and [x < 0] w for raw ring values anywhere in the ring's range, the edges
     // included, against exact integer arithmetic: the payload words must carry the masks exactly.
     let mut rng = ChaCha12Rng::seed_from_u64(41);
-    let mut xs: Vec<u64> = vec![0, 1, u64::MAX, 1 << 62, (1u64 << 62).wrapping_neg(), 1 << 63];
+    let mut xs: Vec<u64> = vec![
+        0,
+        1,
+        u64::MAX,
+        1 << 62,
+        (1u64 << 62).wrapping_neg(),
+        1 << 63,
+    ];
     xs.extend((0..3000).map(|_| rng.random::<u64>()));
     let n = xs.len();
-    let ws: Vec<Vec<u64>> = (0..2).map(|_| (0..n).map(|_| rng.random()).collect()).collect();
+    let ws: Vec<Vec<u64>> = (0..2)
+        .map(|_| (0..n).map(|_| rng.random()).collect())
+        .collect();
     let tensor = |v: &[u64]| RingTensor::new(&[n], v.to_vec()).unwrap();
     let out = run(
         &cfg(),
@@ -216,11 +225,24 @@ fn comparison_products_are_exact_in_the_ring() {
         let t = ((xs[i] as i64) < 0) as u64;
         assert_eq!(out.outputs[0].data()[i], t, "bit of {:#x}", xs[i]);
         assert_eq!(out.outputs[1].data()[i], t * xs[i], "t x for {:#x}", xs[i]);
-        assert_eq!(out.outputs[2].data()[i], t * ws[0][i], "t w for {:#x}", xs[i]);
-        assert_eq!(out.outputs[3].data()[i], t * ws[1][i], "t w' for {:#x}", xs[i]);
+        assert_eq!(
+            out.outputs[2].data()[i],
+            t * ws[0][i],
+            "t w for {:#x}",
+            xs[i]
+        );
+        assert_eq!(
+            out.outputs[3].data()[i],
+            t * ws[1][i],
+            "t w' for {:#x}",
+            xs[i]
+        );
     }
     // One opening of x + r_0, w + r_1 and w' + r_2.
-    assert_eq!((out.client.rounds, out.client.bytes_sent), (1, 3 * 8 * n as u64));
+    assert_eq!(
+        (out.client.rounds, out.client.bytes_sent),
+        (1, 3 * 8 * n as u64)
+    );
 }
 
 #[test]
@@ -628,5 +650,116 @@ fn masked_products_truncate_their_inputs_in_the_same_round() {
             assert!(squares.contains(&q), "shift {su}: square {i}");
             assert!(within(t, ys[i], sv.max(1)), "shift {sv}: truncation {i}");
         }
+    }
+}
+
+/// Reals encoded at 2f = 32 fractional bits: a product's output before its truncation.
+fn at_2f(shape: &[usize], xs: &[f64]) -> RingTensor {
+    let data = xs
+        .iter()
+        .map(|v| (v * 2f64.powi(32)).round() as i64 as u64)
+        .collect();
+    RingTensor::new(shape, data).unwrap()
+}
+
+#[test]
+fn inputs_awaiting_truncation_cost_no_extra_round() {
+    // GeLU, exp, softmax and LayerNorm given x at 2f bits (the secure forward's matmul outputs)
+    // meet the bounds of their f-bit tests above in the same number of rounds: the truncation
+    // happens inside their first opening.
+    let mut rng = ChaCha12Rng::seed_from_u64(42);
+    let mut x = uniform(&mut rng, 3000, -20.0, 20.0);
+    x.extend([-4.0, -2.0, 2.0, 4.0, 0.0, -100.0, 100.0]);
+    let n = x.len();
+    let out = run(&cfg(), vec![at_2f(&[n], &x)], |p, s| {
+        Ok(vec![protocols::gelu::gelu_at(p, &s[0], 16)?])
+    });
+    let want: Vec<f64> = x.iter().map(|&v| gelu_ref(v)).collect();
+    let got = decode_at(&out.outputs[0], 16);
+    assert_close("gelu at 2f", &got, &want, 1e-4 + 12.0 * ulp(), 0.0);
+    assert_eq!(out.client.rounds, 4);
+
+    let z = uniform(&mut rng, 3000, -100.0, 0.0);
+    let out = run(&cfg(), vec![at_2f(&[3000], &z)], |p, s| {
+        Ok(vec![protocols::exp::exp_at(p, &s[0], 16)?])
+    });
+    let want: Vec<f64> = z.iter().map(|v| v.exp()).collect();
+    let got = decode_at(&out.outputs[0], 16);
+    assert_close("exp at 2f", &got, &want, 3.4e-6 + 2.0 * ulp(), 0.0);
+    assert_eq!(out.client.rounds, 8);
+
+    let (t, total) = (6, 40);
+    let scores = uniform(&mut rng, t * total, -50.0, 50.0);
+    let mask: Vec<bool> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| j <= total - t + i))
+        .collect();
+    let mask_for_run = mask.clone();
+    let out = run(&cfg(), vec![at_2f(&[t, total], &scores)], move |p, s| {
+        Ok(vec![protocols::softmax::softmax_at(
+            p,
+            &s[0],
+            16,
+            Some(&mask_for_run),
+        )?])
+    });
+    let want: Vec<f64> = (0..t)
+        .flat_map(|i| {
+            softmax_ref(
+                &scores[i * total..(i + 1) * total],
+                &mask[i * total..(i + 1) * total],
+            )
+        })
+        .collect();
+    let got = decode_at(&out.outputs[0], 16);
+    assert_close("softmax at 2f", &got, &want, 1e-4, 0.0);
+    assert_eq!(
+        out.client.rounds, 20,
+        "as softmax_with_causal_mask_on_attention_logits"
+    );
+
+    let d = 64;
+    let mut x = Vec::new();
+    for s in [0.3, 10.0, 1000.0] {
+        x.extend(uniform(&mut rng, d, -1.7, 1.7).iter().map(|v| v * s + 3.0));
+    }
+    let rows = x.len() / d;
+    let gamma = uniform(&mut rng, d, 0.5, 1.5);
+    let beta = uniform(&mut rng, d, -0.2, 0.2);
+    let out = run(
+        &cfg(),
+        vec![
+            at_2f(&[rows, d], &x),
+            encode(fp(), &[d], &gamma),
+            encode(fp(), &[d], &beta),
+        ],
+        |p, s| {
+            let (y, input) = protocols::layernorm::layernorm_at(p, &s[0], 16, &s[1], &s[2], 1e-5)?;
+            Ok(vec![y, input])
+        },
+    );
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let row = &x[r * d..(r + 1) * d];
+        let mean = row.iter().sum::<f64>() / d as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+        want.extend(
+            row.iter()
+                .enumerate()
+                .map(|(i, v)| (v - mean) / (var + 1e-5).sqrt() * gamma[i] + beta[i]),
+        );
+    }
+    assert_close(
+        "layernorm at 2f",
+        &decode_at(&out.outputs[0], 16),
+        &want,
+        1.5e-3,
+        0.0,
+    );
+    assert_eq!(out.client.rounds, 6);
+    // The residual stream comes back truncated to f bits: floor(x 2^16) or one more.
+    let input = at_2f(&[rows, d], &x);
+    for (got, raw) in out.outputs[1].data().iter().zip(input.data()) {
+        let diff = (*got as i64).wrapping_sub((*raw as i64) >> 16);
+        assert!(diff == 0 || diff == 1, "residual truncation off by {diff}");
     }
 }

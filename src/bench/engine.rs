@@ -181,14 +181,15 @@ pub fn protocol_costs(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRo
         rows.push(run_call(name, shape, link_name, link, dims, f)?);
     }
     rows.push(weight_matmul_row(link_name, link)?);
-    rows.push(layer_row(link_name, link)?);
+    rows.extend(layer_rows(link_name, link)?);
     Ok(rows)
 }
 
 /// One GPT-2-small layer as the secure forward runs it (8 new tokens after 120 cached positions,
-/// random weights): the `block0` label of a one-layer model's forward. The vocabulary is cut to
+/// random weights): the `block0` label of a one-layer model's forward, and inside it c_fc, the
+/// prepared-weight matmul whose truncation GeLU's first opening does. The vocabulary is cut to
 /// 1,024, which a layer never sees, to keep the embedding's set-up small.
-fn layer_row(link_name: &str, link: LinkModel) -> Result<ProtocolRow> {
+fn layer_rows(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRow>> {
     let cfg = crate::model::Config {
         n_layer: 1,
         vocab_size: 1024,
@@ -197,20 +198,34 @@ fn layer_row(link_name: &str, link: LinkModel) -> Result<ProtocolRow> {
     let model = crate::train::Trainee::fresh(&cfg, 3)?.model;
     let links = [(link_name.to_string(), link)];
     let (_, labels) = crate::bench::secure::forward_costs("gpt2-small", &model, &links, 120, &[8])?;
-    let block = labels
-        .get("block0")
-        .copied()
-        .ok_or_else(|| anyhow::anyhow!("the forward labelled no block0"))?;
-    Ok(ProtocolRow {
-        protocol: "GPT-2-small layer (secure forward)".into(),
-        shape: "8 new tokens, context 128".into(),
-        link: link_name.to_string(),
-        rounds: block.rounds,
-        online_bytes: block.bytes_sent,
-        dealer_bytes: block.dealer_bytes,
-        sim_seconds: block.sim_time,
-        compute_seconds: block.compute_time,
-    })
+    let labelled = |label: &str, protocol: &str, shape: &str| -> Result<ProtocolRow> {
+        let c = labels
+            .get(label)
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("the forward labelled no {label}"))?;
+        Ok(ProtocolRow {
+            protocol: protocol.into(),
+            shape: shape.into(),
+            link: link_name.to_string(),
+            rounds: c.rounds,
+            online_bytes: c.bytes_sent,
+            dealer_bytes: c.dealer_bytes,
+            sim_seconds: c.sim_time,
+            compute_seconds: c.compute_time,
+        })
+    };
+    Ok(vec![
+        labelled(
+            "block0/mlp/c_fc",
+            "matmul in the secure forward (c_fc; GeLU's opening truncates it)",
+            "8x768 . 768x3072",
+        )?,
+        labelled(
+            "block0",
+            "GPT-2-small layer (secure forward)",
+            "8 new tokens, context 128",
+        )?,
+    ])
 }
 
 fn run_call(

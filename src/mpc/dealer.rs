@@ -200,8 +200,7 @@ impl Correlation {
                 vec![msb, words]
             }
             Correlation::ComparisonProducts { len, operands } => {
-                let masks: Vec<&Vec<u64>> =
-                    std::iter::once(&free[0]).chain(&free[2..]).collect();
+                let masks: Vec<&Vec<u64>> = std::iter::once(&free[0]).chain(&free[2..]).collect();
                 let msb: Vec<u64> = masks[0].iter().map(|r| r >> 63).collect();
                 let width = 1 + operands;
                 let key_len = super::dcf::words(width);
@@ -222,11 +221,12 @@ impl Correlation {
                         super::dcf::generate(alpha, &beta[..width], [root(0, i), root(1, i)], key);
                     });
                 let mut out = vec![msb.clone()];
-                out.extend(
-                    masks
-                        .iter()
-                        .map(|r| r.iter().zip(&msb).map(|(r, m)| r.wrapping_mul(*m)).collect()),
-                );
+                out.extend(masks.iter().map(|r| {
+                    r.iter()
+                        .zip(&msb)
+                        .map(|(r, m)| r.wrapping_mul(*m))
+                        .collect()
+                }));
                 out.push(words);
                 out
             }

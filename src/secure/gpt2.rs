@@ -9,10 +9,16 @@
 //! adds its share of the position rows locally. Attention's 1/sqrt(head_dim) is folded into the
 //! query columns of `c_attn` by the server before sharing.
 //!
+//! Fused truncations: a product whose next step opens its input anyway leaves its result at 2f
+//! bits, and that step truncates it in its own first opening. The scores go to softmax, c_fc's
+//! output to GeLU, and both c_proj outputs (plus the residual stream shifted to 2f) to the next
+//! LayerNorm, which also hands back the residual stream truncated to f in that round. The keys
+//! and values (cached at f bits) and c_attn's queries are truncated as before.
+//!
 //! Rounds of one forward, whatever the number of new tokens (one layer, context 65-128):
-//!   ln_1 6 | c_attn 2 | scores 2 | softmax 28 | values 2 | c_proj 2 | ln_2 6 | c_fc 2 | GeLU 4 | c_proj 2
-//! = 56 per layer, plus 1 (embedding) and 6 + 2 (ln_f, LM head). The softmax's max tournament
-//! gains a level (2 rounds) each time the context passes a power of 2.
+//!   ln_1 6 | c_attn 2 | scores 1 | softmax 21 | values 2 | c_proj 1 | ln_2 6 | c_fc 1 | GeLU 4 | c_proj 1
+//! = 45 per layer, plus 1 (embedding) and 6 + 2 (ln_f, LM head). The softmax's max tournament
+//! gains a level (1 round) each time the context passes a power of 2.
 
 use anyhow::bail;
 use candle_core::{DType, Tensor};
@@ -22,8 +28,8 @@ use crate::model::{Config, Gpt2};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
 use crate::mpc::protocols::{
-    append_and_multiply, fixed_matmul_weight, gelu::gelu, layernorm::layernorm, matmul_weight,
-    prepare_weight, softmax::softmax, truncate, PreparedRows, PreparedWeight,
+    append_and_multiply, fixed_matmul_weight, gelu::gelu_at, layernorm::layernorm_at,
+    matmul_weight, prepare_weight, softmax::softmax_at, truncate, PreparedRows, PreparedWeight,
 };
 use crate::mpc::{Party, RingTensor, SERVER};
 
@@ -78,6 +84,12 @@ impl SecureConv1D {
     fn forward(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
         fixed_matmul_weight(p, xs, &self.weight)?.add_row(&self.bias)
     }
+
+    /// The output at 2f fractional bits, for the next step's opening to truncate (1 round).
+    fn forward_untruncated(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
+        let f = p.fp.frac_bits;
+        matmul_weight(p, xs, &self.weight)?.add_row(&self.bias.scale(1 << f))
+    }
 }
 
 struct SecureLayerNorm {
@@ -99,8 +111,14 @@ impl SecureLayerNorm {
         })
     }
 
-    fn forward(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
-        layernorm(p, xs, &self.gamma, &self.beta, self.eps)
+    /// LayerNorm of `xs` at f + `extra` bits: (normed, xs at f bits).
+    fn forward(
+        &self,
+        p: &mut Party,
+        xs: &RingTensor,
+        extra: u32,
+    ) -> Result<(RingTensor, RingTensor)> {
+        layernorm_at(p, xs, extra, &self.gamma, &self.beta, self.eps)
     }
 }
 
@@ -195,20 +213,22 @@ impl SecureAttention {
         let qkv = p.labelled("c_attn", |p| self.c_attn.forward(p, xs))?;
         let q = split_heads(&qkv.narrow_last(0, d)?, self.n_head)?;
         let (k, v) = (qkv.narrow_last(d, d)?, qkv.narrow_last(2 * d, d)?);
+        // The scores stay at 2f bits: softmax truncates them in its first opening.
         let scores = p.labelled("scores", |p| {
-            let s = append_and_multiply(p, &mut cache.keys, &k, &q, true)?;
-            truncate(p, &s, f)
+            append_and_multiply(p, &mut cache.keys, &k, &q, true)
         })?;
         let total = past + t;
         let mask: Vec<bool> = (0..self.n_head * t)
             .flat_map(|hi| (0..total).map(move |j| j <= past + hi % t))
             .collect();
-        let probs = softmax(p, &scores, Some(&mask))?;
+        let probs = softmax_at(p, &scores, f, Some(&mask))?;
         let out = p.labelled("values", |p| {
             let o = append_and_multiply(p, &mut cache.values, &v, &probs, false)?;
             truncate(p, &o, f)
         })?;
-        p.labelled("c_proj", |p| self.c_proj.forward(p, &merge_heads(&out)?))
+        p.labelled("c_proj", |p| {
+            self.c_proj.forward_untruncated(p, &merge_heads(&out)?)
+        })
     }
 }
 
@@ -218,10 +238,12 @@ struct SecureMlp {
 }
 
 impl SecureMlp {
+    /// The output at 2f bits (c_fc's output at 2f goes to GeLU, which truncates it).
     fn forward(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
-        let h = p.labelled("c_fc", |p| self.c_fc.forward(p, xs))?;
-        let h = gelu(p, &h)?;
-        p.labelled("c_proj", |p| self.c_proj.forward(p, &h))
+        let f = p.fp.frac_bits;
+        let h = p.labelled("c_fc", |p| self.c_fc.forward_untruncated(p, xs))?;
+        let h = gelu_at(p, &h, f)?;
+        p.labelled("c_proj", |p| self.c_proj.forward_untruncated(p, &h))
     }
 }
 
@@ -233,16 +255,21 @@ struct SecureBlock {
 }
 
 impl SecureBlock {
+    /// The residual stream in at f + `extra` bits, out at 2f bits (its last term untruncated).
     fn forward(
         &self,
         p: &mut Party,
         xs: &RingTensor,
+        extra: u32,
         cache: &mut LayerCache,
     ) -> Result<RingTensor> {
-        let h = p.labelled("ln_1", |p| self.ln_1.forward(p, xs))?;
-        let xs = xs.add(&p.labelled("attn", |p| self.attn.forward(p, &h, cache))?)?;
-        let h = p.labelled("ln_2", |p| self.ln_2.forward(p, &xs))?;
-        xs.add(&p.labelled("mlp", |p| self.mlp.forward(p, &h))?)
+        let f = p.fp.frac_bits;
+        let (h, xs) = p.labelled("ln_1", |p| self.ln_1.forward(p, xs, extra))?;
+        let attn = p.labelled("attn", |p| self.attn.forward(p, &h, cache))?;
+        let xs = xs.scale(1 << f).add(&attn)?;
+        let (h, xs) = p.labelled("ln_2", |p| self.ln_2.forward(p, &xs, f))?;
+        let mlp = p.labelled("mlp", |p| self.mlp.forward(p, &h))?;
+        xs.scale(1 << f).add(&mlp)
     }
 }
 
@@ -371,10 +398,15 @@ impl SecureGpt2 {
         let positions =
             RingTensor::new(&[t, d], self.wpe.data()[past * d..(past + t) * d].to_vec())?;
         let mut xs = tokens.add(&positions)?;
+        // Fractional bits of the residual stream beyond f: each block hands it on at 2f.
+        let mut extra = 0;
         for (i, (block, layer)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
-            xs = p.labelled(&format!("block{i}"), |p| block.forward(p, &xs, layer))?;
+            xs = p.labelled(&format!("block{i}"), |p| {
+                block.forward(p, &xs, extra, layer)
+            })?;
+            extra = p.fp.frac_bits;
         }
-        let xs = p.labelled("ln_f", |p| self.ln_f.forward(p, &xs))?;
+        let (xs, _) = p.labelled("ln_f", |p| self.ln_f.forward(p, &xs, extra))?;
         p.labelled("lm_head", |p| fixed_matmul_weight(p, &xs, &self.lm_head))
     }
 }

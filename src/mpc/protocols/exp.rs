@@ -17,6 +17,10 @@
 //! - round n + 3: the last square truncated to f bits times b.
 //!
 //! Cost: n + 3 rounds (8 at n = 5), 8 bytes per element each way per opened operand.
+//!
+//! [`exp_at`] takes x at f + `extra` fractional bits (softmax over scores awaiting their
+//! truncation): y is used linearly at 2B + 1 and 2B + 2 bits, which x reaches by a left shift when
+//! f + extra <= 2B + 1, and the first square truncates it in its opening.
 
 use super::compare::not;
 use super::round::{Operand, Round};
@@ -25,12 +29,16 @@ use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
 pub fn exp(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
+    exp_at(p, x, 0)
+}
+
+/// exp of x given at f + `extra` fractional bits; the result has f bits.
+pub fn exp_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> {
     p.labelled("exp", |p| {
         let (n, f) = (p.approx.exp_iters, p.fp.frac_bits);
-        // y = x / 2^n at B = f + n + 1 bits is 2x (one bit more than x carries, for the squarings);
+        // y = x / 2^n at B = f + n + 1 bits (one bit more than x carries, for the squarings);
         // the start is assembled at 2B + 2 bits, which must stay below 2^61.
         let b = f + n + 1;
-        let y = x.scale(2);
         // e^(-2^(n+1)) must be below half an ulp for the clamp to be invisible.
         if n < 3 || 2 * b + 2 > 61 {
             return Err(MpcError::BadConfig(format!(
@@ -38,9 +46,24 @@ pub fn exp(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
                 (59 - 2 * (f + 1)) / 2
             )));
         }
+        let x_bits = f + extra;
+        if x_bits + n > 2 * b + 1 {
+            return Err(MpcError::BadConfig(format!(
+                "exp of an input at {x_bits} fractional bits: at most {}",
+                2 * b + 1 - n
+            )));
+        }
+        // y = x / 2^n at `bits` fractional bits, for bits >= x_bits + n: x shifted, no truncation.
+        let y_at = |bits: u32| x.scale(1 << (bits - n - x_bits));
         let mut round = Round::new();
-        let y2 = round.square(p, Operand::plain(&y))?; // y^2 at 2B
-        let floor = p.fp.constant(2f64.powi(n as i32 + 1));
+        // y^2 at 2B: y at B bits is x shifted, or truncated by x_bits + n - B bits in the opening.
+        let y2 = if x_bits + n > b {
+            round.square(p, Operand::truncated(x, x_bits + n - b))?
+        } else {
+            let y = y_at(b);
+            round.square(p, Operand::plain(&y))?
+        };
+        let floor = p.fp.constant(2f64.powi(n as i32 + 1)) << extra;
         let below = round.ltz(p, &p.add_constant(x, floor))?;
         let mut out = round.run(p)?;
         let (y2, keep) = (out.take(y2), not(p, &out.take(below)));
@@ -48,7 +71,7 @@ pub fn exp(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
         // y^2/6 at 61 bits (at most 2/3 on the valid range) and y + y^2/4 at 2B + 2 bits.
         let sixth = (2f64.powi(61 - 2 * b as i32) / 6.0).round() as u64;
         let y2_sixth = y2.scale(sixth);
-        let y_quarter = y.scale(1 << (b + 2)).add(&y2)?;
+        let y_quarter = y_at(2 * b + 2).add(&y2)?;
         let mut round = Round::new();
         let cubic = round.mul(
             p,
@@ -58,7 +81,7 @@ pub fn exp(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
         let cubic = round.run(p)?.take(cubic); // y^3/6 + y^4/24 at 2B
 
         // s at 2B + 1 bits: 1 + y + y^2/2 + 2 * (y^3/6 + y^4/24 at 2B).
-        let start = y.scale(1 << (b + 1)).add(&y2)?.add(&cubic.scale(2))?;
+        let start = y_at(2 * b + 1).add(&y2)?.add(&cubic.scale(2))?;
         let mut s = p.add_constant(&start, 1u64 << (2 * b + 1));
         let mut bits = 2 * b + 1;
         for _ in 0..n {

@@ -14,6 +14,10 @@
 //!
 //! A piece's polynomial may overflow far outside its interval, but it is multiplied by an exact
 //! zero indicator there, so every representable x is handled. Cost: 4 rounds.
+//!
+//! [`gelu_at`] takes x at f + `extra` fractional bits (a matmul's output before its truncation):
+//! its comparisons run at that scale, its first products truncate x in their openings and the
+//! linear terms use x as it is, so the matmul's truncation costs no round of its own.
 
 use super::compare::not;
 use super::round::{Operand, Round};
@@ -44,14 +48,22 @@ const CENTRE: [f64; 5] = [
 ];
 
 pub fn gelu(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
+    gelu_at(p, x, 0)
+}
+
+/// GeLU of x given at f + `extra` fractional bits (|x| below 2^(61 - 2f - extra)); the result
+/// has f bits.
+pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> {
     p.labelled("gelu", |p| {
         let f = p.fp.frac_bits;
+        let x_bits = f + extra;
         let thresholds: Vec<RingTensor> = [-4.0, -2.0, 2.0, 4.0]
             .iter()
-            .map(|&t| p.add_constant(x, p.fp.constant(t).wrapping_neg()))
+            .map(|&t| p.add_constant(x, p.fp.constant(t).wrapping_neg() << extra))
             .collect();
+        let x_f = Operand::truncated(x, extra);
         let mut round = Round::new();
-        let x2 = round.square(p, Operand::plain(x))?;
+        let x2 = round.square(p, x_f)?;
         let below = thresholds
             .iter()
             .map(|t| round.ltz(p, t))
@@ -63,7 +75,7 @@ pub fn gelu(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
 
         let mut round = Round::new();
         let u2 = Operand::truncated(&x2, u2_bits - SQUARE_BITS);
-        let four_u3 = round.mul(p, Operand::plain(x), u2)?; // f + SQUARE_BITS
+        let four_u3 = round.mul(p, x_f, u2)?; // f + SQUARE_BITS
         let u4 = round.square(p, u2)?; // 2 SQUARE_BITS
         let mut out = round.run(p)?;
         let (four_u3, u4) = (out.take(four_u3), out.take(u4));
@@ -87,13 +99,13 @@ pub fn gelu(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
         };
         let side = |sign: f64| -> Result<RingTensor> {
             constant(SIDE[0])
-                .add(&term(x, f, sign * SIDE[1] / 4.0))?
+                .add(&term(x, x_bits, sign * SIDE[1] / 4.0))?
                 .add(&term(&x2, u2_bits, SIDE[2]))?
                 .add(&term(&four_u3, f + SQUARE_BITS, sign * SIDE[3] / 4.0))?
                 .add(&term(&u4, 2 * SQUARE_BITS, SIDE[4]))
         };
         let (left, right) = (side(1.0)?, side(-1.0)?);
-        let mut centre = constant(CENTRE[0]).add(&term(x, f, 0.5))?;
+        let mut centre = constant(CENTRE[0]).add(&term(x, x_bits, 0.5))?;
         let powers = [
             (&x2, u2_bits),
             (&u4, 2 * SQUARE_BITS),
@@ -112,7 +124,7 @@ pub fn gelu(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
         let poly = |t| Operand::truncated(t, POLY_BITS - f);
         let mut round = Round::new();
         let slots = [
-            round.mul(p, Operand::plain(x), Operand::plain(&at_least_2))?,
+            round.mul(p, x_f, Operand::plain(&at_least_2))?,
             round.mul(p, poly(&right), Operand::plain(&upper))?,
             round.mul(p, poly(&centre), Operand::plain(&middle))?,
             round.mul(p, poly(&left), Operand::plain(&lower))?,

@@ -19,6 +19,11 @@
 //! any variance up to 1.2e6), with |D| < 2^(30 - f) per element and outputs below 32 in magnitude;
 //! the grid covers all of it, so no input inside the range fails silently.
 //! Cost: 6 rounds (this engine before: 30; its comparisons are per row, so they cost few bytes).
+//!
+//! [`layernorm_at`] takes x at f + `extra` fractional bits (a residual sum whose last term is a
+//! matmul's output before its truncation): D is truncated by k + extra in its opening, and x
+//! itself, truncated to f bits for the residual stream, shares round 1. Then d |x| 2^(f + extra)
+//! must stay below 2^61.
 
 use super::reciprocal::{normalise, rsqrt_coefficients, Grid};
 use super::round::{Operand, Round};
@@ -42,6 +47,19 @@ pub fn layernorm(
     beta: &RingTensor,
     eps: f64,
 ) -> Result<RingTensor> {
+    Ok(layernorm_at(p, x, 0, gamma, beta, eps)?.0)
+}
+
+/// LayerNorm of x given at f + `extra` fractional bits: (the result at f bits, x truncated to f
+/// bits), the second from round 1 (x itself when `extra` is 0).
+pub fn layernorm_at(
+    p: &mut Party,
+    x: &RingTensor,
+    extra: u32,
+    gamma: &RingTensor,
+    beta: &RingTensor,
+    eps: f64,
+) -> Result<(RingTensor, RingTensor)> {
     p.labelled("layernorm", |p| {
         let d = x.last_dim();
         if gamma.len() != d || beta.len() != d || d == 0 {
@@ -63,11 +81,17 @@ pub fn layernorm(
             .reshape(x.shape())?;
 
         let mut round = Round::new();
-        let centred = Operand::truncated(&spread, k);
+        let centred = Operand::truncated(&spread, k + extra);
         let squares = round.square(p, centred)?;
         let scaled = round.mul(p, centred, Operand::plain(&gamma_rows))?;
+        let input = if extra > 0 {
+            Some(round.truncate(p, x, extra)?)
+        } else {
+            None
+        };
         let mut out = round.run(p)?;
         let (squares, scaled) = (out.take(squares), out.take(scaled)); // both at 2f bits
+        let input = input.map_or_else(|| x.clone(), |slot| out.take(slot));
 
         let floor = a * a * d as f64 * eps.max(1e-12);
         let q = p.add_constant(
@@ -119,6 +143,6 @@ pub fn layernorm(
         let sum = first.sub(&second)?.add(&third)?;
         let mut round = Round::new();
         let normed = round.truncate(p, &sum, 2 * FACTOR_BITS - f)?;
-        round.run(p)?.take(normed).add_row(beta)
+        Ok((round.run(p)?.take(normed).add_row(beta)?, input))
     })
 }

@@ -7,17 +7,30 @@
 //!    grid-and-series reciprocal on [1/2, n + 1] (4 rounds), left at many fractional bits;
 //!    out = e * (1/S) is one masked product that truncates 1/S in its opening, then one truncation.
 //!
-//! Cost: max (2 rounds per level of the binary tournament: 14 at n = 128, 20 at n = 1024)
-//! + exp (8) + reciprocal (4) + 2 rounds: 34 rounds for rows of 1024 at the defaults.
+//! [`softmax_at`] takes x at f + `extra` fractional bits (attention scores before their
+//! truncation): the max runs at that scale and exp truncates in its first opening.
+//!
+//! Cost: max (1 round per level of the binary tournament: 7 at n = 128, 10 at n = 1024)
+//! + exp (8) + reciprocal (4) + 2 rounds: 24 rounds for rows of 1024 at the defaults.
 
 use super::round::{Operand, Round};
-use super::{exp::exp, max::max_value_last, reciprocal::reciprocal};
+use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
 /// `mask` (if any) has one entry per element of `x`, true = keep; every row must keep one entry.
 pub fn softmax(p: &mut Party, x: &RingTensor, mask: Option<&[bool]>) -> Result<RingTensor> {
+    softmax_at(p, x, 0, mask)
+}
+
+/// Softmax of x given at f + `extra` fractional bits; the result has f bits.
+pub fn softmax_at(
+    p: &mut Party,
+    x: &RingTensor,
+    extra: u32,
+    mask: Option<&[bool]>,
+) -> Result<RingTensor> {
     p.labelled("softmax", |p| {
         let n = x.last_dim();
         let x = match mask {
@@ -30,7 +43,7 @@ pub fn softmax(p: &mut Party, x: &RingTensor, mask: Option<&[bool]>) -> Result<R
                     });
                 }
                 let floor = if p.is_client() {
-                    p.fp.constant(-((1u64 << 20) as f64))
+                    p.fp.constant(-((1u64 << 20) as f64)) << extra
                 } else {
                     0
                 };
@@ -46,7 +59,7 @@ pub fn softmax(p: &mut Party, x: &RingTensor, mask: Option<&[bool]>) -> Result<R
         };
         let m = max_value_last(p, &x)?;
         let z = x.sub(&m.expand_last(n))?;
-        let mut e = exp(p, &z)?;
+        let mut e = exp_at(p, &z, extra)?;
         if let Some(mask) = mask {
             e.data_mut().iter_mut().zip(mask).for_each(|(v, &keep)| {
                 if !keep {
