@@ -202,8 +202,8 @@ pub fn generate(alpha: u64, beta: &[u64], roots: [u128; 2], out: &mut [u64]) {
     out[tail + 1] = t_bits[1];
     let mut blocks = [Block::default(); MAX_WIDTH];
     let mut last = [[0u64; MAX_WIDTH]; 2];
-    for b in 0..2 {
-        convert(st.s[b], width, &mut blocks, &mut last[b]);
+    for (seed, last) in st.s.iter().zip(last.iter_mut()) {
+        convert(*seed, width, &mut blocks, last);
     }
     for k in 0..width {
         out[tail + 2 + k] = signed(
