@@ -478,6 +478,19 @@ fn softmax_over_a_vocabulary_row() {
     assert!((total - 1.0).abs() < 5e-3, "probabilities sum to {total}");
 }
 
+/// LayerNorm in f64 over rows of `d`, eps = 1e-5.
+fn layernorm_ref(x: &[f64], d: usize, gamma: &[f64], beta: &[f64]) -> Vec<f64> {
+    x.chunks(d)
+        .flat_map(|row| {
+            let mean = row.iter().sum::<f64>() / d as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+            row.iter()
+                .enumerate()
+                .map(move |(i, v)| (v - mean) / (var + 1e-5).sqrt() * gamma[i] + beta[i])
+        })
+        .collect()
+}
+
 #[test]
 fn layernorm_over_variances_from_0_to_1e6() {
     let mut rng = ChaCha12Rng::seed_from_u64(12);
@@ -501,17 +514,7 @@ fn layernorm_over_variances_from_0_to_1e6() {
         ],
         |p, s| Ok(vec![layernorm(p, &s[0], &s[1], &s[2], 1e-5)?]),
     );
-    let mut want = Vec::new();
-    for r in 0..rows {
-        let row = &x[r * d..(r + 1) * d];
-        let mean = row.iter().sum::<f64>() / d as f64;
-        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
-        want.extend(
-            row.iter()
-                .enumerate()
-                .map(|(i, v)| (v - mean) / (var + 1e-5).sqrt() * gamma[i] + beta[i]),
-        );
-    }
+    let want = layernorm_ref(&x, d, &gamma, &beta);
     // Outputs are O(1); the input's own rounding (half an ulp over a standard deviation of 0.03)
     // dominates for the smallest variance: 1.5e-5 / 0.03 * 1.7 ~ 1e-3.
     assert_close(
@@ -737,17 +740,7 @@ fn inputs_awaiting_truncation_cost_no_extra_round() {
             Ok(vec![y, input])
         },
     );
-    let mut want = Vec::new();
-    for r in 0..rows {
-        let row = &x[r * d..(r + 1) * d];
-        let mean = row.iter().sum::<f64>() / d as f64;
-        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
-        want.extend(
-            row.iter()
-                .enumerate()
-                .map(|(i, v)| (v - mean) / (var + 1e-5).sqrt() * gamma[i] + beta[i]),
-        );
-    }
+    let want = layernorm_ref(&x, d, &gamma, &beta);
     assert_close(
         "layernorm at 2f",
         &decode_at(&out.outputs[0], 16),

@@ -59,18 +59,7 @@ impl LtzStage {
     /// Shares of [x < 0] from the opened y = x + r.
     pub(crate) fn finish(self, party: usize, y: &[u64]) -> Vec<u64> {
         let client = party == crate::mpc::CLIENT;
-        let low = (1u64 << dcf::BITS) - 1;
-        let inputs: Vec<u64> = y.iter().map(|y| y & low).collect();
-        const CHUNK: usize = 512;
-        let shares: Vec<u64> = inputs
-            .par_chunks(CHUNK)
-            .enumerate()
-            .flat_map_iter(|(c, xs)| {
-                let start = c * CHUNK;
-                let keys = &self.words[start * dcf::WORDS..(start + xs.len()) * dcf::WORDS];
-                dcf::evaluate_many(party, &self.roots[start..start + xs.len()], keys, xs, 1)
-            })
-            .collect();
+        let shares = evaluate_keys(party, &self.roots, &self.words, y, 1);
         shares
             .iter()
             .zip(&self.m)
@@ -87,6 +76,24 @@ impl LtzStage {
             })
             .collect()
     }
+}
+
+/// This party's DCF outputs (`width` words each) at the low 63 bits of every opened y, in
+/// parallel chunks.
+fn evaluate_keys(party: usize, roots: &[u128], words: &[u64], y: &[u64], width: usize) -> Vec<u64> {
+    let low = (1u64 << dcf::BITS) - 1;
+    let inputs: Vec<u64> = y.iter().map(|y| y & low).collect();
+    let key_len = dcf::words(width);
+    const CHUNK: usize = 512;
+    inputs
+        .par_chunks(CHUNK)
+        .enumerate()
+        .flat_map_iter(|(c, xs)| {
+            let start = c * CHUNK;
+            let keys = &words[start * key_len..(start + xs.len()) * key_len];
+            dcf::evaluate_many(party, &roots[start..start + xs.len()], keys, xs, width)
+        })
+        .collect()
 }
 
 /// A comparison of x and the products of its bit with x and with other values: this party's
@@ -172,20 +179,8 @@ impl LtzProductStage {
         let operands = self.masks.len();
         let width = 1 + operands;
         let len = self.m.len();
-        let low = (1u64 << dcf::BITS) - 1;
         let y = &opened[..len];
-        let inputs: Vec<u64> = y.iter().map(|y| y & low).collect();
-        let key_len = dcf::words(width);
-        const CHUNK: usize = 512;
-        let payloads: Vec<u64> = inputs
-            .par_chunks(CHUNK)
-            .enumerate()
-            .flat_map_iter(|(c, xs)| {
-                let start = c * CHUNK;
-                let keys = &self.words[start * key_len..(start + xs.len()) * key_len];
-                dcf::evaluate_many(party, &self.roots[start..start + xs.len()], keys, xs, width)
-            })
-            .collect();
+        let payloads = evaluate_keys(party, &self.roots, &self.words, y, width);
         let mut out = vec![Vec::with_capacity(len); 1 + operands];
         for i in 0..len {
             let v = &payloads[i * width..(i + 1) * width];
