@@ -3,14 +3,20 @@
 //! and so must the difference of the same word in two openings (a reused mask would leave the
 //! difference of two secrets, constant across runs). Both checks are shown to fail on planted leaks.
 //! The pipeline covers input sharing, weight preparation (the client's view of W - B), products with
-//! a prepared weight, softmax, GeLU, LayerNorm and the reciprocal.
+//! a prepared weight, softmax, GeLU, LayerNorm and the reciprocal, argmax (comparisons whose keys
+//! also multiply the value and the index difference) and GeLU on a product awaiting truncation.
 
 mod mpc_common;
 
 use mpc_common::uniform;
 use post::mpc::dealer::Correlation;
 use post::mpc::protocols::{
-    fixed_matmul_weight, gelu::gelu, layernorm::layernorm, prepare_weight, reciprocal,
+    fixed_matmul_weight,
+    gelu::{gelu, gelu_at},
+    layernorm::layernorm,
+    matmul_weight,
+    max::max_last,
+    prepare_weight, reciprocal,
     softmax::softmax,
 };
 use post::mpc::{run_two_party, EngineConfig, FixedPoint, LinkModel, RingTensor, CLIENT, SERVER};
@@ -58,6 +64,9 @@ fn openings(secret: Vec<f64>, plant: Plant) -> Vec<Vec<u64>> {
         layernorm(p, &g, &gamma, &RingTensor::zeros(&[8]), 1e-5)?;
         let positive = p.add_constant(&s, p.fp.constant(1.0));
         reciprocal::reciprocal(p, &positive, 16, 0.5, 4.0)?;
+        max_last(p, &y1)?;
+        let wide = matmul_weight(p, &x, &prepared)?;
+        gelu_at(p, &wide, 16)?;
         match plant {
             Plant::Nothing => {}
             Plant::Cleartext => {
