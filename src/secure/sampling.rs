@@ -21,7 +21,8 @@
 //! 2^56 for vocabularies up to 2^16. The output follows the private model up to these roundings and
 //! exp's error (at most 3.4e-5 on each e_ij in [0, 1]).
 //!
-//! Rounds: T = 0: tournament + 1 (comparisons) + ceil(log2 k) + 3 one-way messages; T > 0:
+//! Rounds (the tournament: one round a level, 16 over 50,257 entries):
+//! T = 0: tournament + 1 (comparisons) + ceil(log2 k) + 3 one-way messages; T > 0:
 //! (1 if T != 1) + tournament + exp (8) + 6 (products, truncation, comparisons, residual,
 //! threshold, comparisons) + ceil(log2 k), plus the same 3 one-way messages.
 //! With no drafts (standard decoding) the acceptance test and two of the messages drop out.
