@@ -412,6 +412,14 @@ fn softmax_ref(row: &[f64], keep: &[bool]) -> Vec<f64> {
     e.iter().map(|v| v / s).collect()
 }
 
+/// [`softmax_ref`] of every row of `width`.
+fn softmax_rows(x: &[f64], keep: &[bool], width: usize) -> Vec<f64> {
+    x.chunks(width)
+        .zip(keep.chunks(width))
+        .flat_map(|(row, keep)| softmax_ref(row, keep))
+        .collect()
+}
+
 #[test]
 fn softmax_with_causal_mask_on_attention_logits() {
     let mut rng = ChaCha12Rng::seed_from_u64(10);
@@ -427,14 +435,7 @@ fn softmax_with_causal_mask_on_attention_logits() {
     });
     assert_costs(&out, 20, 33936, 1862784);
     let got = decode_at(&out.outputs[0], 16);
-    let want: Vec<f64> = (0..t)
-        .flat_map(|i| {
-            softmax_ref(
-                &x[i * total..(i + 1) * total],
-                &mask[i * total..(i + 1) * total],
-            )
-        })
-        .collect();
+    let want = softmax_rows(&x, &mask, total);
     // exp's bias (3.4e-6 at most) and a few ulps on entries below the row maximum, over a sum >= 1.
     assert_close("softmax (attention)", &got, &want, 1e-4, 0.0);
     for (g, keep) in got.iter().zip(&mask) {
@@ -705,14 +706,7 @@ fn inputs_awaiting_truncation_cost_no_extra_round() {
             Some(&mask_for_run),
         )?])
     });
-    let want: Vec<f64> = (0..t)
-        .flat_map(|i| {
-            softmax_ref(
-                &scores[i * total..(i + 1) * total],
-                &mask[i * total..(i + 1) * total],
-            )
-        })
-        .collect();
+    let want = softmax_rows(&scores, &mask, total);
     let got = decode_at(&out.outputs[0], 16);
     assert_close("softmax at 2f", &got, &want, 1e-4, 0.0);
     assert_eq!(
