@@ -186,9 +186,8 @@ impl Correlation {
                 let r = &free[0];
                 let msb: Vec<u64> = r.iter().map(|r| r >> 63).collect();
                 let mut words = vec![0u64; super::dcf::WORDS * len];
-                let root = |b: usize, i: usize| {
-                    own[b][1][2 * i] as u128 | (own[b][1][2 * i + 1] as u128) << 64
-                };
+                let roots = own.map(|o| super::dcf::roots_from_words(&o[1]));
+                let root = |b: usize, i: usize| roots[b][i];
                 words
                     .par_chunks_mut(super::dcf::WORDS)
                     .enumerate()
@@ -205,9 +204,8 @@ impl Correlation {
                 let width = 1 + operands;
                 let key_len = super::dcf::words(width);
                 let mut words = vec![0u64; key_len * len];
-                let root = |b: usize, i: usize| {
-                    own[b][1][2 * i] as u128 | (own[b][1][2 * i + 1] as u128) << 64
-                };
+                let roots = own.map(|o| super::dcf::roots_from_words(&o[1]));
+                let root = |b: usize, i: usize| roots[b][i];
                 words
                     .par_chunks_mut(key_len)
                     .enumerate()

@@ -48,10 +48,7 @@ pub(crate) fn stage(p: &mut Party, x: &[u64]) -> Result<(Vec<u64>, LtzStage)> {
     let mut next = || keys.next().unwrap_or_default();
     let (r, roots, m, words) = (next(), next(), next(), next());
     let masked = x.iter().zip(&r).map(|(x, r)| x.wrapping_add(*r)).collect();
-    let roots = roots
-        .chunks(2)
-        .map(|w| w[0] as u128 | (w[1] as u128) << 64)
-        .collect();
+    let roots = dcf::roots_from_words(&roots);
     Ok((masked, LtzStage { roots, m, words }))
 }
 
@@ -135,10 +132,7 @@ pub(crate) fn stage_products(
     let mut parts = parts.into_iter().map(RingTensor::into_data);
     let mut next = || parts.next().unwrap_or_default();
     let r0 = next();
-    let roots = next()
-        .chunks(2)
-        .map(|w| w[0] as u128 | (w[1] as u128) << 64)
-        .collect();
+    let roots = dcf::roots_from_words(&next());
     let mut masks = vec![r0];
     masks.extend((0..others.len()).map(|_| next()));
     let m = next();
