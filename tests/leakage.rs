@@ -4,14 +4,15 @@
 //! difference of two secrets, constant across runs). Both checks are shown to fail on planted leaks.
 //! The pipeline covers input sharing, weight preparation (the client's view of W - B), products with
 //! a prepared weight, softmax, GeLU, LayerNorm and the reciprocal, argmax (comparisons whose keys
-//! also multiply the value and the index difference) and GeLU on a product awaiting truncation.
+//! also multiply the value and the index difference), GeLU on a product awaiting truncation and a
+//! product truncated in its own round (Z_2^128).
 
 mod mpc_common;
 
 use mpc_common::uniform;
 use post::mpc::dealer::Correlation;
 use post::mpc::protocols::{
-    fixed_matmul_weight,
+    fixed_matmul_weight, fixed_mul,
     gelu::{gelu, gelu_at},
     layernorm::layernorm,
     matmul_weight,
@@ -67,6 +68,7 @@ fn openings(secret: Vec<f64>, plant: Plant) -> Vec<Vec<u64>> {
         max_last(p, &y1)?;
         let wide = matmul_weight(p, &x, &prepared)?;
         gelu_at(p, &wide, 16)?;
+        fixed_mul(p, &y1, &y2)?;
         match plant {
             Plant::Nothing => {}
             Plant::Cleartext => {

@@ -60,8 +60,8 @@ fn fixed_mul_and_matmul_match_f64() {
         vec![encode(fp(), &[3000], &x), encode(fp(), &[3000], &y)],
         |p, s| Ok(vec![protocols::fixed_mul(p, &s[0], &s[1])?]),
     );
-    // Against the exact product of the encoded inputs (f64 holds it exactly): the ring product is
-    // exact and the truncation gives floor or floor + 1, so the result is within one ulp.
+    // Against the exact product of the encoded inputs (f64 holds it exactly): the product is exact
+    // in Z_2^128 and its local truncation gives floor or floor + 1, so the result is within one ulp.
     let (xe, ye) = (encoded(&x), encoded(&y));
     let want: Vec<f64> = xe.iter().zip(&ye).map(|(a, b)| a * b).collect();
     assert_close(
@@ -71,7 +71,9 @@ fn fixed_mul_and_matmul_match_f64() {
         ulp(),
         0.0,
     );
-    assert_costs(&out, 2, 72000, 72000);
+    // One round: x + r and y + s opened, 128-bit shares of a, m per operand and of four cross
+    // terms from the dealer (16 bytes each).
+    assert_costs(&out, 1, 2 * 8 * 3000, 8 * 16 * 3000);
 
     let (m, k, n) = (8, 96, 40);
     let a = uniform(&mut rng, m * k, -3.0, 3.0);
@@ -654,6 +656,92 @@ fn masked_products_truncate_their_inputs_in_the_same_round() {
             assert!(squares.contains(&q), "shift {su}: square {i}");
             assert!(within(t, ys[i], sv.max(1)), "shift {sv}: truncation {i}");
         }
+    }
+}
+
+#[test]
+fn truncating_products_are_exact_in_z_2_128() {
+    // Products truncated in their own round: operands up to the domain's 2^61 with input shifts,
+    // output shifts from 1 to 64, against exact 128-bit arithmetic. Each operand is floor(x / 2^s)
+    // or one more; the result is floor(T_u T_v / 2^t) or one more, in the low 64 bits. Products
+    // stay below 2^92 (a local truncation fails with probability |product| / 2^128: 2^-36 here).
+    let mut rng = ChaCha12Rng::seed_from_u64(16);
+    let n = 2000;
+    for (su, sv, t) in [
+        (0, 0, 16),
+        (16, 16, 16),
+        (0, 30, 1),
+        (45, 20, 64),
+        (61, 0, 33),
+        (33, 33, 40),
+    ] {
+        let raw = |rng: &mut ChaCha12Rng, s: u32| -> Vec<i64> {
+            let bits = (46 + s).min(60) as i32;
+            let mut v: Vec<i64> = uniform(rng, n - 2, -1.0, 1.0)
+                .iter()
+                .map(|u| (u * 2f64.powi(bits)) as i64)
+                .collect();
+            // The edges of the domain where the shift keeps the product small.
+            let edge = if s >= 15 { (1i64 << 61) - 1 } else { 1 << bits };
+            v.extend([edge, -edge]);
+            v
+        };
+        let (xs, ys) = (raw(&mut rng, su), raw(&mut rng, sv));
+        let tensor =
+            |v: &[i64]| RingTensor::new(&[n], v.iter().map(|&x| x as u64).collect()).unwrap();
+        let out = run(&cfg(), vec![tensor(&xs), tensor(&ys)], move |p, s| {
+            let mut round = protocols::Round::new();
+            let (u, v) = (
+                protocols::Operand::truncated(&s[0], su),
+                protocols::Operand::truncated(&s[1], sv),
+            );
+            let product = round.mul_truncating(p, u, v, t)?;
+            let square = round.square_truncating(p, u, t)?;
+            let mut out = round.run(p)?;
+            Ok(vec![out.take(product), out.take(square)])
+        });
+        // One round; x, y and x again opened; 128-bit dealer words: a and m per operand and 4
+        // cross terms for the product, a, m, a^2 and a m for the square.
+        assert_costs(&out, 1, 8 * 3 * n as u64, 16 * 12 * n as u64);
+        let operand = |x: i64, s: u32| -> Vec<i128> {
+            let a = (x >> s) as i128;
+            if s > 0 {
+                vec![a, a + 1]
+            } else {
+                vec![a]
+            }
+        };
+        let allowed = |z: i128| -> [u64; 2] { [(z >> t) as u64, ((z >> t) + 1) as u64] };
+        for i in 0..n {
+            let (a, b) = (operand(xs[i], su), operand(ys[i], sv));
+            let products: Vec<u64> = a
+                .iter()
+                .flat_map(|x| b.iter().flat_map(move |y| allowed(x * y)))
+                .collect();
+            let squares: Vec<u64> = a.iter().flat_map(|x| allowed(x * x)).collect();
+            let (p, q) = (out.outputs[0].data()[i], out.outputs[1].data()[i]);
+            assert!(
+                products.contains(&p),
+                "shifts ({su}, {sv}, {t}): product {i}: {p:#x} not in {products:x?} for {} {}",
+                xs[i],
+                ys[i]
+            );
+            assert!(squares.contains(&q), "shifts ({su}, {t}): square {i}");
+        }
+    }
+    // Output shifts outside 1..=64 are refused.
+    for t in [0, 65] {
+        let refused = post::mpc::run_two_party(&cfg(), move |p| {
+            let x = RingTensor::zeros(&[2]);
+            protocols::Round::new().mul_truncating(
+                p,
+                protocols::Operand::plain(&x),
+                protocols::Operand::plain(&x),
+                t,
+            )?;
+            Ok(())
+        });
+        assert!(refused.is_err(), "shift {t} accepted");
     }
 }
 

@@ -26,6 +26,8 @@ type Result<T> = std::result::Result<T, MpcError>;
 pub enum Sharing {
     /// v = s0 + s1 mod 2^64.
     Additive,
+    /// v = s0 + s1 mod 2^128, each value two words (low, high).
+    Additive128,
     /// Each party's own uniform words (a key's root seed); the dealer uses both, unsummed.
     Own,
     /// The same words for both parties (a key's correction words): sent by the dealer to each.
@@ -72,6 +74,11 @@ pub enum Correlation {
         shifts: Vec<u32>,
         pairs: Vec<(usize, usize)>,
     },
+    /// A product truncated in Z_2^128 (see `protocols::wide`): per operand o (one for a square, two
+    /// for a product) a uniform mask r_o and 128-bit shares of a_o = r_o >> shifts[o] and of
+    /// m_o = msb(r_o); then 128-bit shares of a_u a_v, a_u m_v, m_u a_v and m_u m_v (a square: a^2
+    /// and a m, since m^2 = m).
+    WideProduct { len: usize, shifts: Vec<u32> },
     /// Per-head products against the row mask `id` ([rows, heads * dh]), see [`head_matmul`]:
     /// keys: A [heads, m, dh], C_h = A_h B_h^T; values: A [heads, m, rows], C_h = A_h B_h.
     HeadTriple {
@@ -135,6 +142,12 @@ impl Correlation {
                     let terms = masked_cross_terms(shifts[u], shifts[v], u == v);
                     comps.extend(terms.iter().filter(|t| **t).map(|_| (Additive, len, true)));
                 }
+                comps
+            }
+            Correlation::WideProduct { len, ref shifts } => {
+                let mut comps = vec![(Additive, len, false); shifts.len()];
+                let cross = if shifts.len() == 1 { 2 } else { 4 };
+                comps.extend(vec![(Additive128, 2 * len, true); 2 * shifts.len() + cross]);
                 comps
             }
             Correlation::HeadTriple { id, heads, m, keys } => {
@@ -272,6 +285,34 @@ impl Correlation {
                 }
                 out
             }
+            Correlation::WideProduct { ref shifts, .. } => {
+                // a_o and m_o per operand, then the cross terms, as 128-bit words.
+                let parts: Vec<(Vec<u128>, Vec<u128>)> = shifts
+                    .iter()
+                    .zip(free)
+                    .map(|(&s, r)| {
+                        let a = r.iter().map(|&r| (r >> s) as u128).collect();
+                        let m = r.iter().map(|&r| (r >> 63) as u128).collect();
+                        (a, m)
+                    })
+                    .collect();
+                let product = |x: &[u128], y: &[u128]| -> Vec<u128> {
+                    x.iter().zip(y).map(|(x, y)| x.wrapping_mul(*y)).collect()
+                };
+                let (au, mu) = &parts[0];
+                let (av, mv) = parts.last().expect("a product has operands");
+                let mut values: Vec<Vec<u128>> = parts
+                    .iter()
+                    .flat_map(|(a, m)| [a.clone(), m.clone()])
+                    .collect();
+                values.push(product(au, av));
+                values.push(product(au, mv));
+                if shifts.len() > 1 {
+                    values.push(product(mu, av));
+                    values.push(product(mu, mv));
+                }
+                values.iter().map(|v| words_of(v)).collect()
+            }
             Correlation::HeadTriple { id, heads, m, keys } => {
                 let (rows, _, mask) = masks
                     .get(&id)
@@ -297,8 +338,31 @@ fn draw(rng: &mut ChaCha12Rng, len: usize) -> Vec<u64> {
     v
 }
 
+/// 128-bit values as words (low, high), the layout of [`Sharing::Additive128`].
+pub(crate) fn words_of(values: &[u128]) -> Vec<u64> {
+    values
+        .iter()
+        .flat_map(|v| [*v as u64, (v >> 64) as u64])
+        .collect()
+}
+
+/// The 128-bit values of words laid out by [`words_of`].
+pub(crate) fn wide_of(words: &[u64]) -> Vec<u128> {
+    words
+        .chunks_exact(2)
+        .map(|w| w[0] as u128 | (w[1] as u128) << 64)
+        .collect()
+}
+
 fn combine(sharing: Sharing, a: &[u64], b: &[u64]) -> Vec<u64> {
     match sharing {
+        Sharing::Additive128 => words_of(
+            &wide_of(a)
+                .iter()
+                .zip(wide_of(b))
+                .map(|(x, y)| x.wrapping_add(y))
+                .collect::<Vec<_>>(),
+        ),
         Sharing::Additive | Sharing::Own | Sharing::Public => {
             a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect()
         }
@@ -308,6 +372,13 @@ fn combine(sharing: Sharing, a: &[u64], b: &[u64]) -> Vec<u64> {
 fn split_off(sharing: Sharing, value: &[u64], share0: &[u64]) -> Vec<u64> {
     match sharing {
         Sharing::Public | Sharing::Own => value.to_vec(),
+        Sharing::Additive128 => words_of(
+            &wide_of(value)
+                .iter()
+                .zip(wide_of(share0))
+                .map(|(v, s)| v.wrapping_sub(s))
+                .collect::<Vec<_>>(),
+        ),
         Sharing::Additive => value
             .iter()
             .zip(share0)

@@ -13,6 +13,7 @@ pub mod rows;
 pub mod select;
 pub mod softmax;
 pub mod trunc;
+pub mod wide;
 
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
@@ -23,24 +24,31 @@ pub use round::{Operand, Round};
 pub use rows::{append_and_multiply, PreparedRows};
 pub use trunc::{truncate, truncate_many};
 
-/// Fixed-point products of several pairs: one Beaver round, then one truncation round.
+/// Fixed-point products of several pairs, each truncated in its own round (1 round in all, see
+/// [`wide`]); inputs below 2^61 in the ring.
 pub fn fixed_mul_many(
     p: &mut Party,
     pairs: &[(&RingTensor, &RingTensor)],
 ) -> Result<Vec<RingTensor>> {
-    let products = mul_many(p, pairs)?;
     let f = p.fp.frac_bits;
-    truncate_many(p, &products.iter().collect::<Vec<_>>(), f)
+    let mut round = Round::new();
+    let slots = pairs
+        .iter()
+        .map(|(x, y)| round.mul_truncating(p, Operand::plain(x), Operand::plain(y), f))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = round.run(p)?;
+    Ok(slots.into_iter().map(|s| out.take(s)).collect())
 }
 
 pub fn fixed_mul(p: &mut Party, x: &RingTensor, y: &RingTensor) -> Result<RingTensor> {
     Ok(fixed_mul_many(p, &[(x, y)])?.remove(0))
 }
 
-/// One product, then truncation by `shift` bits (2 rounds).
+/// One product truncated by `shift` bits (1 round, see [`wide`]).
 pub fn mul_trunc(p: &mut Party, x: &RingTensor, y: &RingTensor, shift: u32) -> Result<RingTensor> {
-    let z = mul(p, x, y)?;
-    truncate(p, &z, shift)
+    let mut round = Round::new();
+    let z = round.mul_truncating(p, Operand::plain(x), Operand::plain(y), shift)?;
+    Ok(round.run(p)?.take(z))
 }
 
 /// Fixed-point matrix product of two shared tensors (2 rounds).

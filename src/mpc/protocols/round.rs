@@ -19,6 +19,7 @@
 //! A value is opened once per product; re-using an opening would need the dealer to remember masks.
 
 use super::compare::{self, LtzProductStage, LtzStage};
+use super::wide::{self, WideStage};
 use crate::mpc::dealer::{masked_cross_terms, Correlation};
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
@@ -61,6 +62,7 @@ enum Job {
     Ltz(LtzStage, Vec<usize>),
     LtzProducts(LtzProductStage, Vec<usize>),
     Masked(MaskedStage),
+    Wide(WideStage),
 }
 
 impl Job {
@@ -158,6 +160,37 @@ impl Round {
         self.masked_job(p, &[u], vec![(0, 0)])
     }
 
+    /// The product of two operands truncated by `shift` more bits in the same round (computed in
+    /// Z_2^128, see [`super::wide`]): floor(T_u T_v / 2^shift) or one more, T being each operand
+    /// after its own shift. |u| and |v| must be below 2^61.
+    pub fn mul_truncating(
+        &mut self,
+        p: &mut Party,
+        u: Operand,
+        v: Operand,
+        shift: u32,
+    ) -> Result<Slot> {
+        self.wide_job(p, &[u, v], shift)
+    }
+
+    /// The square of an operand truncated by `shift` more bits in the same round (one opening).
+    pub fn square_truncating(&mut self, p: &mut Party, u: Operand, shift: u32) -> Result<Slot> {
+        self.wide_job(p, &[u], shift)
+    }
+
+    fn wide_job(&mut self, p: &mut Party, operands: &[Operand], shift: u32) -> Result<Slot> {
+        check_operands(operands)?;
+        if !(1..=64).contains(&shift) {
+            return Err(MpcError::BadConfig(format!(
+                "truncation of a product by {shift} bits: the shift must be in 1..=64"
+            )));
+        }
+        let values: Vec<&RingTensor> = operands.iter().map(|o| o.value).collect();
+        let shifts: Vec<u32> = operands.iter().map(|o| o.shift).collect();
+        let (masked, stage) = wide::stage(p, &values, &shifts, shift)?;
+        Ok(self.push(masked, Job::Wide(stage)))
+    }
+
     /// floor(x / 2^shift) or one more, as [`super::truncate`] does.
     pub fn truncate(&mut self, p: &mut Party, x: &RingTensor, shift: u32) -> Result<Slot> {
         if shift == 0 {
@@ -174,22 +207,8 @@ impl Round {
         operands: &[Operand],
         pairs: Vec<(usize, usize)>,
     ) -> Result<Slot> {
+        check_operands(operands)?;
         let shape = operands[0].value.shape().to_vec();
-        for o in operands {
-            if o.value.shape() != shape.as_slice() {
-                return Err(MpcError::ShapeMismatch {
-                    op: "masked product",
-                    left: shape,
-                    right: o.value.shape().to_vec(),
-                });
-            }
-            if o.shift > TRUNC_BOUND_BITS {
-                return Err(MpcError::BadConfig(format!(
-                    "truncation by {} bits: the shift must be in 0..={TRUNC_BOUND_BITS}",
-                    o.shift
-                )));
-            }
-        }
         let len = operands[0].value.len();
         let shifts: Vec<u32> = operands.iter().map(|o| o.shift).collect();
         let corr = Correlation::Masked {
@@ -271,10 +290,32 @@ impl Round {
                     }
                 }
                 Job::Masked(stage) => outputs.push(Some(stage.finish(client, c)?)),
+                Job::Wide(stage) => outputs.push(Some(stage.finish(client, c)?)),
             }
         }
         Ok(Outputs(outputs))
     }
+}
+
+/// Operands of one product: one shape, and shifts the masked opening supports.
+fn check_operands(operands: &[Operand]) -> Result<()> {
+    let shape = operands[0].value.shape();
+    for o in operands {
+        if o.value.shape() != shape {
+            return Err(MpcError::ShapeMismatch {
+                op: "masked product",
+                left: shape.to_vec(),
+                right: o.value.shape().to_vec(),
+            });
+        }
+        if o.shift > TRUNC_BOUND_BITS {
+            return Err(MpcError::BadConfig(format!(
+                "truncation by {} bits: the shift must be in 0..={TRUNC_BOUND_BITS}",
+                o.shift
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How many components a masked correlation has (masks, a and b, cross terms).

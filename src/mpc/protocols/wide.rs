@@ -1,0 +1,167 @@
+//! A fixed-point product that truncates its own result in the round that multiplies: the product
+//! is formed in Z_2^128, where each party can truncate its share locally.
+//!
+//! [`super::round`]'s masked product opens c = u + 2^61 + r per operand (|u| < 2^61) and gets
+//!   T = P - R,   P = (c >> s) - 2^(61 - s)   (public),   R = a - w m 2^(64 - s)   (shared),
+//! with a = r >> s, m = msb(r) and w = [msb(c) = 0]. T is floor(u / 2^s) or one more *as an
+//! integer*, not only mod 2^64: u + 2^61 is below 2^62, so c wraps past 2^64 exactly when m = 1 and
+//! msb(c) = 0. So with 128-bit shares of a and m from the dealer, and of the cross terms a_u a_v,
+//! a_u m_v, m_u a_v and m_u m_v, the parties hold shares mod 2^128 of the integer
+//!   T_u T_v = P_u P_v - P_u R_v - P_v R_u + a_u a_v - w_v 2^(64 - s_v) a_u m_v
+//!             - w_u 2^(64 - s_u) m_u a_v + w_u w_v 2^(128 - s_u - s_v) m_u m_v.
+//! That integer is below 2^122, far from 2^127, so each party shifts its own share (SecureML's
+//! local truncation): party 0 takes z0 >> t, party 1 takes -((-z1) >> t). The sum is
+//! floor(T_u T_v / 2^t) or one more, unless party 0's uniform share lies within |T_u T_v| of
+//! 2^128: probability |T_u T_v| / 2^128 per element, below 2^-64 for products below 2^64 (two
+//! values under 2^16 in magnitude at f = 16). The low 64 bits are then shares in Z_2^64.
+//!
+//! Cost: 1 round (a Beaver product and its truncation took 2), 8 bytes per element and operand each
+//! way. Dealer bytes: party 1 gets 16 bytes per element for each of a, m (per operand) and each
+//! cross term: 128 an element for a product, 80 for a square. The opening can share a round with
+//! other protocols ([`super::round::Round::mul_truncating`]).
+
+use crate::mpc::dealer::{wide_of, Correlation};
+use crate::mpc::fixed::TRUNC_BOUND_BITS;
+use crate::mpc::party::{Party, Result};
+use crate::mpc::ring::RingTensor;
+
+/// A truncating product waiting for its opening: this party's dealer shares.
+pub(crate) struct WideStage {
+    shape: Vec<usize>,
+    shifts: Vec<u32>,
+    out_shift: u32,
+    /// Per operand: shares of a and m (128-bit).
+    parts: Vec<(Vec<u128>, Vec<u128>)>,
+    /// Shares of a_u a_v, a_u m_v, then (two operands) m_u a_v and m_u m_v.
+    cross: Vec<Vec<u128>>,
+}
+
+/// Deals the masks for the product of `operands` (one: a square) whose ring values are shifted
+/// right by `shifts`, and returns the masked values to open.
+pub(crate) fn stage(
+    p: &mut Party,
+    operands: &[&RingTensor],
+    shifts: &[u32],
+    out_shift: u32,
+) -> Result<(Vec<u64>, WideStage)> {
+    let len = operands[0].len();
+    let corr = Correlation::WideProduct {
+        len,
+        shifts: shifts.to_vec(),
+    };
+    let cross_terms = if operands.len() == 1 { 2 } else { 4 };
+    let mut shapes = vec![[len]; operands.len()];
+    shapes.extend(vec![[2 * len]; 2 * operands.len() + cross_terms]);
+    let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+    let mut comps = p
+        .deal(&corr, &shape_refs)?
+        .into_iter()
+        .map(RingTensor::into_data);
+    let masks: Vec<Vec<u64>> = operands.iter().map(|_| comps.next().unwrap()).collect();
+    let mut wide = comps.map(|c| wide_of(&c));
+    let parts = operands
+        .iter()
+        .map(|_| (wide.next().unwrap(), wide.next().unwrap()))
+        .collect();
+    let cross = wide.collect();
+    // The client adds 2^61 to each operand, so that u + 2^61 is non-negative.
+    let offset = if p.is_client() {
+        1u64 << TRUNC_BOUND_BITS
+    } else {
+        0
+    };
+    let mut masked = Vec::with_capacity(len * operands.len());
+    for (o, r) in operands.iter().zip(&masks) {
+        masked.extend(
+            o.data()
+                .iter()
+                .zip(r)
+                .map(|(x, r)| x.wrapping_add(offset).wrapping_add(*r)),
+        );
+    }
+    let stage = WideStage {
+        shape: operands[0].shape().to_vec(),
+        shifts: shifts.to_vec(),
+        out_shift,
+        parts,
+        cross,
+    };
+    Ok((masked, stage))
+}
+
+/// 2^e mod 2^128 (zero from e = 128 on).
+fn power(e: u32) -> u128 {
+    if e >= 128 {
+        0
+    } else {
+        1u128 << e
+    }
+}
+
+impl WideStage {
+    /// Shares of the truncated product from the opened values.
+    pub(crate) fn finish(self, client: bool, opened: &[u64]) -> Result<RingTensor> {
+        let len = opened.len() / self.shifts.len();
+        // Per operand: public P, the weight w 2^(64 - s) of m in R, and this party's share of R.
+        let mut public = Vec::new();
+        let mut weights = Vec::new();
+        let mut shares = Vec::new();
+        for (o, (&s, (a, m))) in self.shifts.iter().zip(&self.parts).enumerate() {
+            let c = &opened[o * len..(o + 1) * len];
+            let low = 1i128 << (TRUNC_BOUND_BITS - s);
+            let p: Vec<u128> = c.iter().map(|c| ((c >> s) as i128 - low) as u128).collect();
+            let w: Vec<u128> = c
+                .iter()
+                .map(|c| if c >> 63 == 0 { power(64 - s) } else { 0 })
+                .collect();
+            shares.push(
+                (0..len)
+                    .map(|i| a[i].wrapping_sub(w[i].wrapping_mul(m[i])))
+                    .collect::<Vec<u128>>(),
+            );
+            public.push(p);
+            weights.push(w);
+        }
+        let (u, v) = (0, self.shifts.len() - 1);
+        let (pu, pv, ru, rv, wu, wv) = (
+            &public[u],
+            &public[v],
+            &shares[u],
+            &shares[v],
+            &weights[u],
+            &weights[v],
+        );
+        let square = u == v;
+        let t = self.out_shift;
+        let out: Vec<u64> = (0..len)
+            .map(|i| {
+                let own = if client { pu[i].wrapping_mul(pv[i]) } else { 0 };
+                let (aa, am) = (self.cross[0][i], self.cross[1][i]);
+                let mut z = own
+                    .wrapping_sub(pu[i].wrapping_mul(rv[i]))
+                    .wrapping_sub(pv[i].wrapping_mul(ru[i]))
+                    .wrapping_add(aa);
+                if square {
+                    // R^2 = a^2 - 2 w a m + w^2 m (m^2 = m).
+                    let m = self.parts[u].1[i];
+                    z = z
+                        .wrapping_sub(wu[i].wrapping_mul(am).wrapping_mul(2))
+                        .wrapping_add(wu[i].wrapping_mul(wu[i]).wrapping_mul(m));
+                } else {
+                    let (ma, mm) = (self.cross[2][i], self.cross[3][i]);
+                    z = z
+                        .wrapping_sub(wv[i].wrapping_mul(am))
+                        .wrapping_sub(wu[i].wrapping_mul(ma))
+                        .wrapping_add(wu[i].wrapping_mul(wv[i]).wrapping_mul(mm));
+                }
+                let truncated = if client {
+                    z >> t
+                } else {
+                    (z.wrapping_neg() >> t).wrapping_neg()
+                };
+                truncated as u64
+            })
+            .collect();
+        RingTensor::new(&self.shape, out)
+    }
+}
