@@ -5,13 +5,14 @@
 //!    e *= mask (local, exact zeros).
 //! 3. S = sum(e) lies in [1, n] (the maximum contributes exp(0) = 1), so 1/S comes from the
 //!    grid-and-series reciprocal on [1/2, n + 1] (4 rounds), left at many fractional bits;
-//!    out = e * (1/S) is one masked product that truncates 1/S in its opening, then one truncation.
+//!    out = e * (1/S) is one masked product that truncates 1/S in its opening and its own result
+//!    in Z_2^128 ([`super::wide`]): one round.
 //!
 //! [`softmax_at`] takes x at f + `extra` fractional bits (attention scores before their
 //! truncation): the max runs at that scale and exp truncates in its first opening.
 //!
 //! Cost: max (1 round per level of the binary tournament: 7 at n = 128, 10 at n = 1024)
-//! + exp (8) + reciprocal (4) + 2 rounds: 24 rounds for rows of 1024 at the defaults.
+//! + exp (8) + reciprocal (4) + 1 round: 23 rounds for rows of 1024 at the defaults.
 
 use super::round::{Operand, Round};
 use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal};
@@ -73,14 +74,12 @@ pub fn softmax_at(
         let extra = (n as f64 + 1.0).log2().ceil() as u32;
         let inv_rows = inv.value.expand_last(n);
         let mut round = Round::new();
-        let out = round.mul(
+        let out = round.mul_truncating(
             p,
             Operand::plain(&e),
             Operand::truncated(&inv_rows, inv.frac_bits - f - extra),
+            f + extra,
         )?;
-        let out = round.run(p)?.take(out);
-        let mut round = Round::new();
-        let out = round.truncate(p, &out, f + extra)?;
         Ok(round.run(p)?.take(out))
     })
 }
