@@ -301,31 +301,37 @@ fn secure_greedy_decoding_reproduces_plaintext_on_the_shipped_pair() {
 fn private_sampling_at_a_low_temperature_stays_in_exp_domain() {
     // Logits [10, 9.9, -20, 0] at T = 0.05 shift to [0, -2, -600, -200]: far below exp's domain of
     // [-256, 0]. The next token must be 0 with probability 1 / (1 + e^-2) = 0.881, else 1, never 2 or 3.
+    // Logits at f bits, and at 2f as the LM head leaves them before its truncation.
     use post::mpc::run_two_party;
-    use post::secure::{private_sample, ClientDraws};
+    use post::secure::{private_sample_at, ClientDraws};
     const DRAWS: usize = 300;
-    let (tokens, _) = run_two_party(&ideal(), |p| {
-        let logits = p.public(&p.fp.encode(&[1, 4], &[10.0, 9.9, -20.0, 0.0])?);
-        let mut rng = ChaCha12Rng::seed_from_u64(8);
-        let mut tokens = Vec::new();
-        for _ in 0..DRAWS {
-            let draws = ClientDraws {
-                drafts: vec![],
-                q: vec![],
-                accept_u: vec![],
-                sample_u: vec![rand::Rng::random(&mut rng)],
-            };
-            let verdict = private_sample(p, &logits, 0, 0.05, p.is_client().then_some(&draws))?;
-            tokens.push(verdict.map_or(0, |v| v.next));
-        }
-        Ok(tokens)
-    })
-    .unwrap();
-    assert!(tokens.iter().all(|&t| t < 2), "{tokens:?}");
-    let zeros = tokens.iter().filter(|&&t| t == 0).count() as f64 / DRAWS as f64;
-    // Binomial standard deviation sqrt(0.881 * 0.119 / 300) = 0.019: four of them.
-    assert!(
-        (zeros - 0.881).abs() < 0.075,
-        "token 0 drawn {zeros:.3} of the time"
-    );
+    for extra in [0u32, 16] {
+        let (tokens, _) = run_two_party(&ideal(), move |p| {
+            let logits = p
+                .public(&p.fp.encode(&[1, 4], &[10.0, 9.9, -20.0, 0.0])?)
+                .scale(1 << extra);
+            let mut rng = ChaCha12Rng::seed_from_u64(8);
+            let mut tokens = Vec::new();
+            for _ in 0..DRAWS {
+                let draws = ClientDraws {
+                    drafts: vec![],
+                    q: vec![],
+                    accept_u: vec![],
+                    sample_u: vec![rand::Rng::random(&mut rng)],
+                };
+                let draws = p.is_client().then_some(&draws);
+                let verdict = private_sample_at(p, &logits, extra, 0, 0.05, draws)?;
+                tokens.push(verdict.map_or(0, |v| v.next));
+            }
+            Ok(tokens)
+        })
+        .unwrap();
+        assert!(tokens.iter().all(|&t| t < 2), "extra {extra}: {tokens:?}");
+        let zeros = tokens.iter().filter(|&&t| t == 0).count() as f64 / DRAWS as f64;
+        // Binomial standard deviation sqrt(0.881 * 0.119 / 300) = 0.019: four of them.
+        assert!(
+            (zeros - 0.881).abs() < 0.075,
+            "extra {extra}: token 0 drawn {zeros:.3} of the time"
+        );
+    }
 }

@@ -16,9 +16,10 @@
 //! and values (cached at f bits) and c_attn's queries are truncated as before.
 //!
 //! Rounds of one forward, whatever the number of new tokens (one layer, context 65-128):
-//!   ln_1 6 | c_attn 2 | scores 1 | softmax 21 | values 2 | c_proj 1 | ln_2 6 | c_fc 1 | GeLU 4 | c_proj 1
-//! = 45 per layer, plus 1 (embedding) and 6 + 2 (ln_f, LM head). The softmax's max tournament
-//! gains a level (1 round) each time the context passes a power of 2.
+//!   ln_1 5 | c_attn 2 | scores 1 | softmax 20 | values 2 | c_proj 1 | ln_2 5 | c_fc 1 | GeLU 4 | c_proj 1
+//! = 42 per layer, plus 1 (embedding) and 5 + 2 (ln_f, LM head; 5 + 1 when private sampling
+//! truncates the logits in its own first opening). The softmax's max tournament gains a level
+//! (1 round) each time the context passes a power of 2.
 
 use anyhow::bail;
 use candle_core::{DType, Tensor};
@@ -365,6 +366,19 @@ impl SecureGpt2 {
         t: usize,
         cache: &mut SecureKvCache,
     ) -> Result<RingTensor> {
+        let logits = self.forward_untruncated(p, ids, t, cache)?;
+        p.labelled("lm_head", |p| truncate(p, &logits, p.fp.frac_bits))
+    }
+
+    /// The logits at 2f fractional bits (the LM head's product before its truncation), for a
+    /// consumer whose first opening truncates them (private sampling): one round fewer.
+    pub fn forward_untruncated(
+        &self,
+        p: &mut Party,
+        ids: Option<&[u32]>,
+        t: usize,
+        cache: &mut SecureKvCache,
+    ) -> Result<RingTensor> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.n_embd);
         let past = cache.len();
         if t == 0 || past + t > self.cfg.n_positions {
@@ -407,6 +421,6 @@ impl SecureGpt2 {
             extra = p.fp.frac_bits;
         }
         let (xs, _) = p.labelled("ln_f", |p| self.ln_f.forward(p, &xs, extra))?;
-        p.labelled("lm_head", |p| fixed_matmul_weight(p, &xs, &self.lm_head))
+        p.labelled("lm_head", |p| matmul_weight(p, &xs, &self.lm_head))
     }
 }

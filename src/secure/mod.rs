@@ -7,5 +7,5 @@ pub mod sampling;
 pub mod session;
 
 pub use gpt2::{SecureGpt2, SecureKvCache};
-pub use sampling::{private_sample, ClientDraws};
+pub use sampling::{private_sample, private_sample_at, ClientDraws};
 pub use session::{Costs, SecureVerifier, ServerView};

@@ -23,17 +23,20 @@
 //!
 //! Rounds (the tournament: one round a level, 16 over 50,257 entries):
 //! T = 0: tournament + 1 (comparisons) + ceil(log2 k) + 3 one-way messages; T > 0:
-//! (1 if T != 1) + tournament + exp (8) + 6 (products, truncation, comparisons, residual,
-//! threshold, comparisons) + ceil(log2 k), plus the same 3 one-way messages.
+//! (1 if T != 1: the product by 1/T) + tournament + exp (8) + 4 (the products, q S truncating
+//! itself in Z_2^128; the comparisons, the residual's product riding on its comparison; the
+//! threshold; the inverse CDF's comparisons) + ceil(log2 k), plus the same 3 one-way messages.
 //! With no drafts (standard decoding) the acceptance test and two of the messages drop out.
+//! [`private_sample_at`] takes the logits before the LM head's truncation: the argmax compares
+//! them at 2f bits, and the product by 1/T (or exp, at T = 1) truncates them in its opening.
 
 use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
 use crate::mpc::protocols::{
-    exp::exp,
+    exp::exp_at,
     ltz_many,
     max::{max_last, max_value_last},
-    mul_many, mul_public, not, truncate,
+    mul_many, not, Operand, Round,
 };
 use crate::mpc::{Party, RingTensor, CLIENT};
 use crate::spec::Verdict;
@@ -52,6 +55,8 @@ pub struct ClientDraws {
 
 /// Fractional bits of the client's probabilities and uniforms.
 const PROB_BITS: u32 = 24;
+/// Fractional bits of 1/T (z = logits / T comes out at f + TEMPERATURE_BITS, within exp's input).
+const TEMPERATURE_BITS: u32 = 24;
 
 fn encode_prob(x: f64) -> u64 {
     ((x.clamp(0.0, 1.0) * (1u64 << PROB_BITS) as f64).round() as u64).min((1 << PROB_BITS) - 1)
@@ -79,6 +84,20 @@ pub fn private_sample(
     temperature: f64,
     draws: Option<&ClientDraws>,
 ) -> Result<Option<Verdict>> {
+    private_sample_at(p, logits, 0, k, temperature, draws)
+}
+
+/// [`private_sample`] on logits at f + `extra` fractional bits (the LM head's product before its
+/// truncation, `extra` = f): the argmax compares them as they are, and at T > 0 the first opening
+/// (the product by 1/T, or exp's) truncates them. |logits| 2^(f + extra) must stay below 2^61.
+pub fn private_sample_at(
+    p: &mut Party,
+    logits: &RingTensor,
+    extra: u32,
+    k: usize,
+    temperature: f64,
+    draws: Option<&ClientDraws>,
+) -> Result<Option<Verdict>> {
     let v = logits.last_dim();
     if logits.len() != (k + 1) * v {
         return Err(MpcError::ShapeMismatch {
@@ -102,7 +121,9 @@ pub fn private_sample(
     let (accepted, candidates) = if temperature == 0.0 {
         p.labelled("greedy", |p| greedy(p, logits, k, draws))?
     } else {
-        p.labelled("sample", |p| sample(p, logits, k, temperature, draws))?
+        p.labelled("sample", |p| {
+            sample(p, logits, extra, k, temperature, draws)
+        })?
     };
     // The number of leading acceptances: only it reaches the client, not whether a draft after
     // the first rejection would have passed (the private model's business).
@@ -171,20 +192,27 @@ fn greedy(
 fn sample(
     p: &mut Party,
     logits: &RingTensor,
+    extra: u32,
     k: usize,
     temperature: f64,
     draws: Option<&ClientDraws>,
 ) -> Result<(RingTensor, RingTensor)> {
     let (v, f) = (logits.last_dim(), p.fp.frac_bits);
-    let z = if temperature == 1.0 {
-        logits.clone()
+    // z = logits / T at f + z_extra bits: 1/T at TEMPERATURE_BITS, multiplied in a masked product
+    // that truncates the logits to f bits in its opening; at T = 1 the logits as they are.
+    let (z, z_extra) = if temperature == 1.0 {
+        (logits.clone(), extra)
     } else {
-        mul_public(p, logits, 1.0 / temperature, 8)?
+        let scale = (2f64.powi(TEMPERATURE_BITS as i32) / temperature).round() as u64;
+        let scale = p.public(&RingTensor::filled(logits.shape(), scale));
+        let mut round = Round::new();
+        let z = round.mul(p, Operand::truncated(logits, extra), Operand::plain(&scale))?;
+        (round.run(p)?.take(z), TEMPERATURE_BITS)
     };
     let max = max_value_last(p, &z)?;
     // exp takes any x <= 0 (it sets what lies far below to 0 itself), so the wide rows of a low
-    // temperature need no clamp.
-    let e = exp(p, &z.sub(&max.expand_last(v))?)?;
+    // temperature need no clamp; it truncates z to f bits in its first opening.
+    let e = exp_at(p, &z.sub(&max.expand_last(v))?, z_extra)?;
     let sum = e.sum_last();
 
     // One round of products with client-known factors: e_i(x_i) by a one-hot, u_i q_i(x_i) S_i, q_ij S_i.
@@ -216,23 +244,29 @@ fn sample(
         }
         q
     })?;
-    let products = mul_many(
-        p,
-        &[
-            (&one_hot, &e.narrow_rows(0, k)?),
-            (&uq, &sum.narrow_rows(0, k)?),
-            (&q, &sum.expand_last(v)),
-        ],
-    )?;
-    let e_at_draft = products[0].sum_last().scale(1 << PROB_BITS);
-    let accept_margin = products[1].sub(&e_at_draft)?; // < 0: accept
-    let q_sum = truncate(p, &products[2], f)?;
-    let diff = e.sub(&q_sum)?;
-    let lt = ltz_many(p, &[&accept_margin, &diff])?;
-    let (accepted, negative) = (&lt[0], &lt[1]);
+    // q S truncates itself to f bits in the same round (Z_2^128).
+    let (e_draft, sum_draft, sum_rows) = (
+        e.narrow_rows(0, k)?,
+        sum.narrow_rows(0, k)?,
+        sum.expand_last(v),
+    );
+    let mut round = Round::new();
+    let at_draft = round.mul(p, Operand::plain(&one_hot), Operand::plain(&e_draft))?;
+    let margin = round.mul(p, Operand::plain(&uq), Operand::plain(&sum_draft))?;
+    let q_sum = round.mul_truncating(p, Operand::plain(&q), Operand::plain(&sum_rows), f)?;
+    let mut out = round.run(p)?;
+    let e_at_draft = out.take(at_draft).sum_last().scale(1 << PROB_BITS);
+    let accept_margin = out.take(margin).sub(&e_at_draft)?; // < 0: accept
+    let diff = e.sub(&out.take(q_sum))?;
 
-    // r = max(0, e - q S), its cumulative sums, and the threshold t = u' sum(r).
-    let residual = mul_many(p, &[(&not(p, negative), &diff)])?.remove(0);
+    // Acceptance, and r = max(0, e - q S) = diff - [diff < 0] diff from the comparison's own
+    // opening; then r's cumulative sums and the threshold t = u' sum(r).
+    let mut round = Round::new();
+    let accepted = round.ltz(p, &accept_margin)?;
+    let negative = round.ltz_products(p, &diff, &[])?;
+    let mut out = round.run(p)?;
+    let accepted = out.take(accepted);
+    let residual = diff.sub(&out.take(negative.times_x))?;
     let total = residual.sum_last();
     let u = client_known(p, &[k + 1, 1], || {
         draws.map_or(vec![], |d| {
@@ -247,5 +281,5 @@ fn sample(
         }
     }
     let below = ltz_many(p, &[&cumulative.sub(&threshold.expand_last(v))?])?.remove(0);
-    Ok((accepted.clone(), below.sum_last()))
+    Ok((accepted, below.sum_last()))
 }

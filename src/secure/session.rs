@@ -15,7 +15,7 @@ use rand::{Rng, RngCore};
 use serde::Serialize;
 
 use super::gpt2::{SecureGpt2, SecureKvCache};
-use super::sampling::{private_sample, ClientDraws};
+use super::sampling::{private_sample_at, ClientDraws};
 use rand::{SeedableRng, TryRngCore};
 use rand_chacha::ChaCha12Rng;
 
@@ -100,10 +100,11 @@ fn serve(
             }
             STEP if k < n_new => {
                 cache.truncate(p, keep)?;
-                let logits = model.forward(p, None, n_new, &mut cache)?;
-                private_sample(
+                let logits = model.forward_untruncated(p, None, n_new, &mut cache)?;
+                private_sample_at(
                     p,
                     &logits.narrow_rows(n_new - k - 1, k + 1)?,
+                    p.fp.frac_bits,
                     k,
                     temperature,
                     None,
@@ -467,9 +468,10 @@ impl Verifier for SecureVerifier {
         self.cache.truncate(p, keep)?;
         let logits = self
             .model
-            .forward(p, Some(&input), n_new, &mut self.cache)?;
+            .forward_untruncated(p, Some(&input), n_new, &mut self.cache)?;
         let rows = logits.narrow_rows(n_new - k - 1, k + 1)?;
-        let verdict = private_sample(p, &rows, k, self.temperature, Some(&draws))?
+        let extra = p.fp.frac_bits;
+        let verdict = private_sample_at(p, &rows, extra, k, self.temperature, Some(&draws))?
             .ok_or_else(|| anyhow!("the client received no verdict"))?;
         self.keep = self.cache.len();
         self.expected_reports += 1;
