@@ -108,6 +108,17 @@ impl Party {
             .collect()
     }
 
+    /// This party's shares of a correlation as flat words, one vector per component length.
+    pub fn deal_words(&mut self, corr: &Correlation, lens: &[usize]) -> Result<Vec<Vec<u64>>> {
+        let shapes: Vec<[usize; 1]> = lens.iter().map(|&len| [len]).collect();
+        let shapes: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+        Ok(self
+            .deal(corr, &shapes)?
+            .into_iter()
+            .map(RingTensor::into_data)
+            .collect())
+    }
+
     /// Opens additive shares to both parties in one round (one exchange of every share at once).
     pub fn open_many(&mut self, shares: &[&RingTensor]) -> Result<Vec<RingTensor>> {
         let flat: Vec<u64> = shares

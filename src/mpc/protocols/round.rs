@@ -217,12 +217,7 @@ impl Round {
             pairs: pairs.clone(),
         };
         let count = corr_components(&shifts, &pairs);
-        let shapes = vec![[len]; count];
-        let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
-        let mut comps = p
-            .deal(&corr, &shape_refs)?
-            .into_iter()
-            .map(RingTensor::into_data);
+        let mut comps = p.deal_words(&corr, &vec![len; count])?.into_iter();
         let masks: Vec<Vec<u64>> = operands.iter().map(|_| comps.next().unwrap()).collect();
         let parts: Vec<(Vec<u64>, Option<Vec<u64>>)> = shifts
             .iter()

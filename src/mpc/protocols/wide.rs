@@ -17,7 +17,7 @@
 //!
 //! Cost: 1 round (a Beaver product and its truncation took 2), 8 bytes per element and operand each
 //! way. Dealer bytes: party 1 gets 16 bytes per element for each of a, m (per operand) and each
-//! cross term: 128 an element for a product, 80 for a square. The opening can share a round with
+//! cross term: 128 an element for a product, 64 for a square. The opening can share a round with
 //! other protocols ([`super::round::Round::mul_truncating`]).
 
 use crate::mpc::dealer::{wide_of, Correlation};
@@ -50,13 +50,9 @@ pub(crate) fn stage(
         shifts: shifts.to_vec(),
     };
     let cross_terms = if operands.len() == 1 { 2 } else { 4 };
-    let mut shapes = vec![[len]; operands.len()];
-    shapes.extend(vec![[2 * len]; 2 * operands.len() + cross_terms]);
-    let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
-    let mut comps = p
-        .deal(&corr, &shape_refs)?
-        .into_iter()
-        .map(RingTensor::into_data);
+    let mut lens = vec![len; operands.len()];
+    lens.extend(vec![2 * len; 2 * operands.len() + cross_terms]);
+    let mut comps = p.deal_words(&corr, &lens)?.into_iter();
     let masks: Vec<Vec<u64>> = operands.iter().map(|_| comps.next().unwrap()).collect();
     let mut wide = comps.map(|c| wide_of(&c));
     let parts = operands
