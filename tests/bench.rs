@@ -1,19 +1,14 @@
 //! `post bench --mode secure` and `post sweep` end to end on the tiny pair: the rows' arithmetic,
 //! resumption (also after a real kill), random weights, and one clear error per bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{post_error, post_ok};
 use post::bench::decoding::BenchRow;
-
-fn post(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_post"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("post-bench-{}-{name}", std::process::id()));
@@ -24,22 +19,6 @@ fn scratch(name: &str) -> PathBuf {
 
 fn rows(path: &Path) -> Vec<BenchRow> {
     post::report::read_csv(path).unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Runs `post`, expects failure, and returns its one-line error.
-fn one_line_error(args: &[&str]) -> String {
-    let out = post(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-    stderr
 }
 
 #[test]
@@ -67,7 +46,7 @@ fn secure_bench_rows_add_up_and_a_rerun_skips_them() {
         "--out",
         csv.to_str().unwrap(),
     ];
-    ok(&post(&args));
+    post_ok(&args);
     let got = rows(&csv);
     assert_eq!(got.len(), 4, "{got:?}");
     let standard = &got[0];
@@ -108,7 +87,7 @@ fn secure_bench_rows_add_up_and_a_rerun_skips_them() {
     }
     // A rerun finds every cell in the file and measures nothing.
     let before = std::fs::read_to_string(&csv).unwrap();
-    ok(&post(&args));
+    post_ok(&args);
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), before);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -117,7 +96,7 @@ fn secure_bench_rows_add_up_and_a_rerun_skips_them() {
 fn random_weights_report_costs_and_no_acceptance() {
     let dir = scratch("random");
     let csv = dir.join("random.csv");
-    ok(&post(&[
+    post_ok(&[
         "bench",
         "--pair",
         "tiny",
@@ -136,7 +115,7 @@ fn random_weights_report_costs_and_no_acceptance() {
         "1",
         "--out",
         csv.to_str().unwrap(),
-    ]));
+    ]);
     let got = rows(&csv);
     assert_eq!(got.len(), 2);
     for r in &got {
@@ -169,19 +148,19 @@ fn bad_grids_and_outputs_get_one_clear_error_each() {
     let dir = scratch("bad");
     let good = "pairs = [\"tiny\"]\ndatasets = [\"datasets/code-completion.jsonl\"]\nnets = [\"lan\"]\ndraft_lens = [2]\ntemperatures = [0.0]\n";
     let grid = write_grid(&dir, &format!("{good}colour = \"red\"\n"));
-    let err = one_line_error(&["sweep", grid.to_str().unwrap(), "--out", "x.csv"]);
+    let err = post_error(&["sweep", grid.to_str().unwrap(), "--out", "x.csv"]);
     assert!(err.contains("unknown field `colour`"), "{err}");
 
     let grid = write_grid(&dir, &good.replace("nets = [\"lan\"]", "nets = []"));
-    let err = one_line_error(&["sweep", grid.to_str().unwrap(), "--out", "x.csv"]);
+    let err = post_error(&["sweep", grid.to_str().unwrap(), "--out", "x.csv"]);
     assert!(err.contains("\"nets\" is empty"), "{err}");
 
     let grid = write_grid(&dir, good);
-    let err = one_line_error(&["sweep", grid.to_str().unwrap()]);
+    let err = post_error(&["sweep", grid.to_str().unwrap()]);
     assert!(err.contains("names no `out` file"), "{err}");
 
     let missing = dir.join("no-such-folder").join("x.csv");
-    let err = one_line_error(&[
+    let err = post_error(&[
         "sweep",
         grid.to_str().unwrap(),
         "--out",
@@ -191,7 +170,7 @@ fn bad_grids_and_outputs_get_one_clear_error_each() {
 
     let old = dir.join("old.csv");
     std::fs::write(&old, "pair,net,speedup\ndefault,lan,2.0\n").unwrap();
-    let err = one_line_error(&[
+    let err = post_error(&[
         "sweep",
         grid.to_str().unwrap(),
         "--out",
@@ -204,7 +183,7 @@ fn bad_grids_and_outputs_get_one_clear_error_each() {
         "the old file is untouched"
     );
 
-    let err = one_line_error(&[
+    let err = post_error(&[
         "bench",
         "--pair",
         "tiny",
@@ -214,7 +193,7 @@ fn bad_grids_and_outputs_get_one_clear_error_each() {
         old.to_str().unwrap(),
     ]);
     assert!(err.contains("at least 1"), "{err}");
-    let err = one_line_error(&[
+    let err = post_error(&[
         "bench",
         "--pair",
         "no-such-pair",
@@ -273,7 +252,7 @@ fn a_sweep_killed_mid_cell_resumes_with_no_duplicate_and_no_lost_row() {
         partial.len()
     );
 
-    ok(&post(&["sweep", grid.to_str().unwrap()]));
+    post_ok(&["sweep", grid.to_str().unwrap()]);
     let all = rows(&csv);
     assert_eq!(all.len(), 12, "every cell once");
     let mut keys: Vec<String> = all.iter().map(BenchRow::key).collect();

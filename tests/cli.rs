@@ -3,32 +3,12 @@
 
 mod common;
 
+use common::{post, post_error, post_ok};
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use candle_core::{Device, Tensor};
-
-fn post(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_post"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
-
-/// Runs `post`, expects failure, and returns its one-line error.
-fn post_error(args: &[&str]) -> String {
-    let out = post(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{args:?}: expected one line, got {stderr}"
-    );
-    stderr
-}
 
 fn draft_with(public: &Path, private: &str) -> String {
     post_error(&[
@@ -44,7 +24,7 @@ fn draft_with(public: &Path, private: &str) -> String {
 
 #[test]
 fn draft_prints_the_promised_json() {
-    let out = post(&[
+    let json: serde_json::Value = serde_json::from_str(&post_ok(&[
         "draft",
         "--pair",
         "tiny",
@@ -53,13 +33,8 @@ fn draft_prints_the_promised_json() {
         "--draft-len",
         "4",
         "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ]))
+    .unwrap();
     let result = &json["results"][0];
     for key in [
         "id",
@@ -93,7 +68,7 @@ fn draft_without_tokenizer_reports_null_text_and_reads_jsonl() {
     )
     .unwrap();
     let m = model_dir.to_str().unwrap();
-    let out = post(&[
+    let json: serde_json::Value = serde_json::from_str(&post_ok(&[
         "draft",
         "--public",
         m,
@@ -104,13 +79,8 @@ fn draft_without_tokenizer_reports_null_text_and_reads_jsonl() {
         "--json",
         "--max-new-tokens",
         "5",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ]))
+    .unwrap();
     let results = json["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
     assert_eq!(results[1]["id"], "y");
@@ -366,13 +336,7 @@ fn verify_prints_json_and_appends_csv_rows() {
         "--csv",
         csv.to_str().unwrap(),
     ];
-    let out = post(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&post_ok(&args)).unwrap();
     let results = json["results"].as_array().unwrap();
     assert_eq!(results.len(), 4, "one result per (prompt, method, net)");
     // Greedy: every method and link gives the same tokens, those of plaintext `post draft`.

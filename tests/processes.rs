@@ -2,6 +2,10 @@
 //! `post verify --connect`): greedy generation equals the plaintext oracle, and a client whose
 //! model does not match is refused with one clear line while the server goes on serving.
 
+mod common;
+
+use common::post;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -67,14 +71,6 @@ fn verify_tiny(server: &str, dealer: &str, method: &str, rest: &[&str]) -> Outpu
         method,
     ];
     post(&[&head[..], rest].concat())
-}
-
-fn post(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_post"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
 }
 
 fn outputs(out: &Output) -> Vec<(String, Vec<u64>)> {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::post;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -147,14 +149,6 @@ fn the_same_seed_gives_the_same_weights() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(moved > 0.1, "logits moved by only {moved}");
-}
-
-fn post(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_post"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
 }
 
 fn state(dir: &Path) -> TrainerState {

@@ -1,8 +1,10 @@
-//! Helpers shared by the integration tests: tiny random GPT-2 models made in Rust, and temp folders.
+//! Helpers shared by the integration tests: tiny random GPT-2 models made in Rust, temp folders,
+//! and runs of the `post` binary.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -181,4 +183,35 @@ pub fn chi_square(
         cells += 1;
     }
     (stat, cells - 1)
+}
+
+/// Runs the `post` binary from the crate root.
+pub fn post(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_post"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// Runs `post`, expects success, and returns its standard output.
+pub fn post_ok(args: &[&str]) -> String {
+    let out = post(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs `post`, expects failure, and returns its error: one line, never a panic.
+pub fn post_error(args: &[&str]) -> String {
+    let out = post(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?}: expected one line, got {stderr}"
+    );
+    stderr
 }
