@@ -24,14 +24,6 @@ pub const MAX_WIDTH: usize = 4;
 /// Correction words of one key pair with a one-word payload.
 pub const WORDS: usize = words(1);
 
-/// Root seeds from the words they travel in: two u64 words (low half first) per 128-bit seed.
-pub fn roots_from_words(words: &[u64]) -> Vec<u128> {
-    words
-        .chunks(2)
-        .map(|w| w[0] as u128 | (w[1] as u128) << 64)
-        .collect()
-}
-
 /// Correction words of one key pair whose payload has `width` words: per level (seed lo, seed hi,
 /// `width` values), then the left and right control bits of every level packed in two words, then
 /// the final `width` values.

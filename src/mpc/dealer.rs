@@ -18,6 +18,7 @@ use super::error::MpcError;
 use super::matmul::head_matmul;
 use super::net::Transport;
 use super::remote::{decode_words, DealerLink, DEALER_TIMEOUT};
+use super::ring::{wide_from_words, words_from_wide};
 
 type Result<T> = std::result::Result<T, MpcError>;
 
@@ -199,7 +200,7 @@ impl Correlation {
                 let r = &free[0];
                 let msb: Vec<u64> = r.iter().map(|r| r >> 63).collect();
                 let mut words = vec![0u64; super::dcf::WORDS * len];
-                let roots = own.map(|o| super::dcf::roots_from_words(&o[1]));
+                let roots = own.map(|o| wide_from_words(&o[1]));
                 let root = |b: usize, i: usize| roots[b][i];
                 words
                     .par_chunks_mut(super::dcf::WORDS)
@@ -217,7 +218,7 @@ impl Correlation {
                 let width = 1 + operands;
                 let key_len = super::dcf::words(width);
                 let mut words = vec![0u64; key_len * len];
-                let roots = own.map(|o| super::dcf::roots_from_words(&o[1]));
+                let roots = own.map(|o| wide_from_words(&o[1]));
                 let root = |b: usize, i: usize| roots[b][i];
                 words
                     .par_chunks_mut(key_len)
@@ -311,7 +312,7 @@ impl Correlation {
                     values.push(product(mu, av));
                     values.push(product(mu, mv));
                 }
-                values.iter().map(|v| words_of(v)).collect()
+                values.iter().map(|v| words_from_wide(v)).collect()
             }
             Correlation::HeadTriple { id, heads, m, keys } => {
                 let (rows, _, mask) = masks
@@ -338,31 +339,19 @@ fn draw(rng: &mut ChaCha12Rng, len: usize) -> Vec<u64> {
     v
 }
 
-/// 128-bit values as words (low, high), the layout of [`Sharing::Additive128`].
-pub(crate) fn words_of(values: &[u128]) -> Vec<u64> {
-    values
-        .iter()
-        .flat_map(|v| [*v as u64, (v >> 64) as u64])
-        .collect()
-}
-
-/// The 128-bit values of words laid out by [`words_of`].
-pub(crate) fn wide_of(words: &[u64]) -> Vec<u128> {
-    words
-        .chunks_exact(2)
-        .map(|w| w[0] as u128 | (w[1] as u128) << 64)
-        .collect()
+/// `op` on the 128-bit values of two word vectors (the layout of [`Sharing::Additive128`]).
+fn zip_wide(a: &[u64], b: &[u64], op: fn(u128, u128) -> u128) -> Vec<u64> {
+    let values: Vec<u128> = wide_from_words(a)
+        .into_iter()
+        .zip(wide_from_words(b))
+        .map(|(x, y)| op(x, y))
+        .collect();
+    words_from_wide(&values)
 }
 
 fn combine(sharing: Sharing, a: &[u64], b: &[u64]) -> Vec<u64> {
     match sharing {
-        Sharing::Additive128 => words_of(
-            &wide_of(a)
-                .iter()
-                .zip(wide_of(b))
-                .map(|(x, y)| x.wrapping_add(y))
-                .collect::<Vec<_>>(),
-        ),
+        Sharing::Additive128 => zip_wide(a, b, u128::wrapping_add),
         Sharing::Additive | Sharing::Own | Sharing::Public => {
             a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect()
         }
@@ -372,13 +361,7 @@ fn combine(sharing: Sharing, a: &[u64], b: &[u64]) -> Vec<u64> {
 fn split_off(sharing: Sharing, value: &[u64], share0: &[u64]) -> Vec<u64> {
     match sharing {
         Sharing::Public | Sharing::Own => value.to_vec(),
-        Sharing::Additive128 => words_of(
-            &wide_of(value)
-                .iter()
-                .zip(wide_of(share0))
-                .map(|(v, s)| v.wrapping_sub(s))
-                .collect::<Vec<_>>(),
-        ),
+        Sharing::Additive128 => zip_wide(value, share0, u128::wrapping_sub),
         Sharing::Additive => value
             .iter()
             .zip(share0)

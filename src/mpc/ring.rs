@@ -355,6 +355,22 @@ impl RingTensor {
     }
 }
 
+/// 128-bit values from pairs of words, low half first: a DCF key's root seeds, 128-bit shares.
+pub fn wide_from_words(words: &[u64]) -> Vec<u128> {
+    words
+        .chunks_exact(2)
+        .map(|w| w[0] as u128 | (w[1] as u128) << 64)
+        .collect()
+}
+
+/// 128-bit values as pairs of words, low half first (the layout [`wide_from_words`] reads).
+pub fn words_from_wide(values: &[u128]) -> Vec<u64> {
+    values
+        .iter()
+        .flat_map(|v| [*v as u64, (v >> 64) as u64])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use super::round::Round;
 use crate::mpc::dcf;
 use crate::mpc::dealer::Correlation;
 use crate::mpc::party::{Party, Result};
-use crate::mpc::ring::RingTensor;
+use crate::mpc::ring::{wide_from_words, RingTensor};
 use rayon::prelude::*;
 
 /// A comparison waiting for its opening: this party's key material.
@@ -48,7 +48,7 @@ pub(crate) fn stage(p: &mut Party, x: &[u64]) -> Result<(Vec<u64>, LtzStage)> {
     let mut next = || keys.next().unwrap_or_default();
     let (r, roots, m, words) = (next(), next(), next(), next());
     let masked = x.iter().zip(&r).map(|(x, r)| x.wrapping_add(*r)).collect();
-    let roots = dcf::roots_from_words(&roots);
+    let roots = wide_from_words(&roots);
     Ok((masked, LtzStage { roots, m, words }))
 }
 
@@ -132,7 +132,7 @@ pub(crate) fn stage_products(
     let mut parts = parts.into_iter().map(RingTensor::into_data);
     let mut next = || parts.next().unwrap_or_default();
     let r0 = next();
-    let roots = dcf::roots_from_words(&next());
+    let roots = wide_from_words(&next());
     let mut masks = vec![r0];
     masks.extend((0..others.len()).map(|_| next()));
     let m = next();

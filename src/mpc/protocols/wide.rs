@@ -20,10 +20,10 @@
 //! cross term: 128 an element for a product, 64 for a square. The opening can share a round with
 //! other protocols ([`super::round::Round::mul_truncating`]).
 
-use crate::mpc::dealer::{wide_of, Correlation};
+use crate::mpc::dealer::Correlation;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};
-use crate::mpc::ring::RingTensor;
+use crate::mpc::ring::{wide_from_words, RingTensor};
 
 /// A truncating product waiting for its opening: this party's dealer shares.
 pub(crate) struct WideStage {
@@ -54,7 +54,7 @@ pub(crate) fn stage(
     lens.extend(vec![2 * len; 2 * operands.len() + cross_terms]);
     let mut comps = p.deal_words(&corr, &lens)?.into_iter();
     let masks: Vec<Vec<u64>> = operands.iter().map(|_| comps.next().unwrap()).collect();
-    let mut wide = comps.map(|c| wide_of(&c));
+    let mut wide = comps.map(|c| wide_from_words(&c));
     let parts = operands
         .iter()
         .map(|_| (wide.next().unwrap(), wide.next().unwrap()))
