@@ -23,12 +23,13 @@
 //!
 //! Rounds (the tournament: one round a level, 16 over 50,257 entries):
 //! T = 0: tournament + 1 (comparisons) + ceil(log2 k) + 3 one-way messages; T > 0:
-//! (1 if T != 1: the product by 1/T) + tournament + exp (8) + 4 (the products, q S truncating
+//! (1 if T != 1 and the logits await truncation) + tournament + exp (8) + 4 (the products, q S truncating
 //! itself in Z_2^128; the comparisons, the residual's product riding on its comparison; the
 //! threshold; the inverse CDF's comparisons) + ceil(log2 k), plus the same 3 one-way messages.
 //! With no drafts (standard decoding) the acceptance test and two of the messages drop out.
 //! [`private_sample_at`] takes the logits before the LM head's truncation: the argmax compares
-//! them at 2f bits, and the product by 1/T (or exp, at T = 1) truncates them in its opening.
+//! them at 2f bits; at T = 1 exp truncates them in its first opening, at other temperatures one
+//! truncation round (the one the LM head would have taken) precedes the local product by 1/T.
 
 use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
@@ -36,7 +37,7 @@ use crate::mpc::protocols::{
     exp::exp_at,
     ltz_many,
     max::{max_last, max_value_last},
-    mul_many, not, Operand, Round,
+    mul_many, not, truncate, Operand, Round,
 };
 use crate::mpc::{Party, RingTensor, CLIENT};
 use crate::spec::Verdict;
@@ -88,8 +89,9 @@ pub fn private_sample(
 }
 
 /// [`private_sample`] on logits at f + `extra` fractional bits (the LM head's product before its
-/// truncation, `extra` = f): the argmax compares them as they are, and at T > 0 the first opening
-/// (the product by 1/T, or exp's) truncates them. |logits| 2^(f + extra) must stay below 2^61.
+/// truncation, `extra` = f): the argmax compares them as they are; at T = 1 exp's first opening
+/// truncates them, at other temperatures one truncation does. |logits| 2^(f + extra) must stay
+/// below 2^61.
 pub fn private_sample_at(
     p: &mut Party,
     logits: &RingTensor,
@@ -198,16 +200,18 @@ fn sample(
     draws: Option<&ClientDraws>,
 ) -> Result<(RingTensor, RingTensor)> {
     let (v, f) = (logits.last_dim(), p.fp.frac_bits);
-    // z = logits / T at f + z_extra bits: 1/T at TEMPERATURE_BITS, multiplied in a masked product
-    // that truncates the logits to f bits in its opening; at T = 1 the logits as they are.
+    // z = logits / T at f + z_extra bits: the logits at f bits (truncated first if they wait for
+    // it) times 1/T at TEMPERATURE_BITS, a local product; at T = 1 the logits as they are.
     let (z, z_extra) = if temperature == 1.0 {
         (logits.clone(), extra)
     } else {
+        let at_f = if extra > 0 {
+            truncate(p, logits, extra)?
+        } else {
+            logits.clone()
+        };
         let scale = (2f64.powi(TEMPERATURE_BITS as i32) / temperature).round() as u64;
-        let scale = p.public(&RingTensor::filled(logits.shape(), scale));
-        let mut round = Round::new();
-        let z = round.mul(p, Operand::truncated(logits, extra), Operand::plain(&scale))?;
-        (round.run(p)?.take(z), TEMPERATURE_BITS)
+        (at_f.scale(scale), TEMPERATURE_BITS)
     };
     let max = max_value_last(p, &z)?;
     // exp takes any x <= 0 (it sets what lies far below to 0 itself), so the wide rows of a low
