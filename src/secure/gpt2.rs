@@ -13,11 +13,13 @@
 //! bits, and that step truncates it in its own first opening. The scores go to softmax, c_fc's
 //! output to GeLU, and both c_proj outputs (plus the residual stream shifted to 2f) to the next
 //! LayerNorm, which also hands back the residual stream truncated to f in that round. The keys
-//! and values (cached at f bits) and c_attn's queries are truncated as before.
+//! and values (cached at f bits) and c_attn's queries are truncated as before. The product by
+//! the values runs inside softmax ([`softmax_values_at`]): e V shares the reciprocal's first
+//! opening, and its last round multiplies e V by 1/S.
 //!
 //! Rounds of one forward, whatever the number of new tokens (one layer, context 65-128):
-//!   ln_1 5 | c_attn 2 | scores 1 | softmax 20 | values 2 | c_proj 1 | ln_2 5 | c_fc 1 | GeLU 4 | c_proj 1
-//! = 42 per layer, plus 1 (embedding) and 5 + 2 (ln_f, LM head; 5 + 1 when private sampling
+//!   ln_1 5 | c_attn 2 | scores 1 | softmax with the values 20 | c_proj 1 | ln_2 5 | c_fc 1 | GeLU 4 | c_proj 1
+//! = 40 per layer, plus 1 (embedding) and 5 + 2 (ln_f, LM head; 5 + 1 when private sampling
 //! truncates the logits in its own first opening). The softmax's max tournament gains a level
 //! (1 round) each time the context passes a power of 2.
 
@@ -30,7 +32,8 @@ use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
 use crate::mpc::protocols::{
     append_and_multiply, fixed_matmul_weight, gelu::gelu_at, layernorm::layernorm_at,
-    matmul_weight, prepare_weight, softmax::softmax_at, truncate, PreparedRows, PreparedWeight,
+    matmul_weight, prepare_weight, softmax::softmax_values_at, truncate, PreparedRows,
+    PreparedWeight,
 };
 use crate::mpc::{Party, RingTensor, SERVER};
 
@@ -222,11 +225,8 @@ impl SecureAttention {
         let mask: Vec<bool> = (0..self.n_head * t)
             .flat_map(|hi| (0..total).map(move |j| j <= past + hi % t))
             .collect();
-        let probs = softmax_at(p, &scores, f, Some(&mask))?;
-        let out = p.labelled("values", |p| {
-            let o = append_and_multiply(p, &mut cache.values, &v, &probs, false)?;
-            truncate(p, &o, f)
-        })?;
+        // softmax(scores) V, the new value rows appended within softmax's own rounds.
+        let out = softmax_values_at(p, &scores, f, Some(&mask), &mut cache.values, &v)?;
         p.labelled("c_proj", |p| {
             self.c_proj.forward_untruncated(p, &merge_heads(&out)?)
         })

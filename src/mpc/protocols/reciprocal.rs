@@ -20,7 +20,7 @@
 //! Cost: 4 rounds (CrypTen: 10 Newton iterations; this engine before: 17 and 24).
 
 use super::compare::not;
-use super::round::{Operand, Round, Slot};
+use super::round::{Operand, Outputs, Round, Slot};
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};
@@ -55,6 +55,18 @@ impl Grid {
         hi: f64,
         per_octave: u32,
     ) -> Result<Self> {
+        Ok(Self::measure_in(p, Round::new(), x, in_bits, (lo, hi), per_octave)?.0)
+    }
+
+    /// [`Self::measure`] in `round`, whose other steps' outputs come back with the grid.
+    pub(crate) fn measure_in(
+        p: &mut Party,
+        mut round: Round,
+        x: &RingTensor,
+        in_bits: u32,
+        (lo, hi): (f64, f64),
+        per_octave: u32,
+    ) -> Result<(Self, Outputs)> {
         check_range(lo, hi)?;
         let g = per_octave as f64;
         let kmin = (g * lo.log2()).floor() as i64;
@@ -66,9 +78,9 @@ impl Grid {
             let t = (2f64.powf(k as f64 / g) * 2f64.powi(in_bits as i32)).round() as i64 as u64;
             diffs.extend(p.add_constant(x, t.wrapping_neg()).into_data());
         }
-        let mut round = Round::new();
         let less = round.ltz(p, &RingTensor::new(&[diffs.len()], diffs)?)?;
-        let less = round.run(p)?.take(less);
+        let mut outputs = round.run(p)?;
+        let less = outputs.take(less);
         let at_least = not(p, &less);
         let bits = at_least
             .data()
@@ -76,11 +88,12 @@ impl Grid {
             .take(points.len())
             .map(|c| RingTensor::new(x.shape(), c.to_vec()))
             .collect::<Result<_>>()?;
-        Ok(Self {
+        let grid = Self {
             per_octave,
             kmin,
             bits,
-        })
+        };
+        Ok((grid, outputs))
     }
 
     /// The interval [2^(k/G), 2^((k+1)/G)) as reals.
@@ -153,20 +166,22 @@ pub(crate) fn normalise(
     Ok((xn, kept + sb))
 }
 
-/// Rounds 1 and 2 of both functions: the grid, then xn (octaves of 2^`octave_log2`).
+/// Rounds 1 and 2 of both functions: the grid (in `first`, with its other steps, whose outputs
+/// come back), then xn (octaves of 2^`octave_log2`).
 fn grid_and_normalise(
     p: &mut Party,
+    first: Round,
     x: &RingTensor,
     in_bits: u32,
-    (lo, hi): (f64, f64),
+    range: (f64, f64),
     per_octave: u32,
     octave_log2: i64,
-) -> Result<(Grid, RingTensor, u32)> {
-    let grid = Grid::measure(p, x, in_bits, lo, hi, per_octave)?;
+) -> Result<(Grid, RingTensor, u32, Outputs)> {
+    let (grid, outputs) = Grid::measure_in(p, first, x, in_bits, range, per_octave)?;
     let mut round = Round::new();
     let (xn, xn_bits) = normalise(&mut round, p, &grid, x, in_bits, octave_log2)?;
     let xn = round.run(p)?.take(xn);
-    Ok((grid, xn, xn_bits))
+    Ok((grid, xn, xn_bits, outputs))
 }
 
 /// c1 - c2 xn + c3 xn^2 for per-interval coefficients (2 rounds): the series of both functions.
@@ -205,9 +220,23 @@ fn coef_bits(largest: f64) -> u32 {
 
 /// 1/x for x in [lo, hi], x at `in_bits` fractional bits.
 pub fn reciprocal(p: &mut Party, x: &RingTensor, in_bits: u32, lo: f64, hi: f64) -> Result<Scaled> {
+    Ok(reciprocal_in(p, Round::new(), x, in_bits, lo, hi)?.0)
+}
+
+/// [`reciprocal`] whose first round also runs the steps staged on `first`: their outputs come
+/// back with the result (how softmax overlaps its product by the values with the reciprocal).
+pub fn reciprocal_in(
+    p: &mut Party,
+    first: Round,
+    x: &RingTensor,
+    in_bits: u32,
+    lo: f64,
+    hi: f64,
+) -> Result<(Scaled, Outputs)> {
     check_range(lo, hi)?;
     p.labelled("reciprocal", |p| {
-        let (grid, xn, xn_bits) = grid_and_normalise(p, x, in_bits, (lo, hi), RECIP_GRID, 1)?;
+        let (grid, xn, xn_bits, outputs) =
+            grid_and_normalise(p, first, x, in_bits, (lo, hi), RECIP_GRID, 1)?;
         // On interval k: s = 2^-(J+1) and y0 = 2 / (a + b) for the normalised ends a, b.
         let s = |k: i64| 2f64.powi(-(grid.octave(k, 1) as i32 + 1));
         let y0 = |k: i64| {
@@ -217,7 +246,8 @@ pub fn reciprocal(p: &mut Party, x: &RingTensor, in_bits: u32, lo: f64, hi: f64)
         let c1 = |k: i64| 3.0 * s(k) * y0(k);
         let c2 = |k: i64| 3.0 * s(k) * y0(k).powi(2);
         let c3 = |k: i64| s(k) * y0(k).powi(3);
-        series(p, &grid, &xn, xn_bits, [&c1, &c2, &c3], coef_bits(3.1 / lo))
+        let value = series(p, &grid, &xn, xn_bits, [&c1, &c2, &c3], coef_bits(3.1 / lo))?;
+        Ok((value, outputs))
     })
 }
 
@@ -232,7 +262,8 @@ pub fn rsqrt(
 ) -> Result<Scaled> {
     check_range(lo, hi)?;
     p.labelled("rsqrt", |p| {
-        let (grid, xn, xn_bits) = grid_and_normalise(p, x, in_bits, (lo, hi), RSQRT_GRID, 2)?;
+        let (grid, xn, xn_bits, _) =
+            grid_and_normalise(p, Round::new(), x, in_bits, (lo, hi), RSQRT_GRID, 2)?;
         let (c1, c2, c3) = rsqrt_coefficients(&grid, gain);
         series(
             p,

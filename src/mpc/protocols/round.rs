@@ -63,6 +63,8 @@ enum Job {
     LtzProducts(LtzProductStage, Vec<usize>),
     Masked(MaskedStage),
     Wide(WideStage),
+    /// Values masked by the caller, handed back opened.
+    Open(Vec<usize>),
 }
 
 impl Job {
@@ -191,6 +193,12 @@ impl Round {
         Ok(self.push(masked, Job::Wide(stage)))
     }
 
+    /// Opens values the caller has masked itself (a step staged outside the round, such as
+    /// [`super::rows::stage_append_and_multiply`]); the slot holds them opened.
+    pub fn open(&mut self, masked: &RingTensor) -> Slot {
+        self.push(masked.data().to_vec(), Job::Open(masked.shape().to_vec()))
+    }
+
     /// floor(x / 2^shift) or one more, as [`super::truncate`] does.
     pub fn truncate(&mut self, p: &mut Party, x: &RingTensor, shift: u32) -> Result<Slot> {
         if shift == 0 {
@@ -286,6 +294,7 @@ impl Round {
                 }
                 Job::Masked(stage) => outputs.push(Some(stage.finish(client, c)?)),
                 Job::Wide(stage) => outputs.push(Some(stage.finish(client, c)?)),
+                Job::Open(shape) => outputs.push(Some(RingTensor::new(&shape, c.to_vec())?)),
             }
         }
         Ok(Outputs(outputs))

@@ -112,9 +112,33 @@ pub fn append_and_multiply(
     left: &RingTensor,
     keys: bool,
 ) -> Result<RingTensor> {
-    let (b_new, to_open) = rows.stage(p, new)?;
+    let (to_open, pending) = stage_append_and_multiply(p, rows, new, left, keys)?;
+    let opened = p.open(&to_open)?;
+    pending.finish(p, rows, &opened)
+}
+
+/// [`append_and_multiply`] waiting for its opening, so that it can share a round with other steps
+/// ([`super::round::Round::open`]): this party's dealer shares and the new rows' mask.
+pub struct PendingRowsProduct {
+    b_new: RingTensor,
+    a: RingTensor,
+    c: RingTensor,
+    m: usize,
+    keys: bool,
+}
+
+/// Deals the masks of [`append_and_multiply`] and returns the values to open (the new rows minus
+/// their mask, then `left` minus its mask) with what finishing the product needs.
+pub fn stage_append_and_multiply(
+    p: &mut Party,
+    rows: &mut PreparedRows,
+    new: &RingTensor,
+    left: &RingTensor,
+    keys: bool,
+) -> Result<(RingTensor, PendingRowsProduct)> {
+    let (b_new, new_open) = rows.stage(p, new)?;
     let (heads, dh) = (rows.heads, rows.width / rows.heads);
-    let total = rows.rows() + to_open.shape()[0];
+    let total = rows.rows() + new_open.shape()[0];
     let inner = if keys { dh } else { total };
     let m = left.len() / (heads * inner).max(1);
     if left.len() != heads * m * inner {
@@ -131,19 +155,49 @@ pub fn append_and_multiply(
         keys,
     };
     let out_cols = if keys { total } else { dh };
-    let parts = p.deal(&corr, &[&[heads * m * inner], &[heads * m * out_cols]])?;
-    let (a, c) = (&parts[0], &parts[1]);
-    let opened = p.open_many(&[&to_open, &left.clone().reshape(&[left.len()])?.sub(a)?])?;
-    rows.push(b_new, &opened[0]);
-    let eps = opened[1].data();
-    let product = |l: &[u64], x: &[u64]| head_matmul(l, m, x, total, heads, keys);
-    let mut z = c.add(&RingTensor::new(c.shape(), product(eps, &rows.mask))?)?;
-    z.add_assign(&RingTensor::new(
-        c.shape(),
-        product(a.data(), &rows.masked),
-    )?)?;
-    if p.is_client() {
-        z.add_assign(&RingTensor::new(c.shape(), product(eps, &rows.masked))?)?;
+    let mut parts = p
+        .deal(&corr, &[&[heads * m * inner], &[heads * m * out_cols]])?
+        .into_iter();
+    let (a, c) = (parts.next().unwrap(), parts.next().unwrap());
+    let left_open = left.clone().reshape(&[left.len()])?.sub(&a)?;
+    let to_open = RingTensor::new(
+        &[new_open.len() + left_open.len()],
+        [new_open.data(), left_open.data()].concat(),
+    )?;
+    let pending = PendingRowsProduct {
+        b_new,
+        a,
+        c,
+        m,
+        keys,
+    };
+    Ok((to_open, pending))
+}
+
+impl PendingRowsProduct {
+    /// Appends the opened rows to `rows` (the matrix it was staged on) and returns the product.
+    pub fn finish(
+        self,
+        p: &Party,
+        rows: &mut PreparedRows,
+        opened: &RingTensor,
+    ) -> Result<RingTensor> {
+        let new_len = self.b_new.len();
+        let new_rows = RingTensor::new(self.b_new.shape(), opened.data()[..new_len].to_vec())?;
+        rows.push(self.b_new, &new_rows);
+        let eps = &opened.data()[new_len..];
+        let (heads, dh) = (rows.heads, rows.width / rows.heads);
+        let (m, keys, total) = (self.m, self.keys, rows.rows());
+        let product = |l: &[u64], x: &[u64]| head_matmul(l, m, x, total, heads, keys);
+        let c = &self.c;
+        let mut z = c.add(&RingTensor::new(c.shape(), product(eps, &rows.mask))?)?;
+        z.add_assign(&RingTensor::new(
+            c.shape(),
+            product(self.a.data(), &rows.masked),
+        )?)?;
+        if p.is_client() {
+            z.add_assign(&RingTensor::new(c.shape(), product(eps, &rows.masked))?)?;
+        }
+        z.reshape(&[heads, m, if keys { total } else { dh }])
     }
-    z.reshape(&[heads, m, out_cols])
 }

@@ -13,9 +13,18 @@
 //!
 //! Cost: max (1 round per level of the binary tournament: 7 at n = 128, 10 at n = 1024)
 //! + exp (8) + reciprocal (4) + 1 round: 23 rounds for rows of 1024 at the defaults.
+//!
+//! Attention ([`softmax_values_at`]) needs softmax(x) V for the value rows V of a KV cache, and
+//! 1/S is per row, so softmax(x) V = (1/S) (e V): the product e V (appending the new value rows,
+//! [`super::rows`]) needs only e, so it shares the reciprocal's first opening, and the last
+//! round multiplies e V by 1/S instead of e, truncating e V in its opening. Softmax and the
+//! values product then take softmax's rounds alone (the product and its truncation took 2 more),
+//! and P = e / S is never rounded to f bits before it meets V.
 
-use super::round::{Operand, Round};
-use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal};
+use super::reciprocal::Scaled;
+use super::round::{Operand, Round, Slot};
+use super::rows::{stage_append_and_multiply, PreparedRows};
+use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal_in};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
@@ -34,52 +43,111 @@ pub fn softmax_at(
 ) -> Result<RingTensor> {
     p.labelled("softmax", |p| {
         let n = x.last_dim();
-        let x = match mask {
-            Some(mask) => {
-                if mask.len() != x.len() {
-                    return Err(MpcError::ShapeMismatch {
-                        op: "softmax mask",
-                        left: x.shape().to_vec(),
-                        right: vec![mask.len()],
-                    });
-                }
-                let floor = if p.is_client() {
-                    p.fp.constant(-((1u64 << 20) as f64)) << extra
-                } else {
-                    0
-                };
-                let data = x
-                    .data()
-                    .iter()
-                    .zip(mask)
-                    .map(|(&v, &keep)| if keep { v } else { floor })
-                    .collect();
-                RingTensor::new(x.shape(), data)?
-            }
-            None => x.clone(),
-        };
-        let m = max_value_last(p, &x)?;
-        let z = x.sub(&m.expand_last(n))?;
-        let mut e = exp_at(p, &z, extra)?;
-        if let Some(mask) = mask {
-            e.data_mut().iter_mut().zip(mask).for_each(|(v, &keep)| {
-                if !keep {
-                    *v = 0
-                }
-            });
-        }
+        let e = masked_exp(p, x, extra, mask)?;
         let f = p.fp.frac_bits;
-        let inv = reciprocal(p, &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
-        // 1/S at f + extra bits keeps f significant bits down to 1/(n + 1).
-        let extra = (n as f64 + 1.0).log2().ceil() as u32;
-        let inv_rows = inv.value.expand_last(n);
+        let (inv, _) = reciprocal_in(p, Round::new(), &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
+        scale_rows(p, &e, inv, n)
+    })
+}
+
+/// softmax(x) V per head, at f bits: x [heads, m, rows] the scores at f + `extra` bits (with
+/// `mask` as in [`softmax_at`]), V the value rows of a KV cache after appending `new` to them
+/// (see [`super::rows::append_and_multiply`]). Softmax's rounds, and no more.
+pub fn softmax_values_at(
+    p: &mut Party,
+    x: &RingTensor,
+    extra: u32,
+    mask: Option<&[bool]>,
+    values: &mut PreparedRows,
+    new: &RingTensor,
+) -> Result<RingTensor> {
+    p.labelled("softmax", |p| {
+        let n = x.last_dim();
+        let e = masked_exp(p, x, extra, mask)?;
+        // e V (at 2f bits) opens with the reciprocal's grid.
+        let (to_open, product) = stage_append_and_multiply(p, values, new, &e, false)?;
+        let mut first = Round::new();
+        let opened = first.open(&to_open);
+        let f = p.fp.frac_bits;
+        let (inv, mut outputs) = reciprocal_in(p, first, &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
+        let ev = product.finish(p, values, &outputs.take(opened))?;
         let mut round = Round::new();
-        let out = round.mul_truncating(
-            p,
-            Operand::plain(&e),
-            Operand::truncated(&inv_rows, inv.frac_bits - f - extra),
-            f + extra,
-        )?;
+        let ev_op = Operand::truncated(&ev, f);
+        let out = scaled_product(p, &mut round, ev_op, &inv, ev.last_dim(), n)?;
         Ok(round.run(p)?.take(out))
     })
+}
+
+/// e = exp(x - max(x)) with masked entries exactly 0 (steps 1 and 2).
+fn masked_exp(
+    p: &mut Party,
+    x: &RingTensor,
+    extra: u32,
+    mask: Option<&[bool]>,
+) -> Result<RingTensor> {
+    let n = x.last_dim();
+    let x = match mask {
+        Some(mask) => {
+            if mask.len() != x.len() {
+                return Err(MpcError::ShapeMismatch {
+                    op: "softmax mask",
+                    left: x.shape().to_vec(),
+                    right: vec![mask.len()],
+                });
+            }
+            let floor = if p.is_client() {
+                p.fp.constant(-((1u64 << 20) as f64)) << extra
+            } else {
+                0
+            };
+            let data = x
+                .data()
+                .iter()
+                .zip(mask)
+                .map(|(&v, &keep)| if keep { v } else { floor })
+                .collect();
+            RingTensor::new(x.shape(), data)?
+        }
+        None => x.clone(),
+    };
+    let m = max_value_last(p, &x)?;
+    let z = x.sub(&m.expand_last(n))?;
+    let mut e = exp_at(p, &z, extra)?;
+    if let Some(mask) = mask {
+        e.data_mut().iter_mut().zip(mask).for_each(|(v, &keep)| {
+            if !keep {
+                *v = 0
+            }
+        });
+    }
+    Ok(e)
+}
+
+/// e (at f bits) times its row's 1/S, truncated to f bits: one round.
+fn scale_rows(p: &mut Party, e: &RingTensor, inv: Scaled, n: usize) -> Result<RingTensor> {
+    let mut round = Round::new();
+    let out = scaled_product(p, &mut round, Operand::plain(e), &inv, n, n)?;
+    Ok(round.run(p)?.take(out))
+}
+
+/// Stages v (an operand at f bits, rows of `width`) times 1/S (one value per row, for rows of
+/// `n` scores), the product truncated to f bits in Z_2^128.
+fn scaled_product(
+    p: &mut Party,
+    round: &mut Round,
+    v: Operand,
+    inv: &Scaled,
+    width: usize,
+    n: usize,
+) -> Result<Slot> {
+    let f = p.fp.frac_bits;
+    // 1/S at f + extra bits keeps f significant bits down to 1/(n + 1).
+    let extra = (n as f64 + 1.0).log2().ceil() as u32;
+    let inv_rows = inv.value.expand_last(width);
+    round.mul_truncating(
+        p,
+        v,
+        Operand::truncated(&inv_rows, inv.frac_bits - f - extra),
+        f + extra,
+    )
 }
