@@ -4,21 +4,23 @@
 //! difference of two secrets, constant across runs). Both checks are shown to fail on planted leaks.
 //! The pipeline covers input sharing, weight preparation (the client's view of W - B), products with
 //! a prepared weight, softmax, GeLU, LayerNorm and the reciprocal, argmax (comparisons whose keys
-//! also multiply the value and the index difference), GeLU on a product awaiting truncation and a
-//! product truncated in its own round (Z_2^128).
+//! also multiply the value and the index difference), GeLU on a product awaiting truncation, a
+//! product truncated in its own round (Z_2^128), and attention against a KV cache (keys appended
+//! with the scores' product, values appended and multiplied inside softmax).
 
 mod mpc_common;
 
 use mpc_common::uniform;
 use post::mpc::dealer::Correlation;
 use post::mpc::protocols::{
-    fixed_matmul_weight, fixed_mul,
+    append_and_multiply, fixed_matmul_weight, fixed_mul,
     gelu::{gelu, gelu_at},
     layernorm::layernorm,
     matmul_weight,
     max::max_last,
     prepare_weight, reciprocal,
-    softmax::softmax,
+    softmax::{softmax, softmax_values_at},
+    PreparedRows,
 };
 use post::mpc::{run_two_party, EngineConfig, FixedPoint, LinkModel, RingTensor, CLIENT, SERVER};
 use rand::SeedableRng;
@@ -69,6 +71,11 @@ fn openings(secret: Vec<f64>, plant: Plant) -> Vec<Vec<u64>> {
         let wide = matmul_weight(p, &x, &prepared)?;
         gelu_at(p, &wide, 16)?;
         fixed_mul(p, &y1, &y2)?;
+        // Four new positions of two heads of width 4: y1 as keys and queries, y2 as values.
+        let (mut keys, mut values) = (PreparedRows::new(p, 8, 2)?, PreparedRows::new(p, 8, 2)?);
+        let queries = y1.clone().reshape(&[2, 4, 4])?;
+        let scores = append_and_multiply(p, &mut keys, &y1, &queries, true)?;
+        softmax_values_at(p, &scores, 16, None, &mut values, &y2)?;
         match plant {
             Plant::Nothing => {}
             Plant::Cleartext => {
