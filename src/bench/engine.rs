@@ -187,7 +187,8 @@ pub fn protocol_costs(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRo
 
 /// One GPT-2-small layer as the secure forward runs it (8 new tokens after 120 cached positions,
 /// random weights): the `block0` label of a one-layer model's forward, and inside it c_fc, the
-/// prepared-weight matmul whose truncation GeLU's first opening does. The vocabulary is cut to
+/// prepared-weight matmul whose truncation GeLU's first opening does, and attention's softmax
+/// with its product by the cached values. The vocabulary is cut to
 /// 1,024, which a layer never sees, to keep the embedding's set-up small.
 fn layer_rows(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRow>> {
     let cfg = crate::model::Config {
@@ -219,6 +220,11 @@ fn layer_rows(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRow>> {
             "block0/mlp/c_fc",
             "matmul in the secure forward (c_fc; GeLU's opening truncates it)",
             "8x768 . 768x3072",
+        )?,
+        labelled(
+            "block0/attn/softmax",
+            "softmax and P V in the secure forward (e V opens with the reciprocal)",
+            "12x8x128, values 128x768",
         )?,
         labelled(
             "block0",

@@ -24,7 +24,7 @@
 use super::reciprocal::Scaled;
 use super::round::{Operand, Round, Slot};
 use super::rows::{stage_append_and_multiply, PreparedRows};
-use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal_in};
+use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal, reciprocal::reciprocal_in};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
@@ -45,14 +45,18 @@ pub fn softmax_at(
         let n = x.last_dim();
         let e = masked_exp(p, x, extra, mask)?;
         let f = p.fp.frac_bits;
-        let (inv, _) = reciprocal_in(p, Round::new(), &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
-        scale_rows(p, &e, inv, n)
+        let inv = reciprocal(p, &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
+        let mut round = Round::new();
+        let out = scaled_product(p, &mut round, Operand::plain(&e), &inv, n, n)?;
+        Ok(round.run(p)?.take(out))
     })
 }
 
 /// softmax(x) V per head, at f bits: x [heads, m, rows] the scores at f + `extra` bits (with
 /// `mask` as in [`softmax_at`]), V the value rows of a KV cache after appending `new` to them
-/// (see [`super::rows::append_and_multiply`]). Softmax's rounds, and no more.
+/// (see [`super::rows::append_and_multiply`]). Softmax's rounds, and no more. e V at 2f bits must
+/// stay below 2^61 for its truncation: values below 2^(61 - 2f) / n in magnitude (2^19 at f = 16
+/// and 1,024 positions).
 pub fn softmax_values_at(
     p: &mut Party,
     x: &RingTensor,
@@ -121,13 +125,6 @@ fn masked_exp(
         });
     }
     Ok(e)
-}
-
-/// e (at f bits) times its row's 1/S, truncated to f bits: one round.
-fn scale_rows(p: &mut Party, e: &RingTensor, inv: Scaled, n: usize) -> Result<RingTensor> {
-    let mut round = Round::new();
-    let out = scaled_product(p, &mut round, Operand::plain(e), &inv, n, n)?;
-    Ok(round.run(p)?.take(out))
 }
 
 /// Stages v (an operand at f bits, rows of `width`) times 1/S (one value per row, for rows of
