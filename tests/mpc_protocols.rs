@@ -196,6 +196,27 @@ fn less_than_zero_is_exact_at_the_edges() {
 }
 
 #[test]
+fn bounded_comparisons_are_exact_in_their_range() {
+    // Keys over the low 20 bits: exact for every x in [-2^20, 2^20), edges included.
+    let mut rng = ChaCha12Rng::seed_from_u64(5);
+    let mut values: Vec<i64> = vec![0, 1, -1, (1 << 20) - 1, -(1 << 20)];
+    values.extend((0..1000).map(|_| rng.random_range(-(1i64 << 20)..(1 << 20))));
+    let n = values.len();
+    let raw = RingTensor::new(&[n], values.iter().map(|&v| v as u64).collect()).unwrap();
+    let out = run(&cfg(), vec![raw], |p, s| {
+        let mut round = protocols::Round::new();
+        let bits = round.ltz_bounded(p, &s[0], 20)?;
+        Ok(vec![round.run(p)?.take(bits)])
+    });
+    for (bit, v) in out.outputs[0].data().iter().zip(&values) {
+        assert_eq!(*bit, (*v < 0) as u64, "ltz({v}) over 20 bits");
+    }
+    // One masked word per element, as a full comparison; keys of 20 levels instead of 63.
+    let words = 3 * 20 + 3;
+    assert_costs(&out, 1, 8 * n as u64, (8 + 8 * words) * n as u64);
+}
+
+#[test]
 fn comparison_products_are_exact_in_the_ring() {
     // [x < 0], [x < 0] x and [x < 0] w for raw ring values anywhere in the ring's range, the edges
     // included, against exact integer arithmetic: the payload words must carry the masks exactly.
@@ -387,7 +408,8 @@ fn gelu_matches_gpt2_tanh_form() {
     let mut rng = ChaCha12Rng::seed_from_u64(9);
     let mut x = uniform(&mut rng, 4000, -20.0, 20.0);
     x.extend(uniform(&mut rng, 4000, -5.0, 5.0));
-    x.extend([-4.0, -2.0, 2.0, 4.0, 0.0, -100.0, 100.0]);
+    // The cut-offs, and the edges of the domain |x| < 2^29 (the comparisons' keys cover 46 bits).
+    x.extend([-4.0, -2.0, 2.0, 4.0, 0.0, -100.0, 100.0, -5.3e8, 5.3e8]);
     let n = x.len();
     let out = run(&cfg(), vec![encode(fp(), &[n], &x)], |p, s| {
         Ok(vec![gelu(p, &s[0])?])
@@ -401,7 +423,7 @@ fn gelu_matches_gpt2_tanh_form() {
         1e-4 + 12.0 * ulp(),
         0.0,
     );
-    assert_costs(&out, 4, 1217064, 51565080);
+    assert_costs(&out, 4, 1217368, 38507272);
 }
 
 fn softmax_ref(row: &[f64], keep: &[bool]) -> Vec<f64> {
@@ -767,7 +789,8 @@ fn inputs_awaiting_truncation_cost_no_extra_round() {
     // happens inside their first opening.
     let mut rng = ChaCha12Rng::seed_from_u64(42);
     let mut x = uniform(&mut rng, 3000, -20.0, 20.0);
-    x.extend([-4.0, -2.0, 2.0, 4.0, 0.0, -100.0, 100.0]);
+    // GeLU's domain at 2f bits: |x| < 2^13.
+    x.extend([-4.0, -2.0, 2.0, 4.0, 0.0, -100.0, 100.0, -8100.0, 8100.0]);
     let n = x.len();
     let out = run(&cfg(), vec![at_2f(&[n], &x)], |p, s| {
         Ok(vec![protocols::gelu::gelu_at(p, &s[0], 16)?])

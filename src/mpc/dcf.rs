@@ -17,18 +17,19 @@ use std::sync::OnceLock;
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use aes::Aes128;
 
-/// Input bits: the comparison circuit needs the low 63 bits of a ring element.
+/// Input bits at most: the comparison of a whole ring element needs its low 63 bits. A key may
+/// cover fewer (the low `bits` of its inputs), for inputs known to be bounded: one level a bit.
 pub const BITS: usize = 63;
 /// The widest payload a key carries (a comparison bit and its products with three masks).
 pub const MAX_WIDTH: usize = 4;
-/// Correction words of one key pair with a one-word payload.
-pub const WORDS: usize = words(1);
+/// Correction words of one key pair with a one-word payload over [`BITS`] bits.
+pub const WORDS: usize = words(1, BITS);
 
-/// Correction words of one key pair whose payload has `width` words: per level (seed lo, seed hi,
-/// `width` values), then the left and right control bits of every level packed in two words, then
-/// the final `width` values.
-pub const fn words(width: usize) -> usize {
-    (2 + width) * BITS + 2 + width
+/// Correction words of one key pair over `bits` input bits whose payload has `width` words: per
+/// level (seed lo, seed hi, `width` values), then the left and right control bits of every level
+/// packed in two words, then the final `width` values.
+pub const fn words(width: usize, bits: usize) -> usize {
+    (2 + width) * bits + 2 + width
 }
 
 fn cipher() -> &'static Aes128 {
@@ -111,8 +112,9 @@ fn signed(x: u64, t: u8) -> u64 {
     }
 }
 
-fn bit_of(x: u64, level: usize) -> usize {
-    ((x >> (BITS - 1 - level)) & 1) as usize
+/// The bit of `x` read at `level` of a tree over `bits` bits (most significant first).
+fn bit_of(x: u64, level: usize, bits: usize) -> usize {
+    ((x >> (bits - 1 - level)) & 1) as usize
 }
 
 /// The state of key generation along alpha's path: both parties' seeds and control bits, and the
@@ -170,34 +172,36 @@ fn generate_level(
     }
 }
 
-/// The correction words of the key pair for f(x) = beta if x < alpha else 0 (beta: 1 to
-/// [`MAX_WIDTH`] words), from the two parties' root seeds; written into `out` (`words(width)`).
-pub fn generate(alpha: u64, beta: &[u64], roots: [u128; 2], out: &mut [u64]) {
+/// The correction words of the key pair for f(x) = beta if x < alpha else 0 on `bits`-bit inputs
+/// (beta: 1 to [`MAX_WIDTH`] words), from the two parties' root seeds; written into `out`
+/// (`words(width, bits)`).
+pub fn generate(alpha: u64, beta: &[u64], bits: usize, roots: [u128; 2], out: &mut [u64]) {
     let width = beta.len();
     assert!(
         (1..=MAX_WIDTH).contains(&width),
         "payload of 1 to {MAX_WIDTH} words"
     );
-    assert_eq!(out.len(), words(width), "correction words of one key");
+    assert!((1..=BITS).contains(&bits), "inputs of 1 to {BITS} bits");
+    assert_eq!(out.len(), words(width, bits), "correction words of one key");
     let mut st = PathState {
         s: roots,
         t: [0, 1],
         v_alpha: [0; MAX_WIDTH],
     };
     let mut t_bits = [0u64; 2];
-    for level in 0..BITS {
+    for level in 0..bits {
         let e = expand_pair(st.s, width);
         generate_level(
             &mut st,
             &e,
-            bit_of(alpha, level),
+            bit_of(alpha, level, bits),
             beta,
             level,
             out,
             &mut t_bits,
         );
     }
-    let tail = (2 + width) * BITS;
+    let tail = (2 + width) * bits;
     out[tail] = t_bits[0];
     out[tail + 1] = t_bits[1];
     let mut blocks = [Block::default(); MAX_WIDTH];
@@ -215,9 +219,16 @@ pub fn generate(alpha: u64, beta: &[u64], roots: [u128; 2], out: &mut [u64]) {
     }
 }
 
-/// Party `party`'s shares of f(x) (`width` words), from its root seed and the correction words.
-pub fn evaluate(party: usize, root: u128, words: &[u64], x: u64, width: usize) -> Vec<u64> {
-    evaluate_many(party, &[root], words, &[x], width)
+/// Party `party`'s shares of f(x) (`width` words), from its root seed and the correction words
+/// of a key over `bits`-bit inputs.
+pub fn evaluate(
+    party: usize,
+    root: u128,
+    words: &[u64],
+    x: u64,
+    (width, bits): (usize, usize),
+) -> Vec<u64> {
+    evaluate_many(party, &[root], words, &[x], (width, bits))
 }
 
 /// [`evaluate`] for many keys and inputs at once (`width` output words per input, flattened):
@@ -228,14 +239,15 @@ pub fn evaluate_many(
     roots: &[u128],
     words: &[u64],
     xs: &[u64],
-    width: usize,
+    (width, bits): (usize, usize),
 ) -> Vec<u64> {
+    assert!((1..=BITS).contains(&bits), "inputs of 1 to {BITS} bits");
     // The width as a constant lets the compiler unroll the per-word loops of the hot path.
     match width {
-        1 => evaluate_width::<1>(party, roots, words, xs),
-        2 => evaluate_width::<2>(party, roots, words, xs),
-        3 => evaluate_width::<3>(party, roots, words, xs),
-        4 => evaluate_width::<4>(party, roots, words, xs),
+        1 => evaluate_width::<1>(party, roots, words, xs, bits),
+        2 => evaluate_width::<2>(party, roots, words, xs, bits),
+        3 => evaluate_width::<3>(party, roots, words, xs, bits),
+        4 => evaluate_width::<4>(party, roots, words, xs, bits),
         _ => panic!("payload of 1 to {MAX_WIDTH} words, got {width}"),
     }
 }
@@ -245,11 +257,12 @@ fn evaluate_width<const W: usize>(
     roots: &[u128],
     words: &[u64],
     xs: &[u64],
+    bits: usize,
 ) -> Vec<u64> {
     const CHUNK: usize = 64;
-    let key_len = self::words(W);
+    let key_len = self::words(W, bits);
     let per_node = 2 + W;
-    let tail = per_node * BITS;
+    let tail = per_node * bits;
     let mut out = vec![0u64; xs.len() * W];
     let mut blocks = vec![Block::default(); per_node * CHUNK];
     let mut last = [0u64; MAX_WIDTH];
@@ -259,7 +272,7 @@ fn evaluate_width<const W: usize>(
         let mut s: Vec<u128> = roots[base..base + n].to_vec();
         let mut t = vec![party as u8; n];
         let mut v = vec![[0u64; W]; n];
-        for level in 0..BITS {
+        for level in 0..bits {
             for (j, s) in s.iter().enumerate() {
                 for k in 0..per_node {
                     blocks[per_node * j + k] = Block::from((s ^ k as u128).to_le_bytes());
@@ -272,7 +285,7 @@ fn evaluate_width<const W: usize>(
                 let node = |k: usize| {
                     u128::from_le_bytes(blocks[per_node * j + k].into()) ^ (s[j] ^ k as u128)
                 };
-                let dir = bit_of(chunk[j], level);
+                let dir = bit_of(chunk[j], level, bits);
                 let out_dir = node(dir);
                 let mut seed = out_dir & !1;
                 let mut bit = (out_dir & 1) as u8;
@@ -315,29 +328,34 @@ mod tests {
     #[test]
     fn shares_add_up_to_the_comparison() {
         let mut rng = ChaCha12Rng::seed_from_u64(1);
-        for trial in 0..60 {
+        for trial in 0..80 {
             let width = 1 + trial % MAX_WIDTH;
-            let mut words = vec![0u64; super::words(width)];
-            let alpha = rng.random::<u64>() & MASK;
+            // Full keys, and keys over fewer bits (inputs then read modulo 2^bits).
+            let bits = [BITS, 46, 20, 1][trial / 20];
+            let mask = (1u64 << bits) - 1;
+            let mut words = vec![0u64; super::words(width, bits)];
+            let alpha = rng.random::<u64>() & mask;
             let beta: Vec<u64> = (0..width).map(|_| rng.random()).collect();
             let roots = [rng.random::<u128>(), rng.random::<u128>()];
-            generate(alpha, &beta, roots, &mut words);
-            let mut inputs: Vec<u64> = (0..20).map(|_| rng.random::<u64>() & MASK).collect();
+            generate(alpha, &beta, bits, roots, &mut words);
+            let mut inputs: Vec<u64> = (0..20).map(|_| rng.random::<u64>() & mask).collect();
             inputs.extend([
                 0,
-                MASK,
+                mask,
                 alpha,
-                alpha.wrapping_sub(1) & MASK,
-                (alpha + 1) & MASK,
+                alpha.wrapping_sub(1) & mask,
+                (alpha + 1) & mask,
             ]);
             // Inputs sharing a long prefix with alpha exercise the deep levels.
-            inputs.extend((0..8).map(|_| alpha ^ (rng.random::<u64>() & 0xFF)));
+            inputs.extend((0..8).map(|_| alpha ^ (rng.random::<u64>() & 0xFF & mask)));
             // The batched evaluation (what the comparison protocol runs) against the same keys.
             let keys: Vec<u64> = inputs.iter().flat_map(|_| words.iter().copied()).collect();
-            let batched: [Vec<u64>; 2] = [0, 1]
-                .map(|b| evaluate_many(b, &vec![roots[b]; inputs.len()], &keys, &inputs, width));
+            let batched: [Vec<u64>; 2] = [0, 1].map(|b| {
+                let roots = vec![roots[b]; inputs.len()];
+                evaluate_many(b, &roots, &keys, &inputs, (width, bits))
+            });
             for (i, &x) in inputs.iter().enumerate() {
-                let one = [0, 1].map(|b| evaluate(b, roots[b], &words, x, width));
+                let one = [0, 1].map(|b| evaluate(b, roots[b], &words, x, (width, bits)));
                 for k in 0..width {
                     let want = if x < alpha { beta[k] } else { 0 };
                     let sum = one[0][k].wrapping_add(one[1][k]);
@@ -361,8 +379,8 @@ mod tests {
             let mut high = 0;
             for _ in 0..2000 {
                 let roots = [rng.random::<u128>(), rng.random::<u128>()];
-                generate(alpha, &[1], roots, &mut words);
-                high += (evaluate(0, roots[0], &words, x, 1)[0] >> 63) as usize;
+                generate(alpha, &[1], BITS, roots, &mut words);
+                high += (evaluate(0, roots[0], &words, x, (1, BITS))[0] >> 63) as usize;
             }
             assert!(
                 (800..1200).contains(&high),
@@ -380,24 +398,24 @@ mod speed {
     #[ignore = "timing, run by hand"]
     fn evaluation_speed() {
         for width in [1, 2, 3] {
-            let mut words = vec![0u64; super::words(width)];
+            let mut words = vec![0u64; super::words(width, BITS)];
             let beta = vec![1u64; width];
-            generate(12345, &beta, [1, 2], &mut words);
+            generate(12345, &beta, BITS, [1, 2], &mut words);
             let keys: Vec<u64> = (0..20_000).flat_map(|_| words.iter().copied()).collect();
             let roots = vec![1u128; 20_000];
             let xs: Vec<u64> = (0..20_000u64).map(|x| x * 7919).collect();
             let start = std::time::Instant::now();
-            let batched = evaluate_many(0, &roots, &keys, &xs, width);
+            let batched = evaluate_many(0, &roots, &keys, &xs, (width, BITS));
             let per = start.elapsed().as_secs_f64() / 20_000.0;
             println!("width {width}: {:.2} us per batched evaluation", per * 1e6);
             let one: Vec<u64> = xs
                 .iter()
-                .flat_map(|&x| evaluate(0, 1, &words, x, width))
+                .flat_map(|&x| evaluate(0, 1, &words, x, (width, BITS)))
                 .collect();
             assert_eq!(batched, one);
             let start = std::time::Instant::now();
             for a in 0..20_000u64 {
-                generate(a * 7919, &beta, [a as u128, 3], &mut words);
+                generate(a * 7919, &beta, BITS, [a as u128, 3], &mut words);
             }
             let per = start.elapsed().as_secs_f64() / 20_000.0;
             println!("width {width}: {:.2} us per key generation", per * 1e6);

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha12Rng;
 
 use rayon::prelude::*;
 
+use super::dcf::BITS;
 use super::error::MpcError;
 use super::matmul::head_matmul;
 use super::net::Transport;
@@ -58,10 +59,12 @@ pub enum Correlation {
     RowMask { id: u64, rows: usize, width: usize },
     /// Keeps the first `rows` rows of the row mask `id` (no randomness: the dealer forgets the rest).
     RowTruncate { id: u64, rows: usize },
-    /// Comparison keys for `len` elements (see `protocols::compare`): a uniform mask r, each
-    /// party's root seeds (2 words an element), additive shares of msb(r), and the correction words
-    /// of a DCF for [y_lo < r_lo] with payload 1 - 2 msb(r) (`dcf::WORDS` an element, to both).
-    Comparison { len: usize },
+    /// Comparison keys for `len` elements whose inputs lie in [-2^bits, 2^bits) (`bits` = 63: any
+    /// ring element; see `protocols::compare`): a uniform mask r, each party's root seeds (2 words an
+    /// element), additive shares of m = bit `bits` of r, and the correction words of a DCF over the
+    /// low `bits` bits, for [y_lo < r_lo] with payload 1 - 2m (`dcf::words(1, bits)` an element, to
+    /// both).
+    Comparison { len: usize, bits: usize },
     /// A comparison whose bit t = [x < 0] also multiplies `operands` masked values in the same
     /// opening (see `protocols::compare::stage_products`): masks r_0 (the compared value's) and
     /// r_1 .. r_(k-1), each party's root seeds, shares of m = msb(r_0) and of m r_j, and DCF words
@@ -113,17 +116,17 @@ impl Correlation {
                 let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
                 vec![(Additive, m * k, false), (Additive, m * n, true)]
             }
-            Correlation::Comparison { len } => vec![
+            Correlation::Comparison { len, bits } => vec![
                 (Additive, len, false),
                 (Own, 2 * len, false),
                 (Additive, len, true),
-                (Public, super::dcf::WORDS * len, true),
+                (Public, super::dcf::words(1, bits) * len, true),
             ],
             Correlation::ComparisonProducts { len, operands } => {
                 let mut comps = vec![(Additive, len, false), (Own, 2 * len, false)];
                 comps.extend(vec![(Additive, len, false); operands.saturating_sub(1)]);
                 comps.extend(vec![(Additive, len, true); 1 + operands]);
-                comps.push((Public, super::dcf::words(1 + operands) * len, true));
+                comps.push((Public, super::dcf::words(1 + operands, BITS) * len, true));
                 comps
             }
             Correlation::RowMask { rows, width, .. } => vec![(Additive, rows * width, false)],
@@ -196,27 +199,10 @@ impl Correlation {
                     .expect("weight triple for a mask the dealer made");
                 vec![super::matmul::matmul_u64(&free[0], mask, m, *k, *n)]
             }
-            Correlation::Comparison { len } => {
+            Correlation::Comparison { len, bits } => {
                 let r = &free[0];
-                let msb: Vec<u64> = r.iter().map(|r| r >> 63).collect();
-                let mut words = vec![0u64; super::dcf::WORDS * len];
-                let roots = own.map(|o| wide_from_words(&o[1]));
-                let root = |b: usize, i: usize| roots[b][i];
-                words
-                    .par_chunks_mut(super::dcf::WORDS)
-                    .enumerate()
-                    .for_each(|(i, key)| {
-                        let alpha = r[i] & ((1 << super::dcf::BITS) - 1);
-                        let beta = 1u64.wrapping_sub(2 * msb[i]);
-                        super::dcf::generate(alpha, &[beta], [root(0, i), root(1, i)], key);
-                    });
-                vec![msb, words]
-            }
-            Correlation::ComparisonProducts { len, operands } => {
-                let masks: Vec<&Vec<u64>> = std::iter::once(&free[0]).chain(&free[2..]).collect();
-                let msb: Vec<u64> = masks[0].iter().map(|r| r >> 63).collect();
-                let width = 1 + operands;
-                let key_len = super::dcf::words(width);
+                let msb: Vec<u64> = r.iter().map(|r| (r >> bits) & 1).collect();
+                let key_len = super::dcf::words(1, bits);
                 let mut words = vec![0u64; key_len * len];
                 let roots = own.map(|o| wide_from_words(&o[1]));
                 let root = |b: usize, i: usize| roots[b][i];
@@ -224,13 +210,33 @@ impl Correlation {
                     .par_chunks_mut(key_len)
                     .enumerate()
                     .for_each(|(i, key)| {
-                        let alpha = masks[0][i] & ((1 << super::dcf::BITS) - 1);
+                        let alpha = r[i] & ((1 << bits) - 1);
+                        let beta = 1u64.wrapping_sub(2 * msb[i]);
+                        let roots = [root(0, i), root(1, i)];
+                        super::dcf::generate(alpha, &[beta], bits, roots, key);
+                    });
+                vec![msb, words]
+            }
+            Correlation::ComparisonProducts { len, operands } => {
+                let masks: Vec<&Vec<u64>> = std::iter::once(&free[0]).chain(&free[2..]).collect();
+                let msb: Vec<u64> = masks[0].iter().map(|r| r >> 63).collect();
+                let width = 1 + operands;
+                let key_len = super::dcf::words(width, BITS);
+                let mut words = vec![0u64; key_len * len];
+                let roots = own.map(|o| wide_from_words(&o[1]));
+                let root = |b: usize, i: usize| roots[b][i];
+                words
+                    .par_chunks_mut(key_len)
+                    .enumerate()
+                    .for_each(|(i, key)| {
+                        let alpha = masks[0][i] & ((1 << BITS) - 1);
                         let sign = 1u64.wrapping_sub(2 * msb[i]);
                         let mut beta = [sign; super::dcf::MAX_WIDTH];
                         for (j, r) in masks.iter().enumerate() {
                             beta[1 + j] = sign.wrapping_mul(r[i]);
                         }
-                        super::dcf::generate(alpha, &beta[..width], [root(0, i), root(1, i)], key);
+                        let roots = [root(0, i), root(1, i)];
+                        super::dcf::generate(alpha, &beta[..width], BITS, roots, key);
                     });
                 let mut out = vec![msb.clone()];
                 out.extend(masks.iter().map(|r| {

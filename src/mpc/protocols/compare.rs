@@ -16,6 +16,11 @@
 //! 8 rounds and 192 bytes an element each way. The opening can share a round with other protocols
 //! ([`super::round::Round::ltz`]).
 //!
+//! Bounded inputs ([`super::round::Round::ltz_bounded`]): when x is known to lie in
+//! [-2^k, 2^k), its sign is bit k of x, so the same construction on bit k and the low k bits
+//! (m = bit k of r, a DCF over k bits) is exact with a key of k levels instead of 63: evaluation
+//! and key bytes shrink by k / 63. GeLU's comparisons use k = 62 - f (46).
+//!
 //! Products with the bit in the same round ([`stage_products`]). With x = y - r public-minus-shared,
 //! t x = t y - t r, and t y is local; t r follows from u = m xor c (t = u, or 1 - u when msb(y) = 1)
 //! and u r = m r + (1 - 2m) c r, so a DCF whose payload also carries (1 - 2m) r gives it, with the
@@ -35,35 +40,46 @@ pub(crate) struct LtzStage {
     roots: Vec<u128>,
     m: Vec<u64>,
     words: Vec<u64>,
+    bits: usize,
 }
 
-/// Deals the keys for `x` and returns the masked value x + r to open.
-pub(crate) fn stage(p: &mut Party, x: &[u64]) -> Result<(Vec<u64>, LtzStage)> {
+/// Deals the keys for `x`, whose elements lie in [-2^bits, 2^bits) (`bits` = [`dcf::BITS`]: any
+/// ring element), and returns the masked value x + r to open.
+pub(crate) fn stage(p: &mut Party, x: &[u64], bits: usize) -> Result<(Vec<u64>, LtzStage)> {
     let len = x.len();
     let keys = p.deal(
-        &Correlation::Comparison { len },
-        &[&[len], &[2 * len], &[len], &[dcf::WORDS * len]],
+        &Correlation::Comparison { len, bits },
+        &[&[len], &[2 * len], &[len], &[dcf::words(1, bits) * len]],
     )?;
     let mut keys = keys.into_iter().map(RingTensor::into_data);
     let mut next = || keys.next().unwrap_or_default();
     let (r, roots, m, words) = (next(), next(), next(), next());
     let masked = x.iter().zip(&r).map(|(x, r)| x.wrapping_add(*r)).collect();
     let roots = wide_from_words(&roots);
-    Ok((masked, LtzStage { roots, m, words }))
+    Ok((
+        masked,
+        LtzStage {
+            roots,
+            m,
+            words,
+            bits,
+        },
+    ))
 }
 
 impl LtzStage {
     /// Shares of [x < 0] from the opened y = x + r.
     pub(crate) fn finish(self, party: usize, y: &[u64]) -> Vec<u64> {
         let client = party == crate::mpc::CLIENT;
-        let shares = evaluate_keys(party, &self.roots, &self.words, y, 1);
+        let bits = self.bits;
+        let shares = evaluate_keys(party, &self.roots, &self.words, y, (1, bits));
         shares
             .iter()
             .zip(&self.m)
             .zip(y)
             .map(|((v, m), y)| {
                 let g = m.wrapping_add(*v);
-                if y >> 63 == 0 {
+                if (y >> bits) & 1 == 0 {
                     g
                 } else if client {
                     1u64.wrapping_sub(g)
@@ -75,12 +91,18 @@ impl LtzStage {
     }
 }
 
-/// This party's DCF outputs (`width` words each) at the low 63 bits of every opened y, in
+/// This party's DCF outputs (`width` words each) at the low `bits` bits of every opened y, in
 /// parallel chunks.
-fn evaluate_keys(party: usize, roots: &[u128], words: &[u64], y: &[u64], width: usize) -> Vec<u64> {
-    let low = (1u64 << dcf::BITS) - 1;
+fn evaluate_keys(
+    party: usize,
+    roots: &[u128],
+    words: &[u64],
+    y: &[u64],
+    (width, bits): (usize, usize),
+) -> Vec<u64> {
+    let low = (1u64 << bits) - 1;
     let inputs: Vec<u64> = y.iter().map(|y| y & low).collect();
-    let key_len = dcf::words(width);
+    let key_len = dcf::words(width, bits);
     const CHUNK: usize = 512;
     inputs
         .par_chunks(CHUNK)
@@ -88,7 +110,8 @@ fn evaluate_keys(party: usize, roots: &[u128], words: &[u64], y: &[u64], width: 
         .flat_map_iter(|(c, xs)| {
             let start = c * CHUNK;
             let keys = &words[start * key_len..(start + xs.len()) * key_len];
-            dcf::evaluate_many(party, &roots[start..start + xs.len()], keys, xs, width)
+            let roots = &roots[start..start + xs.len()];
+            dcf::evaluate_many(party, roots, keys, xs, (width, bits))
         })
         .collect()
 }
@@ -123,7 +146,7 @@ pub(crate) fn stage_products(
     }
     let mut shapes = vec![vec![len], vec![2 * len]];
     shapes.extend(vec![vec![len]; others.len() + 1 + operands]);
-    shapes.push(vec![dcf::words(width) * len]);
+    shapes.push(vec![dcf::words(width, dcf::BITS) * len]);
     let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
     let parts = p.deal(
         &Correlation::ComparisonProducts { len, operands },
@@ -174,7 +197,7 @@ impl LtzProductStage {
         let width = 1 + operands;
         let len = self.m.len();
         let y = &opened[..len];
-        let payloads = evaluate_keys(party, &self.roots, &self.words, y, width);
+        let payloads = evaluate_keys(party, &self.roots, &self.words, y, (width, dcf::BITS));
         let mut out = vec![Vec::with_capacity(len); 1 + operands];
         for i in 0..len {
             let v = &payloads[i * width..(i + 1) * width];

@@ -20,6 +20,7 @@
 
 use super::compare::{self, LtzProductStage, LtzStage};
 use super::wide::{self, WideStage};
+use crate::mpc::dcf;
 use crate::mpc::dealer::{masked_cross_terms, Correlation};
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
@@ -121,7 +122,20 @@ impl Round {
 
     /// Shares of [x < 0] (see [`super::compare`]).
     pub fn ltz(&mut self, p: &mut Party, x: &RingTensor) -> Result<Slot> {
-        let (masked, stage) = compare::stage(p, x.data())?;
+        self.ltz_bounded(p, x, dcf::BITS as u32)
+    }
+
+    /// Shares of [x < 0] for x known to lie in [-2^bits, 2^bits): the comparison's key covers the
+    /// low `bits` bits only (one level of key evaluation a bit, 63 for a whole ring element).
+    /// Elements outside that range get a wrong bit.
+    pub fn ltz_bounded(&mut self, p: &mut Party, x: &RingTensor, bits: u32) -> Result<Slot> {
+        if !(1..=dcf::BITS as u32).contains(&bits) {
+            return Err(MpcError::BadConfig(format!(
+                "a comparison over {bits} bits: at most {}",
+                dcf::BITS
+            )));
+        }
+        let (masked, stage) = compare::stage(p, x.data(), bits as usize)?;
         Ok(self.push(masked, Job::Ltz(stage, x.shape().to_vec())))
     }
 
