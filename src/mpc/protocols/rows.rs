@@ -120,6 +120,9 @@ pub fn append_and_multiply(
 /// [`append_and_multiply`] waiting for its opening, so that it can share a round with other steps
 /// ([`super::round::Round::open`]): this party's dealer shares and the new rows' mask.
 pub struct PendingRowsProduct {
+    /// The matrix it was staged on, and its rows then.
+    mask_id: u64,
+    rows: usize,
     b_new: RingTensor,
     a: RingTensor,
     c: RingTensor,
@@ -165,6 +168,8 @@ pub fn stage_append_and_multiply(
         [new_open.data(), left_open.data()].concat(),
     )?;
     let pending = PendingRowsProduct {
+        mask_id: rows.mask_id,
+        rows: rows.rows(),
         b_new,
         a,
         c,
@@ -182,6 +187,11 @@ impl PendingRowsProduct {
         rows: &mut PreparedRows,
         opened: &RingTensor,
     ) -> Result<RingTensor> {
+        if rows.mask_id != self.mask_id || rows.rows() != self.rows {
+            return Err(MpcError::BadConfig(
+                "a row product finishes on the matrix it was staged on, unchanged".into(),
+            ));
+        }
         let new_len = self.b_new.len();
         let new_rows = RingTensor::new(self.b_new.shape(), opened.data()[..new_len].to_vec())?;
         rows.push(self.b_new, &new_rows);
