@@ -22,7 +22,7 @@
 //! and P = e / S is never rounded to f bits before it meets V.
 
 use super::reciprocal::Scaled;
-use super::round::{Operand, Round, Slot};
+use super::round::{Operand, Round};
 use super::rows::{stage_append_and_multiply, PreparedRows};
 use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal, reciprocal::reciprocal_in};
 use crate::mpc::error::MpcError;
@@ -46,9 +46,7 @@ pub fn softmax_at(
         let e = masked_exp(p, x, extra, mask)?;
         let f = p.fp.frac_bits;
         let inv = reciprocal(p, &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
-        let mut round = Round::new();
-        let out = scaled_product(p, &mut round, Operand::plain(&e), &inv, n, n)?;
-        Ok(round.run(p)?.take(out))
+        times_inverse(p, Operand::plain(&e), &inv, n, n)
     })
 }
 
@@ -75,10 +73,7 @@ pub fn softmax_values_at(
         let f = p.fp.frac_bits;
         let (inv, mut outputs) = reciprocal_in(p, first, &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
         let ev = product.finish(p, values, &outputs.take(opened))?;
-        let mut round = Round::new();
-        let ev_op = Operand::truncated(&ev, f);
-        let out = scaled_product(p, &mut round, ev_op, &inv, ev.last_dim(), n)?;
-        Ok(round.run(p)?.take(out))
+        times_inverse(p, Operand::truncated(&ev, f), &inv, ev.last_dim(), n)
     })
 }
 
@@ -127,24 +122,25 @@ fn masked_exp(
     Ok(e)
 }
 
-/// Stages v (an operand at f bits, rows of `width`) times 1/S (one value per row, for rows of
-/// `n` scores), the product truncated to f bits in Z_2^128.
-fn scaled_product(
+/// v (an operand at f bits, rows of `width`) times 1/S (one value per row, for rows of `n`
+/// scores), the product truncated to f bits in Z_2^128: one round.
+fn times_inverse(
     p: &mut Party,
-    round: &mut Round,
     v: Operand,
     inv: &Scaled,
     width: usize,
     n: usize,
-) -> Result<Slot> {
+) -> Result<RingTensor> {
     let f = p.fp.frac_bits;
     // 1/S at f + extra bits keeps f significant bits down to 1/(n + 1).
     let extra = (n as f64 + 1.0).log2().ceil() as u32;
     let inv_rows = inv.value.expand_last(width);
-    round.mul_truncating(
+    let mut round = Round::new();
+    let out = round.mul_truncating(
         p,
         v,
         Operand::truncated(&inv_rows, inv.frac_bits - f - extra),
         f + extra,
-    )
+    )?;
+    Ok(round.run(p)?.take(out))
 }
