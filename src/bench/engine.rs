@@ -9,6 +9,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
+use crate::mpc::matmul::{matmul_u64_with, Kernel};
 use crate::mpc::protocols::{
     self,
     exp::exp,
@@ -19,7 +20,6 @@ use crate::mpc::protocols::{
     softmax::softmax,
     Operand, Round,
 };
-use crate::mpc::ring::matmul_u64;
 use crate::mpc::{run_two_party, EngineConfig, FixedPoint, LinkModel, Party, RingTensor};
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,20 +31,8 @@ pub struct MatmulRow {
     /// u64 throughput over candle f64 throughput.
     pub u64_over_f64: f64,
     pub kernel: String,
-}
-
-/// The u64 kernel the dispatcher picks on this CPU.
-pub fn kernel_name() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512dq") {
-            return "avx512dq";
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            return "avx2";
-        }
-    }
-    "generic"
+    /// Whether `matmul_u64` picks this kernel for the shape.
+    pub dispatched: bool,
 }
 
 fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
@@ -57,15 +45,13 @@ fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// Multiply-adds per second (in G) of the three matmuls on (m, k, n), best of `repeats`.
-pub fn matmul_throughput(m: usize, k: usize, n: usize, repeats: usize) -> Result<MatmulRow> {
+/// Multiply-adds per second (in G) of the matmuls on (m, k, n), best of `repeats`: one row per
+/// u64 kernel this CPU runs, beside candle's f64 and f32.
+pub fn matmul_throughput(m: usize, k: usize, n: usize, repeats: usize) -> Result<Vec<MatmulRow>> {
     let mut rng = ChaCha12Rng::seed_from_u64(1);
     let a: Vec<u64> = (0..m * k).map(|_| rng.next_u64()).collect();
     let b: Vec<u64> = (0..k * n).map(|_| rng.next_u64()).collect();
     let ops = (m * k * n) as f64 / 1e9;
-    let t_u64 = best_of(repeats, || {
-        std::hint::black_box(matmul_u64(&a, &b, m, k, n));
-    });
     let candle = |dtype: DType| -> Result<f64> {
         let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?.to_dtype(dtype)?;
         let y = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?.to_dtype(dtype)?;
@@ -79,14 +65,23 @@ pub fn matmul_throughput(m: usize, k: usize, n: usize, repeats: usize) -> Result
         Ok(t)
     };
     let (t_f64, t_f32) = (candle(DType::F64)?, candle(DType::F32)?);
-    Ok(MatmulRow {
-        shape: format!("{m}x{k}x{n}"),
-        u64_gops: ops / t_u64,
-        f64_gflops: ops / t_f64,
-        f32_gflops: ops / t_f32,
-        u64_over_f64: t_f64 / t_u64,
-        kernel: kernel_name().to_string(),
-    })
+    Ok(Kernel::available()
+        .into_iter()
+        .map(|kernel| {
+            let t_u64 = best_of(repeats, || {
+                std::hint::black_box(matmul_u64_with(kernel, &a, &b, m, k, n));
+            });
+            MatmulRow {
+                shape: format!("{m}x{k}x{n}"),
+                u64_gops: ops / t_u64,
+                f64_gflops: ops / t_f64,
+                f32_gflops: ops / t_f32,
+                u64_over_f64: t_f64 / t_u64,
+                kernel: kernel.name().to_string(),
+                dispatched: kernel == Kernel::for_rows(m),
+            }
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -346,7 +346,7 @@ fn engine(args: &BenchArgs) -> Result<()> {
     let mut matmuls = Vec::new();
     for (m, k, n) in shapes {
         bar.set_message(format!("matmul {m}x{k}x{n}"));
-        matmuls.push(engine::matmul_throughput(
+        matmuls.extend(engine::matmul_throughput(
             m,
             k,
             n,
@@ -370,6 +370,7 @@ fn engine(args: &BenchArgs) -> Result<()> {
             "f32_gflops",
             "u64_over_f64",
             "kernel",
+            "dispatched",
         ],
     )?;
     println!();

@@ -2,14 +2,15 @@
 //!
 //! Candle has no Z_2^64 matmul, so this is ours: cache-blocked, rayon-parallel over row or column
 //! blocks (column blocks for the thin decoding shapes), with the inner kernel picked at run time so
-//! that one release binary runs on any x86-64:
+//! that one release binary runs on any x86-64 ([`Kernel`]):
+//! - AVX-512DQ: an 8x16 register tile over a packed panel of B, one 64-bit vector multiply
+//!   (`vpmullq`) and one add per eight products; C is touched once per tile, not per product.
 //! - AVX2 (no 64-bit vector multiply): a 4x4 register tile over a packed panel of B, splitting
 //!   a*b mod 2^64 = lo(a) lo(b) + (hi(a) lo(b) + lo(a) hi(b)) << 32 into three 32x32->64 `vpmuludq`;
-//!   the cross sums are accumulated apart and shifted once per tile, not per product. Thin products
-//!   (fewer than 16 rows) skip the packing, which would cost as much as the arithmetic.
-//! - AVX-512DQ: 64-bit vector multiplies (`vpmullq`) from the compiler's vectorisation of a
-//!   row-blocked loop (four rows of C share each loaded row of B).
-//! - Baseline x86-64 / other CPUs: the same loop, scalar-ish.
+//!   the cross sums are accumulated apart and shifted once per tile, not per product.
+//! - Rows: a row-blocked loop (four rows of C share each loaded row of B) that the compiler
+//!   vectorises for the widest unit present; it serves thin products (fewer than 16 rows), where
+//!   packing B would cost as much as the arithmetic, and CPUs with neither extension.
 
 use rayon::prelude::*;
 
@@ -19,6 +20,8 @@ const MR: usize = 4;
 const KC: usize = 256;
 /// Columns of one packed panel (AVX2 path).
 const NC: usize = 256;
+/// Rows of C per parallel block with a tile kernel.
+const TILE_ROWS: usize = 64;
 
 /// Per-head products against the column blocks of a row-major matrix `rows_mat` [rows, heads * dh]
 /// (head h owns columns h*dh..(h+1)*dh), as attention needs them against a KV cache:
@@ -54,21 +57,93 @@ pub fn head_matmul(
     out
 }
 
+/// The inner loop of [`matmul_u64`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Rows,
+    Avx2Tile,
+    Avx512Tile,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Rows => "rows",
+            Kernel::Avx2Tile => "avx2",
+            Kernel::Avx512Tile => "avx512dq",
+        }
+    }
+
+    /// The kernels this CPU can run, slowest first.
+    pub fn available() -> Vec<Kernel> {
+        let mut kernels = vec![Kernel::Rows];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                kernels.push(Kernel::Avx2Tile);
+            }
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq")
+            {
+                kernels.push(Kernel::Avx512Tile);
+            }
+        }
+        kernels
+    }
+
+    /// The kernel [`matmul_u64`] uses for a product of `m` rows: the widest tile this CPU has,
+    /// or rows below 16 (a thin product reads each element of B too few times to pay its packing).
+    pub fn for_rows(m: usize) -> Kernel {
+        static WIDEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        if m < 16 {
+            return Kernel::Rows;
+        }
+        *WIDEST.get_or_init(|| {
+            *Kernel::available()
+                .last()
+                .expect("rows is always available")
+        })
+    }
+}
+
 /// C = A B over Z_2^64 (A: m x k, B: k x n, row-major).
 pub fn matmul_u64(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
+    matmul_u64_with(Kernel::for_rows(m), a, b, m, k, n)
+}
+
+/// [`matmul_u64`] with a chosen kernel, which must be one of [`Kernel::available`].
+pub fn matmul_u64_with(
+    kernel: Kernel,
+    a: &[u64],
+    b: &[u64],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<u64> {
+    assert!(
+        Kernel::available().contains(&kernel),
+        "matmul_u64: this CPU cannot run the {} kernel",
+        kernel.name()
+    );
     assert_eq!(a.len(), m * k, "matmul_u64: A is not m x k");
     assert_eq!(b.len(), k * n, "matmul_u64: B is not k x n");
     let threads = rayon::current_num_threads().max(1);
-    // Split rows when there are many, columns when the matrix is thin (decoding shapes).
-    let row_block = if m >= 16 * threads {
-        m.div_ceil(4 * threads).div_ceil(MR) * MR
+    let (row_block, col_block) = if kernel == Kernel::Rows {
+        // Split rows when there are many, columns when the matrix is thin (decoding shapes).
+        if m >= 16 * threads {
+            (m.div_ceil(4 * threads).div_ceil(MR) * MR, n.max(1))
+        } else {
+            let cols = n.div_ceil(4 * threads).clamp(64.min(n.max(1)), 1024);
+            (m.max(1), cols)
+        }
     } else {
-        m.max(1)
-    };
-    let col_block = if m >= 16 * threads {
-        n.max(1)
-    } else {
-        n.div_ceil(4 * threads).clamp(64.min(n.max(1)), 1024)
+        // A tile kernel packs each panel of B once per block: blocks of 64 rows reuse every
+        // packed element 64 times, and the columns are cut for about two blocks per thread.
+        let row_blocks = m.div_ceil(TILE_ROWS).max(1);
+        let cols = (n * row_blocks)
+            .div_ceil(2 * threads)
+            .next_multiple_of(16)
+            .clamp(64, 512);
+        (TILE_ROWS, cols)
     };
     let tasks: Vec<(usize, usize)> = (0..m)
         .step_by(row_block)
@@ -79,7 +154,8 @@ pub fn matmul_u64(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64
         .map(|&(r0, c0)| {
             let rows = row_block.min(m - r0);
             let cols = col_block.min(n - c0);
-            (r0, c0, cols, block_product(a, b, k, n, r0, rows, c0, cols))
+            let block = block_product(kernel, a, b, k, n, r0, rows, c0, cols);
+            (r0, c0, cols, block)
         })
         .collect();
     let mut c = vec![0u64; m * n];
@@ -94,6 +170,7 @@ pub fn matmul_u64(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64
 /// One block of C: rows r0..r0+rows, columns c0..c0+cols, as a rows x cols buffer.
 #[allow(clippy::too_many_arguments)]
 fn block_product(
+    kernel: Kernel,
     a: &[u64],
     b: &[u64],
     k: usize,
@@ -104,13 +181,10 @@ fn block_product(
     cols: usize,
 ) -> Vec<u64> {
     #[cfg(target_arch = "x86_64")]
-    {
-        if rows >= 16
-            && !std::is_x86_feature_detected!("avx512dq")
-            && std::is_x86_feature_detected!("avx2")
-        {
-            return avx2::block_product(a, b, k, n, r0, rows, c0, cols);
-        }
+    match kernel {
+        Kernel::Avx512Tile => return avx512::block_product(a, b, k, n, r0, rows, c0, cols),
+        Kernel::Avx2Tile => return avx2::block_product(a, b, k, n, r0, rows, c0, cols),
+        Kernel::Rows => {}
     }
     let mut c = vec![0u64; rows * cols];
     for k0 in (0..k).step_by(KC) {
@@ -315,6 +389,109 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::KC;
+
+    /// Rows and columns of one register tile: 16 accumulators of 8 lanes.
+    const MR: usize = 8;
+    const NR: usize = 16;
+    /// Columns of one packed panel.
+    const NC: usize = 512;
+    /// Zero row standing in for the missing rows of a short tile.
+    static ZEROS: [u64; KC] = [0; KC];
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn block_product(
+        a: &[u64],
+        b: &[u64],
+        k: usize,
+        n: usize,
+        r0: usize,
+        rows: usize,
+        c0: usize,
+        cols: usize,
+    ) -> Vec<u64> {
+        let mut c = vec![0u64; rows * cols];
+        let mut packed = Vec::new();
+        for jc in (0..cols).step_by(NC) {
+            let w = NC.min(cols - jc);
+            let groups = w.div_ceil(NR);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                // Pack B[k0..k0+kc, c0+jc..c0+jc+w] as `groups` panels of kc x NR, zero-padded.
+                packed.clear();
+                packed.resize(groups * kc * NR, 0);
+                for g in 0..groups {
+                    let cols_here = NR.min(w - NR * g);
+                    for p in 0..kc {
+                        let src = (k0 + p) * n + c0 + jc + NR * g;
+                        packed[(g * kc + p) * NR..(g * kc + p) * NR + cols_here]
+                            .copy_from_slice(&b[src..src + cols_here]);
+                    }
+                }
+                for i0 in (0..rows).step_by(MR) {
+                    let mr = MR.min(rows - i0);
+                    let a_rows: [&[u64]; MR] = std::array::from_fn(|r| {
+                        if r < mr {
+                            let row = r0 + i0 + r;
+                            &a[row * k + k0..row * k + k0 + kc]
+                        } else {
+                            &ZEROS[..kc]
+                        }
+                    });
+                    for g in 0..groups {
+                        // SAFETY: callers reach this module only when the CPU has AVX-512F/DQ.
+                        let tile =
+                            unsafe { tile(&a_rows, &packed[g * kc * NR..(g + 1) * kc * NR], kc) };
+                        let cols_here = NR.min(w - NR * g);
+                        for (r, tile_row) in tile.iter().enumerate().take(mr) {
+                            let dst = &mut c[(i0 + r) * cols + jc + NR * g
+                                ..(i0 + r) * cols + jc + NR * g + cols_here];
+                            for (d, t) in dst.iter_mut().zip(tile_row) {
+                                *d = d.wrapping_add(*t);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// An 8x16 tile of A[8 x kc] B[kc x 16] over Z_2^64, accumulated in registers.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn tile(a: &[&[u64]; MR], b: &[u64], kc: usize) -> [[u64; NR]; MR] {
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        for p in 0..kc {
+            // SAFETY: b holds kc rows of NR values; each a[r] holds kc values.
+            let (b0, b1) = unsafe {
+                let row = b.as_ptr().add(p * NR);
+                (
+                    _mm512_loadu_si512(row as *const __m512i),
+                    _mm512_loadu_si512(row.add(8) as *const __m512i),
+                )
+            };
+            for r in 0..MR {
+                let va = _mm512_set1_epi64(unsafe { *a[r].get_unchecked(p) } as i64);
+                acc[r][0] = _mm512_add_epi64(acc[r][0], _mm512_mullo_epi64(va, b0));
+                acc[r][1] = _mm512_add_epi64(acc[r][1], _mm512_mullo_epi64(va, b1));
+            }
+        }
+        let mut out = [[0u64; NR]; MR];
+        for r in 0..MR {
+            // SAFETY: out[r] is 16 u64 = two 64-byte vectors.
+            unsafe {
+                _mm512_storeu_si512(out[r].as_mut_ptr() as *mut __m512i, acc[r][0]);
+                _mm512_storeu_si512(out[r].as_mut_ptr().add(8) as *mut __m512i, acc[r][1]);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,14 +527,19 @@ mod tests {
             (2, 300, 1500),
             (129, 7, 131),
             (5, 600, 301),
+            (40, 513, 700),
         ] {
             let a: Vec<u64> = (0..m * k).map(|_| next()).collect();
             let b: Vec<u64> = (0..k * n).map(|_| next()).collect();
-            assert_eq!(
-                matmul_u64(&a, &b, m, k, n),
-                naive(&a, &b, m, k, n),
-                "{m}x{k}x{n}"
-            );
+            let expected = naive(&a, &b, m, k, n);
+            for kernel in Kernel::available() {
+                assert_eq!(
+                    matmul_u64_with(kernel, &a, &b, m, k, n),
+                    expected,
+                    "{m}x{k}x{n}, {} kernel",
+                    kernel.name()
+                );
+            }
         }
     }
 }
