@@ -217,6 +217,36 @@ fn bounded_comparisons_are_exact_in_their_range() {
 }
 
 #[test]
+fn coarse_comparisons_err_only_just_below_zero() {
+    // Keys over bits 6..20: exact on [-2^20, 2^20 - 2^6] but for x in (-2^6, 0), which may read
+    // as non-negative (and, for a key that skipped nothing, never would).
+    let mut rng = ChaCha12Rng::seed_from_u64(6);
+    let mut values: Vec<i64> = vec![0, 1, -64, (1 << 20) - 64, -(1 << 20)];
+    values.extend((0..1000).map(|_| rng.random_range(-(1i64 << 20)..(1 << 20) - 63)));
+    values.extend((0..4).flat_map(|_| -63..0));
+    let n = values.len();
+    let raw = RingTensor::new(&[n], values.iter().map(|&v| v as u64).collect()).unwrap();
+    let out = run(&cfg(), vec![raw], |p, s| {
+        let mut round = protocols::Round::new();
+        let bits = round.ltz_coarse(p, &s[0], 20, 6)?;
+        Ok(vec![round.run(p)?.take(bits)])
+    });
+    let mut misread = 0;
+    for (bit, v) in out.outputs[0].data().iter().zip(&values) {
+        assert!(*bit <= 1, "ltz({v}) is a bit");
+        if (-63..0).contains(v) {
+            misread += (*bit == 0) as usize;
+        } else {
+            assert_eq!(*bit, (*v < 0) as u64, "ltz({v}) over bits 6..20");
+        }
+    }
+    // x = -d reads 0 with probability 1 - d/64: about half of the 252 in the window.
+    assert!((60..200).contains(&misread), "{misread} of 252 misread");
+    let words = 3 * 14 + 3;
+    assert_costs(&out, 1, 8 * n as u64, (8 + 8 * words) * n as u64);
+}
+
+#[test]
 fn comparison_products_are_exact_in_the_ring() {
     // [x < 0], [x < 0] x and [x < 0] w for raw ring values anywhere in the ring's range, the edges
     // included, against exact integer arithmetic: the payload words must carry the masks exactly.
@@ -403,6 +433,19 @@ fn reciprocal_and_rsqrt_over_wide_ranges() {
     assert_costs(&out, 4, 1552000, 295254400);
 }
 
+/// Inputs within 1/8 left of GeLU's cut-offs, where its comparisons (resolving 2^-8) may pick the
+/// right-hand piece: a coarser resolution would exceed the tests' bound there.
+fn just_below_cut_offs() -> Vec<f64> {
+    [-4.0, -2.0, 2.0, 4.0]
+        .into_iter()
+        .flat_map(|t| {
+            let fine = (1..=16).map(move |j| t - j as f64 / 4096.0);
+            let coarse = (1..=8).map(move |j| t - j as f64 / 64.0);
+            fine.chain(coarse)
+        })
+        .collect()
+}
+
 #[test]
 fn gelu_matches_gpt2_tanh_form() {
     let mut rng = ChaCha12Rng::seed_from_u64(9);
@@ -410,6 +453,7 @@ fn gelu_matches_gpt2_tanh_form() {
     x.extend(uniform(&mut rng, 4000, -5.0, 5.0));
     // The cut-offs, and the edges of the domain |x| < 2^29 (the comparisons' keys cover 46 bits).
     x.extend([-4.0, -2.0, 2.0, 4.0, 0.0, -100.0, 100.0, -5.3e8, 5.3e8]);
+    x.extend(just_below_cut_offs());
     let n = x.len();
     let out = run(&cfg(), vec![encode(fp(), &[n], &x)], |p, s| {
         Ok(vec![gelu(p, &s[0])?])
@@ -423,7 +467,7 @@ fn gelu_matches_gpt2_tanh_form() {
         1e-4 + 12.0 * ulp(),
         0.0,
     );
-    assert_costs(&out, 4, 1217368, 38507272);
+    assert_costs(&out, 4, 1231960, 32744200);
 }
 
 fn softmax_ref(row: &[f64], keep: &[bool]) -> Vec<f64> {
@@ -791,6 +835,7 @@ fn inputs_awaiting_truncation_cost_no_extra_round() {
     let mut x = uniform(&mut rng, 3000, -20.0, 20.0);
     // GeLU's domain at 2f bits: |x| < 2^13.
     x.extend([-4.0, -2.0, 2.0, 4.0, 0.0, -100.0, 100.0, -8100.0, 8100.0]);
+    x.extend(just_below_cut_offs());
     let n = x.len();
     let out = run(&cfg(), vec![at_2f(&[n], &x)], |p, s| {
         Ok(vec![protocols::gelu::gelu_at(p, &s[0], 16)?])

@@ -63,8 +63,13 @@ pub enum Correlation {
     /// ring element; see `protocols::compare`): a uniform mask r, each party's root seeds (2 words an
     /// element), additive shares of m = bit `bits` of r, and the correction words of a DCF over the
     /// low `bits` bits, for [y_lo < r_lo] with payload 1 - 2m (`dcf::words(1, bits)` an element, to
-    /// both).
-    Comparison { len: usize, bits: usize },
+    /// both). With `skip` > 0 the key compares bits `skip..bits` only (`dcf::words(1, bits - skip)`):
+    /// see `protocols::compare` on coarse comparisons.
+    Comparison {
+        len: usize,
+        bits: usize,
+        skip: usize,
+    },
     /// A comparison whose bit t = [x < 0] also multiplies `operands` masked values in the same
     /// opening (see `protocols::compare::stage_products`): masks r_0 (the compared value's) and
     /// r_1 .. r_(k-1), each party's root seeds, shares of m = msb(r_0) and of m r_j, and DCF words
@@ -116,11 +121,11 @@ impl Correlation {
                 let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
                 vec![(Additive, m * k, false), (Additive, m * n, true)]
             }
-            Correlation::Comparison { len, bits } => vec![
+            Correlation::Comparison { len, bits, skip } => vec![
                 (Additive, len, false),
                 (Own, 2 * len, false),
                 (Additive, len, true),
-                (Public, super::dcf::words(1, bits) * len, true),
+                (Public, super::dcf::words(1, bits - skip) * len, true),
             ],
             Correlation::ComparisonProducts { len, operands } => {
                 let mut comps = vec![(Additive, len, false), (Own, 2 * len, false)];
@@ -199,10 +204,10 @@ impl Correlation {
                     .expect("weight triple for a mask the dealer made");
                 vec![super::matmul::matmul_u64(&free[0], mask, m, *k, *n)]
             }
-            Correlation::Comparison { len, bits } => {
+            Correlation::Comparison { len, bits, skip } => {
                 let r = &free[0];
                 let msb: Vec<u64> = r.iter().map(|r| (r >> bits) & 1).collect();
-                let key_len = super::dcf::words(1, bits);
+                let key_len = super::dcf::words(1, bits - skip);
                 let mut words = vec![0u64; key_len * len];
                 let roots = own.map(|o| wide_from_words(&o[1]));
                 let root = |b: usize, i: usize| roots[b][i];
@@ -210,10 +215,10 @@ impl Correlation {
                     .par_chunks_mut(key_len)
                     .enumerate()
                     .for_each(|(i, key)| {
-                        let alpha = r[i] & ((1 << bits) - 1);
+                        let alpha = (r[i] & ((1 << bits) - 1)) >> skip;
                         let beta = 1u64.wrapping_sub(2 * msb[i]);
                         let roots = [root(0, i), root(1, i)];
-                        super::dcf::generate(alpha, &[beta], bits, roots, key);
+                        super::dcf::generate(alpha, &[beta], bits - skip, roots, key);
                     });
                 vec![msb, words]
             }

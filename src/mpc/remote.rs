@@ -225,7 +225,11 @@ mod session_tests {
         let dealer = std::thread::spawn(move || serve_dealer(listener, Some(1)));
         let requests = [
             Correlation::MulTriple { len: 64 },
-            Correlation::Comparison { len: 4, bits: 63 },
+            Correlation::Comparison {
+                len: 4,
+                bits: 63,
+                skip: 0,
+            },
         ];
         let party = move |role: u64| {
             let requests = requests.clone();

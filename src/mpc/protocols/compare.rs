@@ -19,7 +19,15 @@
 //! Bounded inputs ([`super::round::Round::ltz_bounded`]): when x is known to lie in
 //! [-2^k, 2^k), its sign is bit k of x, so the same construction on bit k and the low k bits
 //! (m = bit k of r, a DCF over k bits) is exact with a key of k levels instead of 63: evaluation
-//! and key bytes shrink by k / 63. GeLU's comparisons use k = 62 - f (46).
+//! and key bytes shrink by k / 63.
+//!
+//! Coarse comparisons ([`super::round::Round::ltz_coarse`]): a key may also skip the low s bits,
+//! comparing y_lo >> s with r_lo >> s (k - s levels). That borrow differs from the exact one only
+//! when the two agree above bit s and y_lo < r_lo, i.e. when x lies in (-2^s, 0) or (2^k - 2^s,
+//! 2^k): there the bit may read 0. So on [-2^k, 2^k - 2^s] the answer is exact except within 2^s
+//! below zero. A piecewise function whose pieces agree near their cut-off (GeLU's, within 1.2e-4
+//! over 2^-8) can compare at that resolution: GeLU keeps 8 fractional bits of x - t, so its keys
+//! take 46 - f - extra + 8 levels (22 in the forward, 38 on f-bit inputs) instead of 46.
 //!
 //! Products with the bit in the same round ([`stage_products`]). With x = y - r public-minus-shared,
 //! t x = t y - t r, and t y is local; t r follows from u = m xor c (t = u, or 1 - u when msb(y) = 1)
@@ -41,15 +49,26 @@ pub(crate) struct LtzStage {
     m: Vec<u64>,
     words: Vec<u64>,
     bits: usize,
+    skip: usize,
 }
 
 /// Deals the keys for `x`, whose elements lie in [-2^bits, 2^bits) (`bits` = [`dcf::BITS`]: any
-/// ring element), and returns the masked value x + r to open.
-pub(crate) fn stage(p: &mut Party, x: &[u64], bits: usize) -> Result<(Vec<u64>, LtzStage)> {
+/// ring element), comparing above bit `skip` (0: exact), and returns the masked value x + r to open.
+pub(crate) fn stage(
+    p: &mut Party,
+    x: &[u64],
+    bits: usize,
+    skip: usize,
+) -> Result<(Vec<u64>, LtzStage)> {
     let len = x.len();
     let keys = p.deal(
-        &Correlation::Comparison { len, bits },
-        &[&[len], &[2 * len], &[len], &[dcf::words(1, bits) * len]],
+        &Correlation::Comparison { len, bits, skip },
+        &[
+            &[len],
+            &[2 * len],
+            &[len],
+            &[dcf::words(1, bits - skip) * len],
+        ],
     )?;
     let mut keys = keys.into_iter().map(RingTensor::into_data);
     let mut next = || keys.next().unwrap_or_default();
@@ -63,6 +82,7 @@ pub(crate) fn stage(p: &mut Party, x: &[u64], bits: usize) -> Result<(Vec<u64>, 
             m,
             words,
             bits,
+            skip,
         },
     ))
 }
@@ -72,7 +92,7 @@ impl LtzStage {
     pub(crate) fn finish(self, party: usize, y: &[u64]) -> Vec<u64> {
         let client = party == crate::mpc::CLIENT;
         let bits = self.bits;
-        let shares = evaluate_keys(party, &self.roots, &self.words, y, (1, bits));
+        let shares = evaluate_keys(party, &self.roots, &self.words, y, (1, bits, self.skip));
         shares
             .iter()
             .zip(&self.m)
@@ -91,18 +111,19 @@ impl LtzStage {
     }
 }
 
-/// This party's DCF outputs (`width` words each) at the low `bits` bits of every opened y, in
+/// This party's DCF outputs (`width` words each) at bits `skip..bits` of every opened y, in
 /// parallel chunks.
 fn evaluate_keys(
     party: usize,
     roots: &[u128],
     words: &[u64],
     y: &[u64],
-    (width, bits): (usize, usize),
+    (width, bits, skip): (usize, usize, usize),
 ) -> Vec<u64> {
     let low = (1u64 << bits) - 1;
-    let inputs: Vec<u64> = y.iter().map(|y| y & low).collect();
-    let key_len = dcf::words(width, bits);
+    let inputs: Vec<u64> = y.iter().map(|y| (y & low) >> skip).collect();
+    let levels = bits - skip;
+    let key_len = dcf::words(width, levels);
     const CHUNK: usize = 512;
     inputs
         .par_chunks(CHUNK)
@@ -111,7 +132,7 @@ fn evaluate_keys(
             let start = c * CHUNK;
             let keys = &words[start * key_len..(start + xs.len()) * key_len];
             let roots = &roots[start..start + xs.len()];
-            dcf::evaluate_many(party, roots, keys, xs, (width, bits))
+            dcf::evaluate_many(party, roots, keys, xs, (width, levels))
         })
         .collect()
 }
@@ -197,7 +218,7 @@ impl LtzProductStage {
         let width = 1 + operands;
         let len = self.m.len();
         let y = &opened[..len];
-        let payloads = evaluate_keys(party, &self.roots, &self.words, y, (width, dcf::BITS));
+        let payloads = evaluate_keys(party, &self.roots, &self.words, y, (width, dcf::BITS, 0));
         let mut out = vec![Vec::with_capacity(len); 1 + operands];
         for i in 0..len {
             let v = &payloads[i * width..(i + 1) * width];

@@ -15,9 +15,12 @@
 //! A piece's polynomial may overflow far outside its interval, but it is multiplied by an exact
 //! zero indicator there, so every x of the domain is handled. The domain, |x| < 2^(61 - 2f -
 //! extra) (8,192 for a matmul's output at 2f bits, f = 16), bounds x below 2^(61 - f) in the ring,
-//! so the comparisons' keys cover 62 - f bits rather than 63: 46 levels of key evaluation instead
-//! of 63 for each of the four (GeLU's comparisons were most of a layer's LAN compute), and keys
-//! 27% smaller. Cost: 4 rounds.
+//! so the comparisons' keys cover 62 - f bits rather than 63. And the pieces agree near their
+//! cut-offs (using the right-hand piece up to 2^-8 left of a cut-off errs by at most 1.2e-4), so
+//! the comparisons resolve x - t to 2^-8 only ([`Round::ltz_coarse`]), skipping x's lower
+//! fractional bits: 46 - f - extra + 8 key levels (22 in the forward, where x has 2f bits; 38 on
+//! f-bit inputs) instead of 63 for each of the four; GeLU's comparisons were most of a layer's LAN
+//! compute. Cost: 4 rounds.
 //!
 //! [`gelu_at`] takes x at f + `extra` fractional bits (a matmul's output before its truncation):
 //! its comparisons run at that scale, its first products truncate x in their openings and the
@@ -28,6 +31,8 @@ use super::round::{Operand, Round};
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
+/// Fractional bits of x - t the comparisons resolve: a cut-off is placed within 2^-8.
+const CUT_BITS: u32 = 8;
 /// Fractional bits of u^2 and of the higher powers in their products.
 const SQUARE_BITS: u32 = 20;
 const POWER_BITS: u32 = 22;
@@ -68,10 +73,12 @@ pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> 
         let x_f = Operand::truncated(x, extra);
         let mut round = Round::new();
         let x2 = round.square(p, x_f)?;
-        // In the domain x - t lies within 2^(62 - f) in the ring: keys over 62 - f bits.
+        // In the domain x - t lies within 2^(62 - f) in the ring: keys over 62 - f bits, less
+        // the fractional bits of x beyond CUT_BITS.
+        let skip = x_bits.saturating_sub(CUT_BITS);
         let below = thresholds
             .iter()
-            .map(|t| round.ltz_bounded(p, t, 62 - f))
+            .map(|t| round.ltz_coarse(p, t, 62 - f, skip))
             .collect::<Result<Vec<_>>>()?;
         let mut out = round.run(p)?;
         let x2 = out.take(x2); // u^2 at 2f + 4 bits (x = 4u)

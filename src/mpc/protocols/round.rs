@@ -129,13 +129,27 @@ impl Round {
     /// low `bits` bits only (one level of key evaluation a bit, 63 for a whole ring element).
     /// Elements outside that range get a wrong bit.
     pub fn ltz_bounded(&mut self, p: &mut Party, x: &RingTensor, bits: u32) -> Result<Slot> {
-        if !(1..=dcf::BITS as u32).contains(&bits) {
+        self.ltz_coarse(p, x, bits, 0)
+    }
+
+    /// [`Self::ltz_bounded`] at the resolution of 2^`skip`: the key skips the low `skip` bits
+    /// (`bits - skip` levels). Exact on [-2^bits, 2^bits - 2^skip] except that x in (-2^skip, 0)
+    /// may read as non-negative (see [`super::compare`]): for functions whose pieces agree near
+    /// their cut-offs.
+    pub fn ltz_coarse(
+        &mut self,
+        p: &mut Party,
+        x: &RingTensor,
+        bits: u32,
+        skip: u32,
+    ) -> Result<Slot> {
+        if !(1..=dcf::BITS as u32).contains(&bits) || skip >= bits {
             return Err(MpcError::BadConfig(format!(
-                "a comparison over {bits} bits: at most {}",
+                "a comparison over {bits} bits skipping {skip}: at most {} bits, and fewer skipped",
                 dcf::BITS
             )));
         }
-        let (masked, stage) = compare::stage(p, x.data(), bits as usize)?;
+        let (masked, stage) = compare::stage(p, x.data(), bits as usize, skip as usize)?;
         Ok(self.push(masked, Job::Ltz(stage, x.shape().to_vec())))
     }
 
