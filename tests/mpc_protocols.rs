@@ -147,6 +147,59 @@ fn prepared_weight_products_open_only_the_activations() {
 }
 
 #[test]
+fn client_inputs_times_a_prepared_weight_are_exact() {
+    // The client's own one-hot rows (and a dense integer matrix) times a shared weight: exactly the
+    // ring product, for the bytes of an ordinary prepared-weight product; the server must hold 0.
+    let mut rng = ChaCha12Rng::seed_from_u64(12);
+    let (m, k, n) = (5, 300, 24);
+    let w = uniform(&mut rng, k * n, -0.3, 0.3);
+    let mut one_hot = vec![0u64; m * k];
+    for i in 0..m {
+        one_hot[i * k + rng.random_range(0..k)] = 1;
+    }
+    let dense: Vec<u64> = (0..m * k)
+        .map(|_| rng.random_range(-3i64..4) as u64)
+        .collect();
+    let inputs = [one_hot, dense];
+    let plain = inputs.clone();
+    let out = run(&cfg(), vec![encode(fp(), &[k, n], &w)], move |p, s| {
+        let prepared = protocols::prepare_weight(p, &s[0])?;
+        let mut outs = Vec::new();
+        for x in &plain {
+            let mine = if p.is_client() {
+                RingTensor::new(&[m, k], x.clone())?
+            } else {
+                RingTensor::zeros(&[m, k])
+            };
+            let before = p.net.total().bytes_sent;
+            outs.push(protocols::matmul_weight_client_input(p, &mine, &prepared)?);
+            assert_eq!(p.net.total().bytes_sent - before, 8 * (m * k) as u64);
+        }
+        if !p.is_client() {
+            let refused = protocols::matmul_weight_client_input(
+                p,
+                &RingTensor::filled(&[m, k], 1),
+                &prepared,
+            );
+            assert!(refused.is_err(), "a nonzero server share was accepted");
+        }
+        Ok(outs)
+    });
+    let we = encode(fp(), &[k, n], &w);
+    for (o, x) in out.outputs.iter().zip(&inputs) {
+        let want: Vec<u64> = (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                (0..k).fold(0u64, |acc, p| {
+                    acc.wrapping_add(x[i * k + p].wrapping_mul(we.data()[p * n + j]))
+                })
+            })
+            .collect();
+        assert_eq!(o.data(), want.as_slice(), "X W in the ring");
+    }
+}
+
+#[test]
 fn truncation_never_wraps_over_a_million_large_products() {
     // Products of GPT-2-sized activations (|x y| up to 3e6, i.e. 2^53.5 at 32 fractional bits):
     // local SecureML truncation would fail about 2^-10 of the time here; ours may only be one ulp high.

@@ -5,7 +5,9 @@
 //! The server's weights are its private input: its share is the weight itself, the client's is zero,
 //! and every matrix is prepared once (its dealer mask opened as W - B, uniform to the client), so a
 //! product sends only the activations. The client's tokens enter as a one-hot [t, vocab] times the
-//! prepared token table: the server sees only the masked one-hot. Positions are public, so each party
+//! prepared token table: the server sees only the masked one-hot, and the client, who holds the
+//! one-hot in the clear, gathers its rows of the public W - B itself
+//! ([`matmul_weight_client_input`]: one product per party). Positions are public, so each party
 //! adds its share of the position rows locally. Attention's 1/sqrt(head_dim) is folded into the
 //! query columns of `c_attn` by the server before sharing.
 //!
@@ -32,8 +34,8 @@ use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
 use crate::mpc::protocols::{
     append_and_multiply, fixed_matmul_weight, gelu::gelu_at, layernorm::layernorm_at,
-    matmul_weight, prepare_weight, softmax::softmax_values_at, truncate, PreparedRows,
-    PreparedWeight,
+    matmul_weight, matmul_weight_client_input, prepare_weight, softmax::softmax_values_at,
+    truncate, PreparedRows, PreparedWeight,
 };
 use crate::mpc::{Party, RingTensor, SERVER};
 
@@ -408,7 +410,9 @@ impl SecureGpt2 {
                 one_hot.data_mut()[i * v + id as usize] = 1;
             }
         }
-        let tokens = p.labelled("embed", |p| matmul_weight(p, &one_hot, &self.wte))?;
+        let tokens = p.labelled("embed", |p| {
+            matmul_weight_client_input(p, &one_hot, &self.wte)
+        })?;
         let positions =
             RingTensor::new(&[t, d], self.wpe.data()[past * d..(past + t) * d].to_vec())?;
         let mut xs = tokens.add(&positions)?;

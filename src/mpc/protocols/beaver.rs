@@ -123,6 +123,59 @@ pub fn matmul(p: &mut Party, x: &RingTensor, y: &RingTensor) -> Result<RingTenso
     Ok(z)
 }
 
+/// X W for an X the client holds in the clear (its share is X, the server's zero), such as its
+/// one-hot tokens. The same opening of E = X - A as [`matmul_weight`], but the client forms X F
+/// itself (a gather of F's rows for a one-hot X), so X W = X F + E B + C with C = A B: one product
+/// against the mask share per party, where [`matmul_weight`] takes three for the client and two
+/// for the server. The server learns E only, uniform as before.
+pub fn matmul_weight_client_input(
+    p: &mut Party,
+    x: &RingTensor,
+    w: &PreparedWeight,
+) -> Result<RingTensor> {
+    let (k, n) = (w.masked.shape()[0], w.masked.shape()[1]);
+    if x.last_dim() != k {
+        return Err(MpcError::ShapeMismatch {
+            op: "matmul_weight_client_input",
+            left: x.shape().to_vec(),
+            right: w.masked.shape().to_vec(),
+        });
+    }
+    if !p.is_client() && x.data().iter().any(|&v| v != 0) {
+        return Err(MpcError::BadConfig(
+            "the server's share of a client input must be zero".into(),
+        ));
+    }
+    let m = x.len() / k.max(1);
+    let rows = x.clone().reshape(&[m, k])?;
+    let parts = p.deal(
+        &Correlation::WeightTriple { id: w.mask_id, m },
+        &[&[m, k], &[m, n]],
+    )?;
+    let (a, c) = (&parts[0], &parts[1]);
+    let eps = p.open(&rows.sub(a)?)?;
+    let mut z = c.add(&eps.matmul(&w.mask)?)?;
+    if p.is_client() {
+        z.add_assign(&sparse_rows_product(&rows, &w.masked)?)?;
+    }
+    z.reshape(&out_shape(x, n))
+}
+
+/// X F skipping the zeros of X: a row gather for one-hot rows.
+fn sparse_rows_product(x: &RingTensor, f: &RingTensor) -> Result<RingTensor> {
+    let (m, k, n) = (x.shape()[0], x.shape()[1], f.shape()[1]);
+    let mut out = vec![0u64; m * n];
+    for (i, row) in x.data().chunks(k.max(1)).enumerate() {
+        let dst = &mut out[i * n..(i + 1) * n];
+        for (j, &v) in row.iter().enumerate().filter(|(_, v)| **v != 0) {
+            for (d, s) in dst.iter_mut().zip(&f.data()[j * n..(j + 1) * n]) {
+                *d = d.wrapping_add(v.wrapping_mul(*s));
+            }
+        }
+    }
+    RingTensor::new(&[m, n], out)
+}
+
 fn out_shape(x: &RingTensor, n: usize) -> Vec<usize> {
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("matmul operand has dimensions") = n;

@@ -18,7 +18,10 @@ pub mod wide;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
-pub use beaver::{matmul, matmul_weight, mul, mul_many, prepare_weight, square, PreparedWeight};
+pub use beaver::{
+    matmul, matmul_weight, matmul_weight_client_input, mul, mul_many, prepare_weight, square,
+    PreparedWeight,
+};
 pub use compare::{ltz, ltz_many, not};
 pub use round::{Operand, Round};
 pub use rows::{append_and_multiply, PreparedRows};
