@@ -181,10 +181,22 @@ fn block_product(
     cols: usize,
 ) -> Vec<u64> {
     #[cfg(target_arch = "x86_64")]
-    match kernel {
-        Kernel::Avx512Tile => return avx512::block_product(a, b, k, n, r0, rows, c0, cols),
-        Kernel::Avx2Tile => return avx2::block_product(a, b, k, n, r0, rows, c0, cols),
-        Kernel::Rows => {}
+    {
+        let (shape, row_range, col_range) = ((k, n), (r0, rows), (c0, cols));
+        match kernel {
+            Kernel::Avx512Tile => {
+                // SAFETY: Kernel::available lists this kernel only on CPUs with AVX-512F/DQ.
+                let tile =
+                    |a: &[&[u64]; avx512::MR], b: &[u64], kc| unsafe { avx512::tile(a, b, kc) };
+                return packed_block_product(a, b, shape, row_range, col_range, avx512::NC, tile);
+            }
+            Kernel::Avx2Tile => {
+                // SAFETY: Kernel::available lists this kernel only on CPUs with AVX2.
+                let tile = |a: &[&[u64]; MR], b: &[u64], kc| unsafe { avx2::tile(a, b, kc) };
+                return packed_block_product(a, b, shape, row_range, col_range, NC, tile);
+            }
+            Kernel::Rows => {}
+        }
     }
     let mut c = vec![0u64; rows * cols];
     for k0 in (0..k).step_by(KC) {
@@ -293,76 +305,76 @@ fn rows_kernel_generic(
     }
 }
 
+/// Zero row standing in for the missing rows of a short tile.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
+static ZEROS: [u64; KC] = [0; KC];
 
-    use super::{KC, MR, NC};
-
-    /// Zero row standing in for the missing rows of a short tile.
-    static ZEROS: [u64; KC] = [0; KC];
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn block_product(
-        a: &[u64],
-        b: &[u64],
-        k: usize,
-        n: usize,
-        r0: usize,
-        rows: usize,
-        c0: usize,
-        cols: usize,
-    ) -> Vec<u64> {
-        let mut c = vec![0u64; rows * cols];
-        let mut packed = Vec::new();
-        for jc in (0..cols).step_by(NC) {
-            let w = NC.min(cols - jc);
-            let groups = w.div_ceil(4);
-            for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
-                // Pack B[k0..k0+kc, c0+jc..c0+jc+w] as `groups` panels of kc x 4, zero-padded.
-                packed.clear();
-                packed.resize(groups * kc * 4, 0);
-                for g in 0..groups {
-                    let cols_here = 4.min(w - 4 * g);
-                    for p in 0..kc {
-                        let src = (k0 + p) * n + c0 + jc + 4 * g;
-                        packed[(g * kc + p) * 4..(g * kc + p) * 4 + cols_here]
-                            .copy_from_slice(&b[src..src + cols_here]);
-                    }
+/// One block of C (as [`block_product`]) for a register-tile kernel: B is packed `nc` columns at a
+/// time into zero-padded panels of kc x NR, and every MR rows of A sweep each panel through
+/// `tile(a_rows, panel, kc)`, which returns the MR x NR product.
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+fn packed_block_product<const MR_T: usize, const NR: usize>(
+    a: &[u64],
+    b: &[u64],
+    (k, n): (usize, usize),
+    (r0, rows): (usize, usize),
+    (c0, cols): (usize, usize),
+    nc: usize,
+    tile: impl Fn(&[&[u64]; MR_T], &[u64], usize) -> [[u64; NR]; MR_T],
+) -> Vec<u64> {
+    let mut c = vec![0u64; rows * cols];
+    let mut packed = Vec::new();
+    for jc in (0..cols).step_by(nc) {
+        let w = nc.min(cols - jc);
+        let groups = w.div_ceil(NR);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            packed.clear();
+            packed.resize(groups * kc * NR, 0);
+            for g in 0..groups {
+                let cols_here = NR.min(w - NR * g);
+                for p in 0..kc {
+                    let src = (k0 + p) * n + c0 + jc + NR * g;
+                    packed[(g * kc + p) * NR..(g * kc + p) * NR + cols_here]
+                        .copy_from_slice(&b[src..src + cols_here]);
                 }
-                for i0 in (0..rows).step_by(MR) {
-                    let mr = MR.min(rows - i0);
-                    let a_rows: [&[u64]; MR] = std::array::from_fn(|r| {
-                        if r < mr {
-                            let row = r0 + i0 + r;
-                            &a[row * k + k0..row * k + k0 + kc]
-                        } else {
-                            &ZEROS[..kc]
-                        }
-                    });
-                    for g in 0..groups {
-                        // SAFETY: callers reach this module only when the CPU has AVX2.
-                        let tile =
-                            unsafe { tile(&a_rows, &packed[g * kc * 4..(g + 1) * kc * 4], kc) };
-                        let cols_here = 4.min(w - 4 * g);
-                        for (r, tile_row) in tile.iter().enumerate().take(mr) {
-                            let dst = &mut c[(i0 + r) * cols + jc + 4 * g
-                                ..(i0 + r) * cols + jc + 4 * g + cols_here];
-                            for (d, t) in dst.iter_mut().zip(tile_row) {
-                                *d = d.wrapping_add(*t);
-                            }
+            }
+            for i0 in (0..rows).step_by(MR_T) {
+                let mr = MR_T.min(rows - i0);
+                let a_rows: [&[u64]; MR_T] = std::array::from_fn(|r| {
+                    if r < mr {
+                        let row = r0 + i0 + r;
+                        &a[row * k + k0..row * k + k0 + kc]
+                    } else {
+                        &ZEROS[..kc]
+                    }
+                });
+                for g in 0..groups {
+                    let out = tile(&a_rows, &packed[g * kc * NR..(g + 1) * kc * NR], kc);
+                    let cols_here = NR.min(w - NR * g);
+                    for (r, tile_row) in out.iter().enumerate().take(mr) {
+                        let at = (i0 + r) * cols + jc + NR * g;
+                        for (d, t) in c[at..at + cols_here].iter_mut().zip(tile_row) {
+                            *d = d.wrapping_add(*t);
                         }
                     }
                 }
             }
         }
-        c
     }
+    c
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::MR;
 
     /// A 4x4 tile of A[4 x kc] B[kc x 4] over Z_2^64, accumulated in registers.
     #[target_feature(enable = "avx2")]
-    unsafe fn tile(a: &[&[u64]; MR], b: &[u64], kc: usize) -> [[u64; 4]; MR] {
+    pub(super) unsafe fn tile(a: &[&[u64]; MR], b: &[u64], kc: usize) -> [[u64; 4]; MR] {
         let mut lo = [_mm256_setzero_si256(); MR];
         let mut cross = [_mm256_setzero_si256(); MR];
         for p in 0..kc {
@@ -393,77 +405,15 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::KC;
-
     /// Rows and columns of one register tile: 16 accumulators of 8 lanes.
-    const MR: usize = 8;
+    pub(super) const MR: usize = 8;
     const NR: usize = 16;
     /// Columns of one packed panel.
-    const NC: usize = 512;
-    /// Zero row standing in for the missing rows of a short tile.
-    static ZEROS: [u64; KC] = [0; KC];
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn block_product(
-        a: &[u64],
-        b: &[u64],
-        k: usize,
-        n: usize,
-        r0: usize,
-        rows: usize,
-        c0: usize,
-        cols: usize,
-    ) -> Vec<u64> {
-        let mut c = vec![0u64; rows * cols];
-        let mut packed = Vec::new();
-        for jc in (0..cols).step_by(NC) {
-            let w = NC.min(cols - jc);
-            let groups = w.div_ceil(NR);
-            for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
-                // Pack B[k0..k0+kc, c0+jc..c0+jc+w] as `groups` panels of kc x NR, zero-padded.
-                packed.clear();
-                packed.resize(groups * kc * NR, 0);
-                for g in 0..groups {
-                    let cols_here = NR.min(w - NR * g);
-                    for p in 0..kc {
-                        let src = (k0 + p) * n + c0 + jc + NR * g;
-                        packed[(g * kc + p) * NR..(g * kc + p) * NR + cols_here]
-                            .copy_from_slice(&b[src..src + cols_here]);
-                    }
-                }
-                for i0 in (0..rows).step_by(MR) {
-                    let mr = MR.min(rows - i0);
-                    let a_rows: [&[u64]; MR] = std::array::from_fn(|r| {
-                        if r < mr {
-                            let row = r0 + i0 + r;
-                            &a[row * k + k0..row * k + k0 + kc]
-                        } else {
-                            &ZEROS[..kc]
-                        }
-                    });
-                    for g in 0..groups {
-                        // SAFETY: callers reach this module only when the CPU has AVX-512F/DQ.
-                        let tile =
-                            unsafe { tile(&a_rows, &packed[g * kc * NR..(g + 1) * kc * NR], kc) };
-                        let cols_here = NR.min(w - NR * g);
-                        for (r, tile_row) in tile.iter().enumerate().take(mr) {
-                            let dst = &mut c[(i0 + r) * cols + jc + NR * g
-                                ..(i0 + r) * cols + jc + NR * g + cols_here];
-                            for (d, t) in dst.iter_mut().zip(tile_row) {
-                                *d = d.wrapping_add(*t);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        c
-    }
+    pub(super) const NC: usize = 512;
 
     /// An 8x16 tile of A[8 x kc] B[kc x 16] over Z_2^64, accumulated in registers.
     #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn tile(a: &[&[u64]; MR], b: &[u64], kc: usize) -> [[u64; NR]; MR] {
+    pub(super) unsafe fn tile(a: &[&[u64]; MR], b: &[u64], kc: usize) -> [[u64; NR]; MR] {
         let mut acc = [[_mm512_setzero_si512(); 2]; MR];
         for p in 0..kc {
             // SAFETY: b holds kc rows of NR values; each a[r] holds kc values.

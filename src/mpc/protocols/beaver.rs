@@ -133,32 +133,17 @@ pub fn matmul_weight_client_input(
     x: &RingTensor,
     w: &PreparedWeight,
 ) -> Result<RingTensor> {
-    let (k, n) = (w.masked.shape()[0], w.masked.shape()[1]);
-    if x.last_dim() != k {
-        return Err(MpcError::ShapeMismatch {
-            op: "matmul_weight_client_input",
-            left: x.shape().to_vec(),
-            right: w.masked.shape().to_vec(),
-        });
-    }
     if !p.is_client() && x.data().iter().any(|&v| v != 0) {
         return Err(MpcError::BadConfig(
             "the server's share of a client input must be zero".into(),
         ));
     }
-    let m = x.len() / k.max(1);
-    let rows = x.clone().reshape(&[m, k])?;
-    let parts = p.deal(
-        &Correlation::WeightTriple { id: w.mask_id, m },
-        &[&[m, k], &[m, n]],
-    )?;
-    let (a, c) = (&parts[0], &parts[1]);
-    let eps = p.open(&rows.sub(a)?)?;
-    let mut z = c.add(&eps.matmul(&w.mask)?)?;
+    let o = open_for_weight(p, x, w, "matmul_weight_client_input")?;
+    let mut z = o.c.add(&o.eps.matmul(&w.mask)?)?;
     if p.is_client() {
-        z.add_assign(&sparse_rows_product(&rows, &w.masked)?)?;
+        z.add_assign(&sparse_rows_product(&o.rows, &w.masked)?)?;
     }
-    z.reshape(&out_shape(x, n))
+    z.reshape(&out_shape(x, w.masked.shape()[1]))
 }
 
 /// X F skipping the zeros of X: a row gather for one-hot rows.
@@ -222,25 +207,47 @@ pub fn prepare_weight(p: &mut Party, w: &RingTensor) -> Result<PreparedWeight> {
 /// X [.., m, k] times a prepared weight [k, n]: opens only X - A (one round).
 /// X W = (E + A)(F + B) = E F + E B + A F + C, with E = X - A public and C = A B from the dealer.
 pub fn matmul_weight(p: &mut Party, x: &RingTensor, w: &PreparedWeight) -> Result<RingTensor> {
+    let o = open_for_weight(p, x, w, "matmul_weight")?;
+    let mut z =
+        o.c.add(&o.eps.matmul(&w.mask)?)?
+            .add(&o.a.matmul(&w.masked)?)?;
+    if p.is_client() {
+        z.add_assign(&o.eps.matmul(&w.masked)?)?;
+    }
+    z.reshape(&out_shape(x, w.masked.shape()[1]))
+}
+
+/// The opening a product by a prepared weight starts with: X as [m, k], this party's shares of
+/// the dealer's A and C = A B, and the opened E = X - A.
+struct WeightOpening {
+    rows: RingTensor,
+    a: RingTensor,
+    c: RingTensor,
+    eps: RingTensor,
+}
+
+fn open_for_weight(
+    p: &mut Party,
+    x: &RingTensor,
+    w: &PreparedWeight,
+    op: &'static str,
+) -> Result<WeightOpening> {
     let (k, n) = (w.masked.shape()[0], w.masked.shape()[1]);
     if x.last_dim() != k {
         return Err(MpcError::ShapeMismatch {
-            op: "matmul_weight",
+            op,
             left: x.shape().to_vec(),
             right: w.masked.shape().to_vec(),
         });
     }
     let m = x.len() / k.max(1);
     let rows = x.clone().reshape(&[m, k])?;
-    let parts = p.deal(
+    let mut parts = p.deal(
         &Correlation::WeightTriple { id: w.mask_id, m },
         &[&[m, k], &[m, n]],
     )?;
-    let (a, c) = (&parts[0], &parts[1]);
-    let eps = p.open(&rows.sub(a)?)?;
-    let mut z = c.add(&eps.matmul(&w.mask)?)?.add(&a.matmul(&w.masked)?)?;
-    if p.is_client() {
-        z.add_assign(&eps.matmul(&w.masked)?)?;
-    }
-    z.reshape(&out_shape(x, n))
+    let c = parts.pop().expect("two parts");
+    let a = parts.pop().expect("two parts");
+    let eps = p.open(&rows.sub(&a)?)?;
+    Ok(WeightOpening { rows, a, c, eps })
 }
