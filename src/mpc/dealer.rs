@@ -99,6 +99,19 @@ pub enum Correlation {
 }
 
 impl Correlation {
+    /// Refuses a request the dealer cannot make (a remote dealer decodes requests from a peer):
+    /// comparison keys over 1 to 63 bits, skipping fewer than they cover.
+    pub fn check(&self) -> Result<()> {
+        if let Correlation::Comparison { bits, skip, .. } = *self {
+            if !(1..=BITS).contains(&bits) || skip >= bits {
+                return Err(MpcError::Malformed(format!(
+                    "comparison keys over {bits} bits skipping {skip}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The components in order: (sharing, length, derived?).
     fn components(&self, masks: &HashMap<u64, (usize, usize)>) -> Vec<(Sharing, usize, bool)> {
         use Sharing::*;
@@ -486,6 +499,7 @@ pub struct DealerHandle {
 impl DealerHandle {
     /// This party's shares of the components of `corr`, in order.
     pub fn get(&mut self, corr: &Correlation) -> Result<Vec<Vec<u64>>> {
+        corr.check()?;
         let comps = corr.components(&self.mask_shapes);
         match *corr {
             Correlation::WeightMask { id, k, n } => {

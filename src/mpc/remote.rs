@@ -163,6 +163,7 @@ fn run_session(mut client: TcpTransport, mut server: TcpTransport) -> Result<()>
         };
         let corr: Correlation = serde_json::from_slice(&request)
             .map_err(|e| MpcError::Malformed(format!("a correlation request: {e}")))?;
+        corr.check()?;
         let (corrections, public) = dealer.corrections(&corr);
         if !public.is_empty() {
             client.send(encode_words(&public))?;
@@ -174,6 +175,18 @@ fn run_session(mut client: TcpTransport, mut server: TcpTransport) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn impossible_comparison_requests_are_refused() {
+        let bad = |bits, skip| Correlation::Comparison { len: 1, bits, skip };
+        for (bits, skip) in [(0, 0), (64, 0), (20, 20), (20, 30)] {
+            assert!(
+                bad(bits, skip).check().is_err(),
+                "{bits} bits skipping {skip}"
+            );
+        }
+        assert!(bad(63, 0).check().is_ok() && bad(46, 24).check().is_ok());
+    }
 
     #[test]
     fn word_frames_round_trip_and_reject_bad_lengths() {
