@@ -66,8 +66,8 @@ pub fn matmul_throughput(m: usize, k: usize, n: usize, repeats: usize) -> Result
     };
     let (t_f64, t_f32) = (candle(DType::F64)?, candle(DType::F32)?);
     Ok(Kernel::available()
-        .into_iter()
-        .map(|kernel| {
+        .iter()
+        .map(|&kernel| {
             let t_u64 = best_of(repeats, || {
                 std::hint::black_box(matmul_u64_with(kernel, &a, &b, m, k, n));
             });

@@ -74,34 +74,35 @@ impl Kernel {
         }
     }
 
-    /// The kernels this CPU can run, slowest first.
-    pub fn available() -> Vec<Kernel> {
-        let mut kernels = vec![Kernel::Rows];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") {
-                kernels.push(Kernel::Avx2Tile);
-            }
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq")
+    /// The kernels this CPU can run, slowest first (detected once).
+    pub fn available() -> &'static [Kernel] {
+        static AVAILABLE: std::sync::OnceLock<Vec<Kernel>> = std::sync::OnceLock::new();
+        AVAILABLE.get_or_init(|| {
+            let mut kernels = vec![Kernel::Rows];
+            #[cfg(target_arch = "x86_64")]
             {
-                kernels.push(Kernel::Avx512Tile);
+                if std::is_x86_feature_detected!("avx2") {
+                    kernels.push(Kernel::Avx2Tile);
+                }
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512dq")
+                {
+                    kernels.push(Kernel::Avx512Tile);
+                }
             }
-        }
-        kernels
+            kernels
+        })
     }
 
     /// The kernel [`matmul_u64`] uses for a product of `m` rows: the widest tile this CPU has,
     /// or rows below 16 (a thin product reads each element of B too few times to pay its packing).
     pub fn for_rows(m: usize) -> Kernel {
-        static WIDEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         if m < 16 {
             return Kernel::Rows;
         }
-        *WIDEST.get_or_init(|| {
-            *Kernel::available()
-                .last()
-                .expect("rows is always available")
-        })
+        *Kernel::available()
+            .last()
+            .expect("rows is always available")
     }
 }
 
@@ -482,7 +483,7 @@ mod tests {
             let a: Vec<u64> = (0..m * k).map(|_| next()).collect();
             let b: Vec<u64> = (0..k * n).map(|_| next()).collect();
             let expected = naive(&a, &b, m, k, n);
-            for kernel in Kernel::available() {
+            for &kernel in Kernel::available() {
                 assert_eq!(
                     matmul_u64_with(kernel, &a, &b, m, k, n),
                     expected,

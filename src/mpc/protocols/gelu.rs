@@ -19,7 +19,7 @@
 //! cut-offs (using the right-hand piece up to 2^-8 left of a cut-off errs by at most 1.2e-4), so
 //! the comparisons resolve x - t to 2^-8 only ([`Round::ltz_coarse`]), skipping x's lower
 //! fractional bits: 46 - f - extra + 8 key levels (22 in the forward, where x has 2f bits; 38 on
-//! f-bit inputs) instead of 63 for each of the four; GeLU's comparisons were most of a layer's LAN
+//! f-bit inputs) instead of 46 (63 unbounded) for each of the four; GeLU's comparisons were most of a layer's LAN
 //! compute. Cost: 4 rounds.
 //!
 //! [`gelu_at`] takes x at f + `extra` fractional bits (a matmul's output before its truncation):
