@@ -3,10 +3,11 @@
 //! and so must the difference of the same word in two openings (a reused mask would leave the
 //! difference of two secrets, constant across runs). Both checks are shown to fail on planted leaks.
 //! The pipeline covers input sharing, weight preparation (the client's view of W - B), products with
-//! a prepared weight, softmax, GeLU, LayerNorm and the reciprocal, argmax (comparisons whose keys
-//! also multiply the value and the index difference), GeLU on a product awaiting truncation, a
-//! product truncated in its own round (Z_2^128), and attention against a KV cache (keys appended
-//! with the scores' product, values appended and multiplied inside softmax).
+//! a prepared weight, softmax, GeLU, LayerNorm (alone and with the product after it) and the
+//! reciprocal, argmax (comparisons whose keys also multiply the value and the index difference),
+//! GeLU on a product awaiting truncation, a product truncated in its own round (Z_2^128), and
+//! attention against a KV cache (keys appended with the scores' product, values appended and
+//! multiplied inside softmax).
 
 mod mpc_common;
 
@@ -16,6 +17,7 @@ use post::mpc::protocols::{
     append_and_multiply, fixed_matmul_weight, fixed_mul,
     gelu::{gelu, gelu_at},
     layernorm::layernorm,
+    layernorm_matmul::layernorm_matmul_at,
     matmul_weight,
     max::max_last,
     prepare_weight, reciprocal,
@@ -65,6 +67,7 @@ fn openings(secret: Vec<f64>, plant: Plant) -> Vec<Vec<u64>> {
         let s = softmax(p, &y1, None)?;
         let g = gelu(p, &y2)?;
         layernorm(p, &g, &gamma, &RingTensor::zeros(&[8]), 1e-5)?;
+        layernorm_matmul_at(p, &x, 0, &prepared, 16, 1e-5)?;
         let positive = p.add_constant(&s, p.fp.constant(1.0));
         reciprocal::reciprocal(p, &positive, 16, 0.5, 4.0)?;
         max_last(p, &y1)?;

@@ -655,6 +655,86 @@ fn layernorm_over_variances_from_0_to_1e6() {
     assert_costs(&out, 5, 68040, 3577112);
 }
 
+/// LayerNorm's normalisation (no gain, no shift) in f64 over rows of `d`, eps = 1e-5.
+fn normalised_ref(x: &[f64], d: usize) -> Vec<f64> {
+    layernorm_ref(x, d, &vec![1.0; d], &vec![0.0; d])
+}
+
+#[test]
+fn layernorm_and_the_next_product_in_five_rounds() {
+    let mut rng = ChaCha12Rng::seed_from_u64(15);
+    let (d, n) = (64, 24);
+    // Variances from 0 (eps alone) to 1e6, the residual stream given at 2f bits as the secure
+    // forward hands it on.
+    let scales = [0.03, 0.3, 1.0, 10.0, 100.0, 1000.0, 0.0];
+    let mut x = Vec::new();
+    for s in scales {
+        x.extend(uniform(&mut rng, d, -1.7, 1.7).iter().map(|v| v * s + 3.0));
+    }
+    let rows = scales.len();
+    let gamma = uniform(&mut rng, d, 0.5, 1.5);
+    let w = uniform(&mut rng, d * n, -0.3, 0.3);
+    // The gain folded into the weight by its owner, as the secure forward does.
+    let folded: Vec<f64> = (0..d * n).map(|i| gamma[i / n] * w[i]).collect();
+    let out = run(
+        &cfg(),
+        vec![at_2f(&[rows, d], &x), encode(fp(), &[d, n], &folded)],
+        |p, s| {
+            let w = protocols::prepare_weight(p, &s[1])?;
+            let at_f =
+                protocols::layernorm_matmul::layernorm_matmul_at(p, &s[0], 16, &w, 16, 1e-5)?;
+            let at_2f =
+                protocols::layernorm_matmul::layernorm_matmul_at(p, &s[0], 16, &w, 32, 1e-5)?;
+            Ok(vec![at_f.0, at_f.1, at_2f.0])
+        },
+    );
+    // The reference runs on the inputs as encoded, so that only the protocol's own error counts:
+    // the series' 2.5e-5 relative error of 1/sqrt scales each output, plus a few ulps of rounding.
+    let xe: Vec<f64> = x
+        .iter()
+        .map(|v| (v * 2f64.powi(32)).round() / 2f64.powi(32))
+        .collect();
+    let normed = normalised_ref(&xe, d);
+    let we = encoded(&folded);
+    let want = matmul_f64(&normed, &we, rows, d, n);
+    let scale: Vec<f64> = {
+        let abs_normed: Vec<f64> = normed.iter().map(|v| v.abs()).collect();
+        let abs_w: Vec<f64> = we.iter().map(|v| v.abs()).collect();
+        matmul_f64(&abs_normed, &abs_w, rows, d, n)
+    };
+    for (name, got, bits) in [
+        ("layernorm and product", &out.outputs[0], 16),
+        ("layernorm and product at 2f", &out.outputs[2], 32),
+    ] {
+        let got = decode_at(got, bits);
+        let mut worst = 0f64;
+        for (i, ((g, w), s)) in got.iter().zip(&want).zip(&scale).enumerate() {
+            let bound = 3e-5 * s + 4.0 * ulp();
+            assert!(
+                (g - w).abs() <= bound,
+                "{name}[{i}]: got {g}, want {w} (bound {bound:.2e})"
+            );
+            worst = worst.max((g - w).abs() / bound);
+        }
+        println!("{name}: worst error {worst:.2} of its bound");
+    }
+    // The residual stream back at f bits: floor(x 2^16) or one more.
+    for (got, raw) in out.outputs[1]
+        .data()
+        .iter()
+        .zip(at_2f(&[rows, d], &x).data())
+    {
+        let diff = (*got as i64).wrapping_sub((*raw as i64) >> 16);
+        assert!(diff == 0 || diff == 1, "residual truncation off by {diff}");
+    }
+    // Two calls after the weight's preparation (1 round): 5 rounds each.
+    assert_costs(&out, 11, 89232, 7035952);
+    // An eps so small that Q's range cannot be encoded is refused before any round.
+    let check = protocols::layernorm_matmul::check_layernorm_matmul;
+    assert!(check(768, 16, 1e-5).is_ok());
+    assert!(check(768, 16, 1e-12).is_err());
+}
+
 /// Rounds of one call over `rows` rows.
 fn rounds_for(rows: usize, which: &'static str) -> u64 {
     let mut rng = ChaCha12Rng::seed_from_u64(13);
@@ -673,6 +753,10 @@ fn rounds_for(rows: usize, which: &'static str) -> u64 {
             "gelu" => gelu(p, &s[0])?,
             "softmax" => softmax(p, &s[0], None)?,
             "layernorm" => layernorm(p, &s[0], &s[2], &s[2].map(|_| 0), 1e-5)?,
+            "layernorm_matmul" => {
+                let w = protocols::prepare_weight(p, &s[1])?;
+                protocols::layernorm_matmul::layernorm_matmul_at(p, &s[0], 0, &w, 16, 1e-5)?.0
+            }
             "max" => max_last(p, &s[0])?.0,
             _ => unreachable!(),
         };
@@ -683,7 +767,14 @@ fn rounds_for(rows: usize, which: &'static str) -> u64 {
 
 #[test]
 fn rounds_do_not_depend_on_the_number_of_rows() {
-    for which in ["matmul", "gelu", "softmax", "layernorm", "max"] {
+    for which in [
+        "matmul",
+        "gelu",
+        "softmax",
+        "layernorm",
+        "layernorm_matmul",
+        "max",
+    ] {
         let one = rounds_for(1, which);
         let sixteen = rounds_for(16, which);
         println!("{which}: {one} rounds");

@@ -181,10 +181,10 @@ pub fn protocol_costs(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRo
 }
 
 /// One GPT-2-small layer as the secure forward runs it (8 new tokens after 120 cached positions,
-/// random weights): the `block0` label of a one-layer model's forward, and inside it c_fc, the
-/// prepared-weight matmul whose truncation GeLU's first opening does, and attention's softmax
-/// with its product by the cached values. The vocabulary is cut to
-/// 1,024, which a layer never sees, to keep the embedding's set-up small.
+/// random weights): the `block0` label of a one-layer model's forward, and inside it the MLP's
+/// c_proj (a prepared-weight matmul whose truncation the next LayerNorm's first opening does),
+/// ln_2 with c_fc (one protocol), and attention's softmax with its product by the cached values.
+/// The vocabulary is cut to 1,024, which a layer never sees, to keep the embedding's set-up small.
 fn layer_rows(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRow>> {
     let cfg = crate::model::Config {
         n_layer: 1,
@@ -212,9 +212,14 @@ fn layer_rows(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRow>> {
     };
     Ok(vec![
         labelled(
-            "block0/mlp/c_fc",
-            "matmul in the secure forward (c_fc; GeLU's opening truncates it)",
-            "8x768 . 768x3072",
+            "block0/mlp/c_proj",
+            "matmul in the secure forward (c_proj; the next LayerNorm's opening truncates it)",
+            "8x3072 . 3072x768",
+        )?,
+        labelled(
+            "block0/ln_2+c_fc",
+            "LayerNorm and c_fc in the secure forward (the product rides in the norm's rounds)",
+            "8x768, 768x3072",
         )?,
         labelled(
             "block0/attn/softmax",

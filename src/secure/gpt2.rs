@@ -33,8 +33,12 @@ use crate::model::{Config, Gpt2};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
 use crate::mpc::protocols::{
-    append_and_multiply, fixed_matmul_weight, gelu::gelu_at, layernorm::layernorm_at,
-    matmul_weight, matmul_weight_client_input, prepare_weight, softmax::softmax_values_at,
+    append_and_multiply,
+    gelu::gelu_at,
+    layernorm::layernorm_at,
+    layernorm_matmul::{check_layernorm_matmul, layernorm_matmul_at},
+    matmul_weight, matmul_weight_client_input, prepare_weight,
+    softmax::softmax_values_at,
     truncate, PreparedRows, PreparedWeight,
 };
 use crate::mpc::{Party, RingTensor, SERVER};
@@ -62,33 +66,48 @@ struct SecureConv1D {
     bias: RingTensor,
 }
 
+/// The server's conv weight [d_in, d_out] and bias as reals, the first `n` output columns
+/// multiplied by `c` when `fold` is `Some((n, c))`.
+fn conv_values(
+    conv: &Conv1D,
+    d_out: usize,
+    fold: Option<(usize, f64)>,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut w, mut b) = (values(&conv.weight)?, values(&conv.bias)?);
+    if let Some((n, c)) = fold {
+        w.chunks_mut(d_out)
+            .for_each(|row| row[..n].iter_mut().for_each(|v| *v *= c));
+        b[..n].iter_mut().for_each(|v| *v *= c);
+    }
+    Ok((w, b))
+}
+
 impl SecureConv1D {
-    /// `fold`: the first `n` output columns are multiplied by `c` in plaintext by the server.
     fn setup(
         p: &mut Party,
         conv: Option<&Conv1D>,
         d_in: usize,
         d_out: usize,
-        fold: Option<(usize, f64)>,
     ) -> anyhow::Result<Self> {
-        let (mut w, mut b) = match conv {
-            Some(c) => (Some(values(&c.weight)?), Some(values(&c.bias)?)),
-            None => (None, None),
-        };
-        if let (Some((n, c)), Some(w), Some(b)) = (fold, w.as_mut(), b.as_mut()) {
-            w.chunks_mut(d_out)
-                .for_each(|row| row[..n].iter_mut().for_each(|v| *v *= c));
-            b[..n].iter_mut().for_each(|v| *v *= c);
-        }
+        let (w, b) = conv
+            .map(|c| conv_values(c, d_out, None))
+            .transpose()?
+            .unzip();
+        Self::from_values(p, w, b, d_in, d_out)
+    }
+
+    fn from_values(
+        p: &mut Party,
+        w: Option<Vec<f64>>,
+        b: Option<Vec<f64>>,
+        d_in: usize,
+        d_out: usize,
+    ) -> anyhow::Result<Self> {
         let w = server_share(p, w, &[d_in, d_out])?;
         Ok(Self {
             weight: prepare_weight(p, &w)?,
             bias: server_share(p, b, &[d_out])?,
         })
-    }
-
-    fn forward(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
-        fixed_matmul_weight(p, xs, &self.weight)?.add_row(&self.bias)
     }
 
     /// The output at 2f fractional bits, for the next step's opening to truncate (1 round).
@@ -125,6 +144,60 @@ impl SecureLayerNorm {
         extra: u32,
     ) -> Result<(RingTensor, RingTensor)> {
         layernorm_at(p, xs, extra, &self.gamma, &self.beta, self.eps)
+    }
+}
+
+/// A LayerNorm and the linear layer after it, run as one protocol in the norm's 5 rounds
+/// ([`layernorm_matmul_at`]): the server folds the norm's gain into the weight, diag(gamma) W,
+/// and its shift into the bias, beta W + b.
+struct SecureNormLinear {
+    linear: SecureConv1D,
+    eps: f64,
+}
+
+impl SecureNormLinear {
+    /// `fold`: as [`conv_values`], applied before the norm's gain and shift are folded in.
+    fn setup(
+        p: &mut Party,
+        ln: Option<&LayerNorm>,
+        conv: Option<&Conv1D>,
+        (d_in, d_out): (usize, usize),
+        eps: f64,
+        fold: Option<(usize, f64)>,
+    ) -> anyhow::Result<Self> {
+        check_layernorm_matmul(d_in, p.fp.frac_bits, eps)?;
+        let (w, b) = match (ln, conv) {
+            (Some(ln), Some(conv)) => {
+                let (gamma, beta) = (values(&ln.weight)?, values(&ln.bias)?);
+                let (mut w, mut b) = conv_values(conv, d_out, fold)?;
+                for (row, (g, s)) in w.chunks_mut(d_out).zip(gamma.iter().zip(&beta)) {
+                    for (v, bias) in row.iter_mut().zip(b.iter_mut()) {
+                        *bias += s * *v;
+                        *v *= g;
+                    }
+                }
+                (Some(w), Some(b))
+            }
+            _ => (None, None),
+        };
+        Ok(Self {
+            linear: SecureConv1D::from_values(p, w, b, d_in, d_out)?,
+            eps,
+        })
+    }
+
+    /// LayerNorm(xs) W + b at `out_bits` fractional bits for `xs` at f + `extra` bits, and `xs`
+    /// at f bits.
+    fn forward(
+        &self,
+        p: &mut Party,
+        xs: &RingTensor,
+        extra: u32,
+        out_bits: u32,
+    ) -> Result<(RingTensor, RingTensor)> {
+        let (y, xs) = layernorm_matmul_at(p, xs, extra, &self.linear.weight, out_bits, self.eps)?;
+        let bias = self.linear.bias.scale(1 << (out_bits - p.fp.frac_bits));
+        Ok((y.add_row(&bias)?, xs))
     }
 }
 
@@ -199,24 +272,23 @@ fn merge_heads(x: &RingTensor) -> Result<RingTensor> {
 }
 
 struct SecureAttention {
-    c_attn: SecureConv1D,
     c_proj: SecureConv1D,
     n_head: usize,
 }
 
 impl SecureAttention {
-    /// `xs`: [t, d] for positions past..past+t; the cache holds the `past` earlier positions.
+    /// `qkv`: c_attn's output [t, 3 d] for positions past..past+t; the cache holds the `past`
+    /// earlier positions.
     fn forward(
         &self,
         p: &mut Party,
-        xs: &RingTensor,
+        qkv: &RingTensor,
         cache: &mut LayerCache,
     ) -> Result<RingTensor> {
-        let d = xs.last_dim();
-        let t = xs.len() / d;
+        let d = qkv.last_dim() / 3;
+        let t = qkv.len() / (3 * d);
         let past = cache.keys.rows();
         let f = p.fp.frac_bits;
-        let qkv = p.labelled("c_attn", |p| self.c_attn.forward(p, xs))?;
         let q = split_heads(&qkv.narrow_last(0, d)?, self.n_head)?;
         let (k, v) = (qkv.narrow_last(d, d)?, qkv.narrow_last(2 * d, d)?);
         // The scores stay at 2f bits: softmax truncates them in its first opening.
@@ -235,26 +307,13 @@ impl SecureAttention {
     }
 }
 
-struct SecureMlp {
-    c_fc: SecureConv1D,
-    c_proj: SecureConv1D,
-}
-
-impl SecureMlp {
-    /// The output at 2f bits (c_fc's output at 2f goes to GeLU, which truncates it).
-    fn forward(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
-        let f = p.fp.frac_bits;
-        let h = p.labelled("c_fc", |p| self.c_fc.forward_untruncated(p, xs))?;
-        let h = gelu_at(p, &h, f)?;
-        p.labelled("c_proj", |p| self.c_proj.forward_untruncated(p, &h))
-    }
-}
-
 struct SecureBlock {
-    ln_1: SecureLayerNorm,
+    /// ln_1 and c_attn.
+    ln_1_attn: SecureNormLinear,
     attn: SecureAttention,
-    ln_2: SecureLayerNorm,
-    mlp: SecureMlp,
+    /// ln_2 and the MLP's c_fc.
+    ln_2_fc: SecureNormLinear,
+    mlp_proj: SecureConv1D,
 }
 
 impl SecureBlock {
@@ -267,11 +326,15 @@ impl SecureBlock {
         cache: &mut LayerCache,
     ) -> Result<RingTensor> {
         let f = p.fp.frac_bits;
-        let (h, xs) = p.labelled("ln_1", |p| self.ln_1.forward(p, xs, extra))?;
-        let attn = p.labelled("attn", |p| self.attn.forward(p, &h, cache))?;
+        let (qkv, xs) = p.labelled("ln_1+c_attn", |p| self.ln_1_attn.forward(p, xs, extra, f))?;
+        let attn = p.labelled("attn", |p| self.attn.forward(p, &qkv, cache))?;
         let xs = xs.scale(1 << f).add(&attn)?;
-        let (h, xs) = p.labelled("ln_2", |p| self.ln_2.forward(p, &xs, f))?;
-        let mlp = p.labelled("mlp", |p| self.mlp.forward(p, &h))?;
+        // c_fc's output at 2f goes to GeLU, which truncates it in its first opening.
+        let (h, xs) = p.labelled("ln_2+c_fc", |p| self.ln_2_fc.forward(p, &xs, f, 2 * f))?;
+        let mlp = p.labelled("mlp", |p| {
+            let h = gelu_at(p, &h, f)?;
+            p.labelled("c_proj", |p| self.mlp_proj.forward_untruncated(p, &h))
+        })?;
         xs.scale(1 << f).add(&mlp)
     }
 }
@@ -314,23 +377,27 @@ impl SecureGpt2 {
         for i in 0..cfg.n_layer {
             let b = model.map(|m| &m.blocks()[i]);
             blocks.push(SecureBlock {
-                ln_1: SecureLayerNorm::setup(p, b.map(|b| &b.ln_1), d, eps)?,
+                ln_1_attn: SecureNormLinear::setup(
+                    p,
+                    b.map(|b| &b.ln_1),
+                    b.map(|b| &b.attn.c_attn),
+                    (d, 3 * d),
+                    eps,
+                    Some((d, scale)),
+                )?,
                 attn: SecureAttention {
-                    c_attn: SecureConv1D::setup(
-                        p,
-                        b.map(|b| &b.attn.c_attn),
-                        d,
-                        3 * d,
-                        Some((d, scale)),
-                    )?,
-                    c_proj: SecureConv1D::setup(p, b.map(|b| &b.attn.c_proj), d, d, None)?,
+                    c_proj: SecureConv1D::setup(p, b.map(|b| &b.attn.c_proj), d, d)?,
                     n_head: cfg.n_head,
                 },
-                ln_2: SecureLayerNorm::setup(p, b.map(|b| &b.ln_2), d, eps)?,
-                mlp: SecureMlp {
-                    c_fc: SecureConv1D::setup(p, b.map(|b| &b.mlp.c_fc), d, mlp, None)?,
-                    c_proj: SecureConv1D::setup(p, b.map(|b| &b.mlp.c_proj), mlp, d, None)?,
-                },
+                ln_2_fc: SecureNormLinear::setup(
+                    p,
+                    b.map(|b| &b.ln_2),
+                    b.map(|b| &b.mlp.c_fc),
+                    (d, mlp),
+                    eps,
+                    None,
+                )?,
+                mlp_proj: SecureConv1D::setup(p, b.map(|b| &b.mlp.c_proj), mlp, d)?,
             });
         }
         Ok(Self {

@@ -207,31 +207,27 @@ pub fn prepare_weight(p: &mut Party, w: &RingTensor) -> Result<PreparedWeight> {
 /// X [.., m, k] times a prepared weight [k, n]: opens only X - A (one round).
 /// X W = (E + A)(F + B) = E F + E B + A F + C, with E = X - A public and C = A B from the dealer.
 pub fn matmul_weight(p: &mut Party, x: &RingTensor, w: &PreparedWeight) -> Result<RingTensor> {
-    let o = open_for_weight(p, x, w, "matmul_weight")?;
-    let mut z =
-        o.c.add(&o.eps.matmul(&w.mask)?)?
-            .add(&o.a.matmul(&w.masked)?)?;
-    if p.is_client() {
-        z.add_assign(&o.eps.matmul(&w.masked)?)?;
-    }
-    z.reshape(&out_shape(x, w.masked.shape()[1]))
+    let (masked, stage) = stage_matmul_weight(p, x, w, "matmul_weight")?;
+    let eps = p.open(&masked)?;
+    stage.finish(p, w, eps)
 }
 
-/// The opening a product by a prepared weight starts with: X as [m, k], this party's shares of
-/// the dealer's A and C = A B, and the opened E = X - A.
-struct WeightOpening {
+/// [`matmul_weight`] waiting for its opening, so that it can share a round with other steps
+/// ([`super::Round::open`]): this party's shares of the dealer's A and C = A B.
+pub(crate) struct WeightStage {
     rows: RingTensor,
     a: RingTensor,
     c: RingTensor,
-    eps: RingTensor,
+    out_shape: Vec<usize>,
 }
 
-fn open_for_weight(
+/// Deals the product's masks and returns E = X - A (this party's share) to open.
+pub(crate) fn stage_matmul_weight(
     p: &mut Party,
     x: &RingTensor,
     w: &PreparedWeight,
     op: &'static str,
-) -> Result<WeightOpening> {
+) -> Result<(RingTensor, WeightStage)> {
     let (k, n) = (w.masked.shape()[0], w.masked.shape()[1]);
     if x.last_dim() != k {
         return Err(MpcError::ShapeMismatch {
@@ -248,6 +244,54 @@ fn open_for_weight(
     )?;
     let c = parts.pop().expect("two parts");
     let a = parts.pop().expect("two parts");
-    let eps = p.open(&rows.sub(&a)?)?;
-    Ok(WeightOpening { rows, a, c, eps })
+    let masked = rows.sub(&a)?;
+    let stage = WeightStage {
+        rows,
+        a,
+        c,
+        out_shape: out_shape(x, n),
+    };
+    Ok((masked, stage))
+}
+
+impl WeightStage {
+    /// X W from the opened E = X - A.
+    pub(crate) fn finish(
+        self,
+        p: &Party,
+        w: &PreparedWeight,
+        eps: RingTensor,
+    ) -> Result<RingTensor> {
+        let mut z = self
+            .c
+            .add(&eps.matmul(&w.mask)?)?
+            .add(&self.a.matmul(&w.masked)?)?;
+        if p.is_client() {
+            z.add_assign(&eps.matmul(&w.masked)?)?;
+        }
+        z.reshape(&self.out_shape)
+    }
+}
+
+/// The opening a product by a prepared weight starts with: X as [m, k], this party's shares of
+/// the dealer's A and C = A B, and the opened E = X - A.
+struct WeightOpening {
+    rows: RingTensor,
+    c: RingTensor,
+    eps: RingTensor,
+}
+
+fn open_for_weight(
+    p: &mut Party,
+    x: &RingTensor,
+    w: &PreparedWeight,
+    op: &'static str,
+) -> Result<WeightOpening> {
+    let (masked, stage) = stage_matmul_weight(p, x, w, op)?;
+    let eps = p.open(&masked)?;
+    Ok(WeightOpening {
+        rows: stage.rows,
+        c: stage.c,
+        eps,
+    })
 }

@@ -35,7 +35,7 @@ use crate::mpc::ring::RingTensor;
 /// Grid points per octave: the series' error 5/16 e^3 with e = (2^(1/8) - 1) / (2^(1/8) + 1) is
 /// 2.5e-5 relative, below an ulp of outputs up to 2; half the comparisons of 1/sqrt's grid, which
 /// matters because LayerNorm's grid spans the whole fixed-point range (37 octaves).
-const GRID: u32 = 8;
+pub(crate) const GRID: u32 = 8;
 /// Fractional bits of D gamma in its products, and of the series' factors.
 const G_BITS: u32 = 20;
 const FACTOR_BITS: u32 = 24;

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod exp;
 pub mod gelu;
 pub mod layernorm;
+pub mod layernorm_matmul;
 pub mod max;
 pub mod reciprocal;
 pub mod round;

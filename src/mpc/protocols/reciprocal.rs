@@ -67,11 +67,9 @@ impl Grid {
         (lo, hi): (f64, f64),
         per_octave: u32,
     ) -> Result<(Self, Outputs)> {
-        check_range(lo, hi)?;
-        let g = per_octave as f64;
-        let kmin = (g * lo.log2()).floor() as i64;
-        let kmax = (g * hi.log2()).ceil() as i64 - 1;
-        let points: Vec<i64> = (kmin + 1..=kmax).collect();
+        let plan = Self::plan(lo, hi, per_octave)?;
+        let (g, kmin) = (per_octave as f64, plan.kmin);
+        let points: Vec<i64> = (kmin + 1..=plan.kmax()).collect();
         let n = x.len();
         let mut diffs = Vec::with_capacity(points.len() * n);
         for &k in &points {
@@ -96,6 +94,21 @@ impl Grid {
         Ok((grid, outputs))
     }
 
+    /// The grid over [lo, hi] before any comparison: its intervals, for a caller that sizes its
+    /// fixed-point encodings before the round (its bits are empty placeholders).
+    pub(crate) fn plan(lo: f64, hi: f64, per_octave: u32) -> Result<Self> {
+        check_range(lo, hi)?;
+        let g = per_octave as f64;
+        let kmin = (g * lo.log2()).floor() as i64;
+        let kmax = (g * hi.log2()).ceil() as i64 - 1;
+        let bits = (kmin..kmax).map(|_| RingTensor::zeros(&[0])).collect();
+        Ok(Self {
+            per_octave,
+            kmin,
+            bits,
+        })
+    }
+
     /// The interval [2^(k/G), 2^((k+1)/G)) as reals.
     pub(crate) fn interval(&self, k: i64) -> (f64, f64) {
         let g = self.per_octave as f64;
@@ -110,6 +123,11 @@ impl Grid {
     /// Highest interval index.
     pub(crate) fn kmax(&self) -> i64 {
         self.kmin + self.bits.len() as i64
+    }
+
+    /// Every interval index a value can fall in.
+    pub(crate) fn intervals(&self) -> std::ops::RangeInclusive<i64> {
+        self.kmin..=self.kmax()
     }
 
     /// Shares of v(k) for the interval k that holds x, encoded at `bits` fractional bits (local).
