@@ -728,7 +728,7 @@ fn layernorm_and_the_next_product_in_five_rounds() {
         assert!(diff == 0 || diff == 1, "residual truncation off by {diff}");
     }
     // Two calls after the weight's preparation (1 round): 5 rounds each.
-    assert_costs(&out, 11, 89232, 7035952);
+    assert_costs(&out, 11, 79600, 6997424);
     // An eps so small that Q's range cannot be encoded is refused before any round.
     let check = protocols::layernorm_matmul::check_layernorm_matmul;
     assert!(check(768, 16, 1e-5).is_ok());
@@ -913,12 +913,26 @@ fn truncating_products_are_exact_in_z_2_128() {
             );
             let product = round.mul_truncating(p, u, v, t)?;
             let square = round.square_truncating(p, u, t)?;
+            // x as rows of 10 times one factor per row, the first n / 10 values of y.
+            let rows = s[0].clone().reshape(&[n / 10, 10])?;
+            let factors = RingTensor::new(&[n / 10, 1], s[1].data()[..n / 10].to_vec())?;
+            let by_rows = round.mul_truncating_rows(
+                p,
+                protocols::Operand::truncated(&rows, su),
+                protocols::Operand::truncated(&factors, sv),
+                t,
+            )?;
             let mut out = round.run(p)?;
-            Ok(vec![out.take(product), out.take(square)])
+            Ok(vec![out.take(product), out.take(square), out.take(by_rows)])
         });
-        // One round; x, y and x again opened; 128-bit dealer words: a and m per operand and 4
-        // cross terms for the product, a, m, a^2 and a m for the square.
-        assert_costs(&out, 1, 8 * 3 * n as u64, 16 * 12 * n as u64);
+        // One round; x, y, x again, then x and the n / 10 factors opened; 128-bit dealer words:
+        // a and m per operand and 4 cross terms for each product, a, m, a^2 and a m for the square.
+        assert_costs(
+            &out,
+            1,
+            8 * (4 * n + n / 10) as u64,
+            16 * (18 * n + 2 * n / 10) as u64,
+        );
         let operand = |x: i64, s: u32| -> Vec<i128> {
             let a = (x >> s) as i128;
             if s > 0 {
@@ -943,6 +957,16 @@ fn truncating_products_are_exact_in_z_2_128() {
                 ys[i]
             );
             assert!(squares.contains(&q), "shifts ({su}, {t}): square {i}");
+            let row_factor = operand(ys[i / 10], sv);
+            let by_rows: Vec<u64> = a
+                .iter()
+                .flat_map(|x| row_factor.iter().flat_map(move |y| allowed(x * y)))
+                .collect();
+            let r = out.outputs[2].data()[i];
+            assert!(
+                by_rows.contains(&r),
+                "shifts ({su}, {sv}, {t}): row product {i}"
+            );
         }
     }
     // Output shifts outside 1..=64 are refused.

@@ -86,8 +86,14 @@ pub enum Correlation {
     /// A product truncated in Z_2^128 (see `protocols::wide`): per operand o (one for a square, two
     /// for a product) a uniform mask r_o and 128-bit shares of a_o = r_o >> shifts[o] and of
     /// m_o = msb(r_o); then 128-bit shares of a_u a_v, a_u m_v, m_u a_v and m_u m_v (a square: a^2
-    /// and a m, since m^2 = m).
-    WideProduct { len: usize, shifts: Vec<u32> },
+    /// and a m, since m^2 = m). With `per_row` above 1 the second operand holds one value per
+    /// `per_row` consecutive elements of the first (a factor per row), so its mask, a and m are
+    /// that much shorter; the cross terms stay one per element.
+    WideProduct {
+        len: usize,
+        shifts: Vec<u32>,
+        per_row: usize,
+    },
     /// Per-head products against the row mask `id` ([rows, heads * dh]), see [`head_matmul`]:
     /// keys: A [heads, m, dh], C_h = A_h B_h^T; values: A [heads, m, rows], C_h = A_h B_h.
     HeadTriple {
@@ -98,10 +104,32 @@ pub enum Correlation {
     },
 }
 
+/// The element counts of a truncating product's operands: the second holds one value per
+/// `per_row` elements of the first.
+pub(crate) fn wide_operand_lens(len: usize, operands: usize, per_row: usize) -> Vec<usize> {
+    (0..operands)
+        .map(|o| if o == 1 { len / per_row.max(1) } else { len })
+        .collect()
+}
+
 impl Correlation {
     /// Refuses a request the dealer cannot make (a remote dealer decodes requests from a peer):
-    /// comparison keys over 1 to 63 bits, skipping fewer than they cover.
+    /// comparison keys over 1 to 63 bits, skipping fewer than they cover; truncating products
+    /// whose row factor divides their length (two operands for a factor per row).
     pub fn check(&self) -> Result<()> {
+        if let Correlation::WideProduct {
+            len,
+            ref shifts,
+            per_row,
+        } = *self
+        {
+            if per_row == 0 || len % per_row != 0 || (per_row > 1 && shifts.len() != 2) {
+                return Err(MpcError::Malformed(format!(
+                    "a product of {} operands over {len} elements with {per_row} per row",
+                    shifts.len()
+                )));
+            }
+        }
         if let Correlation::Comparison { bits, skip, .. } = *self {
             if !(1..=BITS).contains(&bits) || skip >= bits {
                 return Err(MpcError::Malformed(format!(
@@ -166,10 +194,18 @@ impl Correlation {
                 }
                 comps
             }
-            Correlation::WideProduct { len, ref shifts } => {
-                let mut comps = vec![(Additive, len, false); shifts.len()];
+            Correlation::WideProduct {
+                len,
+                ref shifts,
+                per_row,
+            } => {
+                let lens = wide_operand_lens(len, shifts.len(), per_row);
+                let mut comps: Vec<_> = lens.iter().map(|&l| (Additive, l, false)).collect();
+                for &l in &lens {
+                    comps.extend([(Additive128, 2 * l, true), (Additive128, 2 * l, true)]);
+                }
                 let cross = if shifts.len() == 1 { 2 } else { 4 };
-                comps.extend(vec![(Additive128, 2 * len, true); 2 * shifts.len() + cross]);
+                comps.extend(vec![(Additive128, 2 * len, true); cross]);
                 comps
             }
             Correlation::HeadTriple { id, heads, m, keys } => {
@@ -310,7 +346,11 @@ impl Correlation {
                 }
                 out
             }
-            Correlation::WideProduct { ref shifts, .. } => {
+            Correlation::WideProduct {
+                ref shifts,
+                per_row,
+                ..
+            } => {
                 // a_o and m_o per operand, then the cross terms, as 128-bit words.
                 let parts: Vec<(Vec<u128>, Vec<u128>)> = shifts
                     .iter()
@@ -324,12 +364,19 @@ impl Correlation {
                 let product = |x: &[u128], y: &[u128]| -> Vec<u128> {
                     x.iter().zip(y).map(|(x, y)| x.wrapping_mul(*y)).collect()
                 };
-                let (au, mu) = &parts[0];
-                let (av, mv) = parts.last().expect("a product has operands");
                 let mut values: Vec<Vec<u128>> = parts
                     .iter()
                     .flat_map(|(a, m)| [a.clone(), m.clone()])
                     .collect();
+                // A row factor meets every element of its row.
+                let rows = |x: &[u128]| -> Vec<u128> {
+                    x.iter()
+                        .flat_map(|&v| std::iter::repeat_n(v, per_row))
+                        .collect()
+                };
+                let (au, mu) = &parts[0];
+                let last = parts.last().expect("a product has operands");
+                let (av, mv) = (&rows(&last.0), &rows(&last.1));
                 values.push(product(au, av));
                 values.push(product(au, mv));
                 if shifts.len() > 1 {

@@ -177,7 +177,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn impossible_comparison_requests_are_refused() {
+    fn impossible_requests_are_refused() {
         let bad = |bits, skip| Correlation::Comparison { len: 1, bits, skip };
         for (bits, skip) in [(0, 0), (64, 0), (20, 20), (20, 30)] {
             assert!(
@@ -186,6 +186,16 @@ mod tests {
             );
         }
         assert!(bad(63, 0).check().is_ok() && bad(46, 24).check().is_ok());
+        // A truncating product's row factor must divide its length and needs two operands.
+        let wide = |len, operands, per_row| Correlation::WideProduct {
+            len,
+            shifts: vec![0; operands],
+            per_row,
+        };
+        for (len, operands, per_row) in [(10, 2, 3), (10, 2, 0), (10, 1, 5)] {
+            assert!(wide(len, operands, per_row).check().is_err());
+        }
+        assert!(wide(10, 2, 5).check().is_ok() && wide(10, 1, 1).check().is_ok());
     }
 
     #[test]

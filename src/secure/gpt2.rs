@@ -11,19 +11,24 @@
 //! adds its share of the position rows locally. Attention's 1/sqrt(head_dim) is folded into the
 //! query columns of `c_attn` by the server before sharing.
 //!
+//! Every LayerNorm runs with the product after it as one protocol ([`layernorm_matmul_at`]):
+//! ln_1 with c_attn, ln_2 with c_fc, ln_f with the LM head. The server folds the norm's gain into
+//! the weight and its shift into the bias, the product's opening rides in the norm's fourth round
+//! and its truncation in the fifth, so the three pairs take the norm's 5 rounds (they took 7, 6
+//! and 7). c_attn's output comes back at f bits (the keys and values are cached at f bits), c_fc's
+//! at 2f for GeLU, the logits at f or, for private sampling, at 2f.
+//!
 //! Fused truncations: a product whose next step opens its input anyway leaves its result at 2f
-//! bits, and that step truncates it in its own first opening. The scores go to softmax, c_fc's
-//! output to GeLU, and both c_proj outputs (plus the residual stream shifted to 2f) to the next
-//! LayerNorm, which also hands back the residual stream truncated to f in that round. The keys
-//! and values (cached at f bits) and c_attn's queries are truncated as before. The product by
-//! the values runs inside softmax ([`softmax_values_at`]): e V shares the reciprocal's first
-//! opening, and its last round multiplies e V by 1/S.
+//! bits, and that step truncates it in its own first opening. The scores go to softmax, and both
+//! c_proj outputs (plus the residual stream shifted to 2f) to the next LayerNorm, which also hands
+//! back the residual stream truncated to f in that round. The product by the values runs inside
+//! softmax ([`softmax_values_at`]): e V shares the reciprocal's first opening, and its last round
+//! multiplies e V by 1/S.
 //!
 //! Rounds of one forward, whatever the number of new tokens (one layer, context 65-128):
-//!   ln_1 5 | c_attn 2 | scores 1 | softmax with the values 20 | c_proj 1 | ln_2 5 | c_fc 1 | GeLU 4 | c_proj 1
-//! = 40 per layer, plus 1 (embedding) and 5 + 2 (ln_f, LM head; 5 + 1 when private sampling
-//! truncates the logits in its own first opening). The softmax's max tournament gains a level
-//! (1 round) each time the context passes a power of 2.
+//!   ln_1 + c_attn 5 | scores 1 | softmax with the values 20 | c_proj 1 | ln_2 + c_fc 5 | GeLU 4 | c_proj 1
+//! = 37 per layer, plus 1 (embedding) and 5 (ln_f with the LM head). The softmax's max tournament
+//! gains a level (1 round) each time the context passes a power of 2.
 
 use anyhow::bail;
 use candle_core::{DType, Tensor};
@@ -35,11 +40,10 @@ use crate::mpc::party::Result;
 use crate::mpc::protocols::{
     append_and_multiply,
     gelu::gelu_at,
-    layernorm::layernorm_at,
     layernorm_matmul::{check_layernorm_matmul, layernorm_matmul_at},
     matmul_weight, matmul_weight_client_input, prepare_weight,
     softmax::softmax_values_at,
-    truncate, PreparedRows, PreparedWeight,
+    PreparedRows, PreparedWeight,
 };
 use crate::mpc::{Party, RingTensor, SERVER};
 
@@ -117,36 +121,6 @@ impl SecureConv1D {
     }
 }
 
-struct SecureLayerNorm {
-    gamma: RingTensor,
-    beta: RingTensor,
-    eps: f64,
-}
-
-impl SecureLayerNorm {
-    fn setup(p: &Party, ln: Option<&LayerNorm>, d: usize, eps: f64) -> anyhow::Result<Self> {
-        let (g, b) = match ln {
-            Some(ln) => (Some(values(&ln.weight)?), Some(values(&ln.bias)?)),
-            None => (None, None),
-        };
-        Ok(Self {
-            gamma: server_share(p, g, &[d])?,
-            beta: server_share(p, b, &[d])?,
-            eps,
-        })
-    }
-
-    /// LayerNorm of `xs` at f + `extra` bits: (normed, xs at f bits).
-    fn forward(
-        &self,
-        p: &mut Party,
-        xs: &RingTensor,
-        extra: u32,
-    ) -> Result<(RingTensor, RingTensor)> {
-        layernorm_at(p, xs, extra, &self.gamma, &self.beta, self.eps)
-    }
-}
-
 /// A LayerNorm and the linear layer after it, run as one protocol in the norm's 5 rounds
 /// ([`layernorm_matmul_at`]): the server folds the norm's gain into the weight, diag(gamma) W,
 /// and its shift into the bias, beta W + b.
@@ -161,15 +135,26 @@ impl SecureNormLinear {
         p: &mut Party,
         ln: Option<&LayerNorm>,
         conv: Option<&Conv1D>,
-        (d_in, d_out): (usize, usize),
+        dims: (usize, usize),
         eps: f64,
         fold: Option<(usize, f64)>,
     ) -> anyhow::Result<Self> {
+        let linear = conv.map(|c| conv_values(c, dims.1, fold)).transpose()?;
+        Self::from_values(p, ln, linear, dims, eps)
+    }
+
+    /// From the server's weight [d_in, d_out] and bias as reals (`None` on the client).
+    fn from_values(
+        p: &mut Party,
+        ln: Option<&LayerNorm>,
+        linear: Option<(Vec<f64>, Vec<f64>)>,
+        (d_in, d_out): (usize, usize),
+        eps: f64,
+    ) -> anyhow::Result<Self> {
         check_layernorm_matmul(d_in, p.fp.frac_bits, eps)?;
-        let (w, b) = match (ln, conv) {
-            (Some(ln), Some(conv)) => {
+        let (w, b) = match (ln, linear) {
+            (Some(ln), Some((mut w, mut b))) => {
                 let (gamma, beta) = (values(&ln.weight)?, values(&ln.bias)?);
-                let (mut w, mut b) = conv_values(conv, d_out, fold)?;
                 for (row, (g, s)) in w.chunks_mut(d_out).zip(gamma.iter().zip(&beta)) {
                     for (v, bias) in row.iter_mut().zip(b.iter_mut()) {
                         *bias += s * *v;
@@ -343,12 +328,11 @@ impl SecureBlock {
 pub struct SecureGpt2 {
     /// The token table [vocab, d], prepared: one-hot inputs times it.
     wte: PreparedWeight,
-    /// The tied LM head, wte^T [d, vocab], prepared.
-    lm_head: PreparedWeight,
+    /// ln_f and the tied LM head, wte^T [d, vocab] (ln_f's gain and shift folded in), prepared.
+    ln_f_head: SecureNormLinear,
     /// Position table [n_positions, d] shares.
     wpe: RingTensor,
     blocks: Vec<SecureBlock>,
-    ln_f: SecureLayerNorm,
     cfg: Config,
 }
 
@@ -364,9 +348,13 @@ impl SecureGpt2 {
         let (d, v, mlp) = (cfg.n_embd, cfg.vocab_size, cfg.mlp_dim());
         let eps = cfg.layer_norm_epsilon;
         let wte_values = model.map(|m| values(m.wte())).transpose()?;
-        let wte = server_share(p, wte_values, &[v, d])?;
-        let lm_head = prepare_weight(p, &wte.transpose_last()?)?;
-        let wte = prepare_weight(p, &wte)?;
+        let head = wte_values.as_ref().map(|w| {
+            let transposed = (0..d * v).map(|i| w[(i % v) * d + i / v]).collect();
+            (transposed, vec![0.0; v])
+        });
+        let ln_f_head =
+            SecureNormLinear::from_values(p, model.map(|m| m.ln_f()), head, (d, v), eps)?;
+        let wte = prepare_weight(p, &server_share(p, wte_values, &[v, d])?)?;
         let wpe = server_share(
             p,
             model.map(|m| values(m.wpe())).transpose()?,
@@ -402,10 +390,9 @@ impl SecureGpt2 {
         }
         Ok(Self {
             wte,
-            lm_head,
+            ln_f_head,
             wpe,
             blocks,
-            ln_f: SecureLayerNorm::setup(p, model.map(|m| m.ln_f()), d, eps)?,
             cfg: cfg.clone(),
         })
     }
@@ -435,18 +422,31 @@ impl SecureGpt2 {
         t: usize,
         cache: &mut SecureKvCache,
     ) -> Result<RingTensor> {
-        let logits = self.forward_untruncated(p, ids, t, cache)?;
-        p.labelled("lm_head", |p| truncate(p, &logits, p.fp.frac_bits))
+        let f = p.fp.frac_bits;
+        self.logits_at(p, ids, t, cache, f)
     }
 
-    /// The logits at 2f fractional bits (the LM head's product before its truncation), for a
-    /// consumer whose first opening truncates them (private sampling): one round fewer.
+    /// The logits at 2f fractional bits, for a consumer whose first opening truncates them
+    /// (private sampling), which compares them as they are or truncates them in its own rounds.
     pub fn forward_untruncated(
         &self,
         p: &mut Party,
         ids: Option<&[u32]>,
         t: usize,
         cache: &mut SecureKvCache,
+    ) -> Result<RingTensor> {
+        let f = p.fp.frac_bits;
+        self.logits_at(p, ids, t, cache, 2 * f)
+    }
+
+    /// The logits at `out_bits` fractional bits (ln_f and the LM head as one protocol).
+    fn logits_at(
+        &self,
+        p: &mut Party,
+        ids: Option<&[u32]>,
+        t: usize,
+        cache: &mut SecureKvCache,
+        out_bits: u32,
     ) -> Result<RingTensor> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.n_embd);
         let past = cache.len();
@@ -491,7 +491,9 @@ impl SecureGpt2 {
             })?;
             extra = p.fp.frac_bits;
         }
-        let (xs, _) = p.labelled("ln_f", |p| self.ln_f.forward(p, &xs, extra))?;
-        p.labelled("lm_head", |p| matmul_weight(p, &xs, &self.lm_head))
+        let (logits, _) = p.labelled("ln_f+lm_head", |p| {
+            self.ln_f_head.forward(p, &xs, extra, out_bits)
+        })?;
+        Ok(logits)
     }
 }

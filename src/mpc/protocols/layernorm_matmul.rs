@@ -20,8 +20,10 @@
 //! lost to cancellation; g spans Q's 37 octaves, so its encoding is sized from the grid and a
 //! range whose g cannot keep 2^-16 relative precision is refused (eps below about 1e-8 at d = 768).
 //! Against LayerNorm then a product by a prepared weight (5 + 2 rounds, or 5 + 1 when the next
-//! opening truncates), this saves 2 (or 1) rounds, and opens 4 d + 2 n words a row each way, where
-//! the two steps opened 14 d + d + n (n: the weight's output width).
+//! opening truncates), this saves 2 (or 1) rounds. Each way it opens 3 d + n words a row (d for
+//! the squares, for D and for the product's Ds - A, n for the product; s, g Q and the bracket are
+//! one word a row, [`super::round::Round::mul_truncating_rows`]), plus d for the residual stream
+//! when it arrives at 2f bits; LayerNorm alone opened about 14 d.
 //!
 //! Domain: as [`super::layernorm`] (Q below 2^(61 - 2f), d |x| 2^(f + extra) below 2^61), and
 //! |D s W_g| below 2^(61 - 2f) for the product (any real weight: |D s| <= 1 per element).
@@ -162,15 +164,13 @@ pub fn layernorm_matmul_at(
         let factor = factors(&grid, d);
 
         // D s = spread s / 2^k with spread = d (x - mean) at f bits after its own truncation.
-        let s_rows = grid
-            .piecewise(p, |k| factor(k)[0], plan.scale_bits)
-            .expand_last(d);
+        let s = grid.piecewise(p, |k| factor(k)[0], plan.scale_bits);
         let slope = grid.piecewise(p, |k| factor(k)[1], plan.slope_bits);
         let mut round = Round::new();
-        let normed = round.mul_truncating(
+        let normed = round.mul_truncating_rows(
             p,
             Operand::truncated(&spread, extra),
-            Operand::plain(&s_rows),
+            Operand::plain(&s),
             f + k + plan.scale_bits - NORMED_BITS,
         )?;
         let slope_q = round.mul_truncating(
@@ -193,12 +193,11 @@ pub fn layernorm_matmul_at(
             .take(squared)
             .add(&grid.piecewise(p, |k| factor(k)[3], 2 * ROOT_BITS))?;
 
-        let n = w.shape()[1];
         let mut round = Round::new();
-        let y = round.mul_truncating(
+        let y = round.mul_truncating_rows(
             p,
             Operand::truncated(&product, NORMED_BITS + f - PRODUCT_BITS),
-            Operand::truncated(&bracket.expand_last(n), 2 * ROOT_BITS - BRACKET_BITS),
+            Operand::truncated(&bracket, 2 * ROOT_BITS - BRACKET_BITS),
             PRODUCT_BITS + BRACKET_BITS - out_bits,
         )?;
         Ok((round.run(p)?.take(y), input))

@@ -208,8 +208,45 @@ impl Round {
         self.wide_job(p, &[u], shift)
     }
 
+    /// [`Self::mul_truncating`] of u [.., n] by one factor per row, v [.., 1]: v is masked and
+    /// opened once per row instead of n times.
+    pub fn mul_truncating_rows(
+        &mut self,
+        p: &mut Party,
+        u: Operand,
+        v: Operand,
+        shift: u32,
+    ) -> Result<Slot> {
+        let n = u.value.last_dim();
+        let mut rows = u.value.shape().to_vec();
+        if let Some(last) = rows.last_mut() {
+            *last = 1;
+        }
+        if v.value.shape() != rows.as_slice() {
+            return Err(MpcError::ShapeMismatch {
+                op: "product by a factor per row",
+                left: u.value.shape().to_vec(),
+                right: v.value.shape().to_vec(),
+            });
+        }
+        self.wide_job_rows(p, &[u, v], shift, n.max(1))
+    }
+
     fn wide_job(&mut self, p: &mut Party, operands: &[Operand], shift: u32) -> Result<Slot> {
         check_operands(operands)?;
+        self.wide_job_rows(p, operands, shift, 1)
+    }
+
+    fn wide_job_rows(
+        &mut self,
+        p: &mut Party,
+        operands: &[Operand],
+        shift: u32,
+        per_row: usize,
+    ) -> Result<Slot> {
+        for o in operands {
+            check_operands(&[*o])?;
+        }
         if !(1..=64).contains(&shift) {
             return Err(MpcError::BadConfig(format!(
                 "truncation of a product by {shift} bits: the shift must be in 1..=64"
@@ -217,7 +254,7 @@ impl Round {
         }
         let values: Vec<&RingTensor> = operands.iter().map(|o| o.value).collect();
         let shifts: Vec<u32> = operands.iter().map(|o| o.shift).collect();
-        let (masked, stage) = wide::stage(p, &values, &shifts, shift)?;
+        let (masked, stage) = wide::stage(p, &values, &shifts, shift, per_row)?;
         Ok(self.push(masked, Job::Wide(stage)))
     }
 

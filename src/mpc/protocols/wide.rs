@@ -18,9 +18,11 @@
 //! Cost: 1 round (a Beaver product and its truncation took 2), 8 bytes per element and operand each
 //! way. Dealer bytes: party 1 gets 16 bytes per element for each of a, m (per operand) and each
 //! cross term: 128 an element for a product, 64 for a square. The opening can share a round with
-//! other protocols ([`super::round::Round::mul_truncating`]).
+//! other protocols ([`super::round::Round::mul_truncating`]). A factor per row (one value of v for
+//! a row of u, [`super::round::Round::mul_truncating_rows`]) is masked and opened once per row;
+//! the dealer's cross terms stay one per element.
 
-use crate::mpc::dealer::Correlation;
+use crate::mpc::dealer::{wide_operand_lens, Correlation};
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::{wide_from_words, RingTensor};
@@ -30,6 +32,8 @@ pub(crate) struct WideStage {
     shape: Vec<usize>,
     shifts: Vec<u32>,
     out_shift: u32,
+    /// Elements of the first operand per element of the second (1: elementwise).
+    per_row: usize,
     /// Per operand: shares of a and m (128-bit).
     parts: Vec<(Vec<u128>, Vec<u128>)>,
     /// Shares of a_u a_v, a_u m_v, then (two operands) m_u a_v and m_u m_v.
@@ -37,21 +41,28 @@ pub(crate) struct WideStage {
 }
 
 /// Deals the masks for the product of `operands` (one: a square) whose ring values are shifted
-/// right by `shifts`, and returns the masked values to open.
+/// right by `shifts`, and returns the masked values to open. With `per_row` above 1 the second
+/// operand holds one value per `per_row` consecutive elements of the first (a row factor, opened
+/// once per row).
 pub(crate) fn stage(
     p: &mut Party,
     operands: &[&RingTensor],
     shifts: &[u32],
     out_shift: u32,
+    per_row: usize,
 ) -> Result<(Vec<u64>, WideStage)> {
     let len = operands[0].len();
     let corr = Correlation::WideProduct {
         len,
         shifts: shifts.to_vec(),
+        per_row,
     };
+    corr.check()?;
     let cross_terms = if operands.len() == 1 { 2 } else { 4 };
-    let mut lens = vec![len; operands.len()];
-    lens.extend(vec![2 * len; 2 * operands.len() + cross_terms]);
+    let operand_lens = wide_operand_lens(len, operands.len(), per_row);
+    let mut lens = operand_lens.clone();
+    lens.extend(operand_lens.iter().flat_map(|&l| [2 * l, 2 * l]));
+    lens.extend(vec![2 * len; cross_terms]);
     let mut comps = p.deal_words(&corr, &lens)?.into_iter();
     let masks: Vec<Vec<u64>> = operands.iter().map(|_| comps.next().unwrap()).collect();
     let mut wide = comps.map(|c| wide_from_words(&c));
@@ -66,7 +77,7 @@ pub(crate) fn stage(
     } else {
         0
     };
-    let mut masked = Vec::with_capacity(len * operands.len());
+    let mut masked = Vec::with_capacity(operand_lens.iter().sum());
     for (o, r) in operands.iter().zip(&masks) {
         masked.extend(
             o.data()
@@ -79,6 +90,7 @@ pub(crate) fn stage(
         shape: operands[0].shape().to_vec(),
         shifts: shifts.to_vec(),
         out_shift,
+        per_row,
         parts,
         cross,
     };
@@ -97,13 +109,15 @@ fn power(e: u32) -> u128 {
 impl WideStage {
     /// Shares of the truncated product from the opened values.
     pub(crate) fn finish(self, client: bool, opened: &[u64]) -> Result<RingTensor> {
-        let len = opened.len() / self.shifts.len();
+        let len = self.parts[0].0.len();
         // Per operand: public P, the weight w 2^(64 - s) of m in R, and this party's share of R.
         let mut public = Vec::new();
         let mut weights = Vec::new();
         let mut shares = Vec::new();
-        for (o, (&s, (a, m))) in self.shifts.iter().zip(&self.parts).enumerate() {
-            let c = &opened[o * len..(o + 1) * len];
+        let mut start = 0;
+        for (&s, (a, m)) in self.shifts.iter().zip(&self.parts) {
+            let c = &opened[start..start + a.len()];
+            start += a.len();
             let low = 1i128 << (TRUNC_BOUND_BITS - s);
             let p: Vec<u128> = c.iter().map(|c| ((c >> s) as i128 - low) as u128).collect();
             let w: Vec<u128> = c
@@ -111,7 +125,7 @@ impl WideStage {
                 .map(|c| if c >> 63 == 0 { power(64 - s) } else { 0 })
                 .collect();
             shares.push(
-                (0..len)
+                (0..a.len())
                     .map(|i| a[i].wrapping_sub(w[i].wrapping_mul(m[i])))
                     .collect::<Vec<u128>>(),
             );
@@ -129,13 +143,16 @@ impl WideStage {
         );
         let square = u == v;
         let t = self.out_shift;
+        let per_row = self.per_row;
         let out: Vec<u64> = (0..len)
             .map(|i| {
-                let own = if client { pu[i].wrapping_mul(pv[i]) } else { 0 };
+                // The second operand's element for element i of the first.
+                let j = i / per_row;
+                let own = if client { pu[i].wrapping_mul(pv[j]) } else { 0 };
                 let (aa, am) = (self.cross[0][i], self.cross[1][i]);
                 let mut z = own
-                    .wrapping_sub(pu[i].wrapping_mul(rv[i]))
-                    .wrapping_sub(pv[i].wrapping_mul(ru[i]))
+                    .wrapping_sub(pu[i].wrapping_mul(rv[j]))
+                    .wrapping_sub(pv[j].wrapping_mul(ru[i]))
                     .wrapping_add(aa);
                 if square {
                     // R^2 = a^2 - 2 w a m + w^2 m (m^2 = m).
@@ -146,9 +163,9 @@ impl WideStage {
                 } else {
                     let (ma, mm) = (self.cross[2][i], self.cross[3][i]);
                     z = z
-                        .wrapping_sub(wv[i].wrapping_mul(am))
+                        .wrapping_sub(wv[j].wrapping_mul(am))
                         .wrapping_sub(wu[i].wrapping_mul(ma))
-                        .wrapping_add(wu[i].wrapping_mul(wv[i]).wrapping_mul(mm));
+                        .wrapping_add(wu[i].wrapping_mul(wv[j]).wrapping_mul(mm));
                 }
                 let truncated = if client {
                     z >> t
