@@ -560,7 +560,7 @@ fn softmax_with_causal_mask_on_attention_logits() {
     let out = run(&cfg(), vec![encode(fp(), &[t, total], &x)], move |p, s| {
         Ok(vec![softmax(p, &s[0], Some(&mask_for_run))?])
     });
-    assert_costs(&out, 19, 32016, 1881984);
+    assert_costs(&out, 19, 30144, 1874496);
     let got = decode_at(&out.outputs[0], 16);
     let want = softmax_rows(&x, &mask, total);
     // exp's bias (3.4e-6 at most) and a few ulps on entries below the row maximum, over a sum >= 1.
@@ -583,7 +583,7 @@ fn softmax_over_a_vocabulary_row() {
     let want = softmax_ref(&x, &vec![true; n]);
     // max over 50,257 (16 binary levels of 1 round), exp (8), reciprocal (4), and the product
     // truncated in its own round.
-    assert_costs(&out, 29, 5630952, 201033144);
+    assert_costs(&out, 29, 5228904, 199424952);
     let got = decode_at(&out.outputs[0], 16);
     // A row of one element is 1 whatever its value.
     let single = run(
@@ -652,7 +652,7 @@ fn layernorm_over_variances_from_0_to_1e6() {
         1.5e-3,
         0.0,
     );
-    assert_costs(&out, 5, 68040, 3577112);
+    assert_costs(&out, 5, 64512, 3563000);
 }
 
 /// LayerNorm's normalisation (no gain, no shift) in f64 over rows of `d`, eps = 1e-5.
@@ -728,7 +728,7 @@ fn layernorm_and_the_next_product_in_five_rounds() {
         assert!(diff == 0 || diff == 1, "residual truncation off by {diff}");
     }
     // Two calls after the weight's preparation (1 round): 5 rounds each.
-    assert_costs(&out, 11, 79600, 6997424);
+    assert_costs(&out, 11, 79600, 7026096);
     // An eps so small that Q's range cannot be encoded is refused before any round.
     let check = protocols::layernorm_matmul::check_layernorm_matmul;
     assert!(check(768, 16, 1e-5).is_ok());
@@ -1146,5 +1146,5 @@ fn softmax_times_cached_values_in_softmax_rounds() {
     // by the values opens with the reciprocal's grid; apart it takes 2 rounds more.
     assert_eq!(fused.client.rounds, 1 + 19);
     assert_eq!(apart.client.rounds, 1 + 19 + 2);
-    assert_costs(&fused, 20, 66848, 3727104);
+    assert_costs(&fused, 20, 66176, 3724416);
 }

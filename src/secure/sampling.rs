@@ -249,15 +249,12 @@ fn sample(
         q
     })?;
     // q S truncates itself to f bits in the same round (Z_2^128).
-    let (e_draft, sum_draft, sum_rows) = (
-        e.narrow_rows(0, k)?,
-        sum.narrow_rows(0, k)?,
-        sum.expand_last(v),
-    );
+    let (e_draft, sum_draft) = (e.narrow_rows(0, k)?, sum.narrow_rows(0, k)?);
     let mut round = Round::new();
     let at_draft = round.mul(p, Operand::plain(&one_hot), Operand::plain(&e_draft))?;
     let margin = round.mul(p, Operand::plain(&uq), Operand::plain(&sum_draft))?;
-    let q_sum = round.mul_truncating(p, Operand::plain(&q), Operand::plain(&sum_rows), f)?;
+    // S is one value a row: opened once a row, not once per vocabulary entry.
+    let q_sum = round.mul_truncating_rows(p, Operand::plain(&q), Operand::plain(&sum), f)?;
     let mut out = round.run(p)?;
     let e_at_draft = out.take(at_draft).sum_last().scale(1 << PROB_BITS);
     let accept_margin = out.take(margin).sub(&e_at_draft)?; // < 0: accept

@@ -12,8 +12,8 @@
 //! - round 2: Q on a grid of 8 points an octave (one comparison per point and row);
 //! - round 3: xn = Q s, and D gamma times c1, c2, c3;
 //! - round 4: (D gamma c2) xn and xn^2;
-//! - round 5: (D gamma c3) xn^2 truncated to f bits in Z_2^128 ([`super::wide`]), and the other
-//!   two terms truncated to f bits in the same opening.
+//! - round 5: (D gamma c3) xn^2 truncated to f bits in Z_2^128 ([`super::wide`], xn^2 opened once
+//!   a row), and the other two terms truncated to f bits in the same opening.
 //!
 //! Domain: every row whose Q fits the fixed-point range, Q < 2^(61 - 2f) (for f = 16 and d = 768,
 //! any variance up to 1.2e6), with |D| < 2^(30 - f) per element and outputs below 32 in magnitude;
@@ -130,12 +130,12 @@ pub fn layernorm_at(
         )?;
         let xn2 = round.square(p, xn_op)?;
         let mut out = round.run(p)?;
-        let (second, xn2) = (out.take(second), out.take(xn2).expand_last(d));
+        let (second, xn2) = (out.take(second), out.take(xn2));
 
         // The last product truncates itself to f bits (in Z_2^128) while the first two terms are
         // truncated in the same opening.
         let mut round = Round::new();
-        let third = round.mul_truncating(
+        let third = round.mul_truncating_rows(
             p,
             Operand::truncated(&third, FACTOR_BITS),
             Operand::truncated(&xn2, FACTOR_BITS),

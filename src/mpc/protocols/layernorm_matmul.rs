@@ -10,7 +10,8 @@
 //!   r = s ((g Q - h)^2 + K),   g = sqrt(c3 / s) s^2,   h = sqrt(c3 / s) c2 / (2 c3),
 //!   K = (c1 - c2^2 / (4 c3)) / s,
 //! so one product (g Q) and one square give the bracket, and the power of two s goes into D:
-//! - round 1: Q's squares (D truncated in the opening), and the residual stream truncated to f;
+//! - round 1: Q's squares (D truncated in the opening to f + 8 bits, each square truncating itself
+//!   to 2f), and the residual stream truncated to f;
 //! - round 2: Q on the grid (8 points an octave);
 //! - round 3: u = g Q - h and Ds = D s, both truncating in Z_2^128 ([`super::wide`]);
 //! - round 4: K + u^2, and the opening of Ds - A for the product Ds W_g by the prepared weight;
@@ -44,6 +45,8 @@ const ROOT_BITS: u32 = 24;
 /// Fractional bits of the last product's operands after their truncation in its opening.
 const PRODUCT_BITS: u32 = 32;
 const BRACKET_BITS: u32 = 24;
+/// Fractional bits of D beyond f in its square (|D| below 2^(45 - SQUARE_BITS) in the domain).
+const SQUARE_BITS: u32 = 8;
 /// Relative precision g must keep at its smallest.
 const SLOPE_PRECISION_BITS: i32 = 16;
 
@@ -146,7 +149,15 @@ pub fn layernorm_matmul_at(
         let spread = x.scale(d as u64).sub(&x.sum_last().expand_last(d))?;
 
         let mut round = Round::new();
-        let squares = round.square(p, Operand::truncated(&spread, k + extra))?;
+        // D keeps SQUARE_BITS more bits into its square, which truncates itself back to 2f: D
+        // rounded to f bits would cost a row of variance 1e-3 about 1e-4 of its Q.
+        let kept = SQUARE_BITS.min(k + extra);
+        let centred = Operand::truncated(&spread, k + extra - kept);
+        let squares = if kept > 0 {
+            round.square_truncating(p, centred, 2 * kept)?
+        } else {
+            round.square(p, centred)?
+        };
         let input = if extra > 0 {
             Some(round.truncate(p, x, extra)?)
         } else {

@@ -6,7 +6,7 @@
 //! 3. S = sum(e) lies in [1, n] (the maximum contributes exp(0) = 1), so 1/S comes from the
 //!    grid-and-series reciprocal on [1/2, n + 1] (4 rounds), left at many fractional bits;
 //!    out = e * (1/S) is one masked product that truncates 1/S in its opening and its own result
-//!    in Z_2^128 ([`super::wide`]): one round.
+//!    in Z_2^128 ([`super::wide`]): one round, 1/S opened once a row.
 //!
 //! [`softmax_at`] takes x at f + `extra` fractional bits (attention scores before their
 //! truncation): the max runs at that scale and exp truncates in its first opening.
@@ -46,7 +46,7 @@ pub fn softmax_at(
         let e = masked_exp(p, x, extra, mask)?;
         let f = p.fp.frac_bits;
         let inv = reciprocal(p, &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
-        times_inverse(p, Operand::plain(&e), &inv, n, n)
+        times_inverse(p, Operand::plain(&e), &inv, n)
     })
 }
 
@@ -73,7 +73,7 @@ pub fn softmax_values_at(
         let f = p.fp.frac_bits;
         let (inv, mut outputs) = reciprocal_in(p, first, &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
         let ev = product.finish(p, values, &outputs.take(opened))?;
-        times_inverse(p, Operand::truncated(&ev, f), &inv, ev.last_dim(), n)
+        times_inverse(p, Operand::truncated(&ev, f), &inv, n)
     })
 }
 
@@ -122,24 +122,18 @@ fn masked_exp(
     Ok(e)
 }
 
-/// v (an operand at f bits, rows of `width`) times 1/S (one value per row, for rows of `n`
-/// scores), the product truncated to f bits in Z_2^128: one round.
-fn times_inverse(
-    p: &mut Party,
-    v: Operand,
-    inv: &Scaled,
-    width: usize,
-    n: usize,
-) -> Result<RingTensor> {
+/// v (an operand at f bits) times 1/S (one value per row of v, for rows of `n` scores), the
+/// product truncated to f bits in Z_2^128: one round.
+fn times_inverse(p: &mut Party, v: Operand, inv: &Scaled, n: usize) -> Result<RingTensor> {
     let f = p.fp.frac_bits;
     // 1/S at f + extra bits keeps f significant bits down to 1/(n + 1).
     let extra = (n as f64 + 1.0).log2().ceil() as u32;
-    let inv_rows = inv.value.expand_last(width);
     let mut round = Round::new();
-    let out = round.mul_truncating(
+    // 1/S has v's shape with a last dimension of 1: opened once a row.
+    let out = round.mul_truncating_rows(
         p,
         v,
-        Operand::truncated(&inv_rows, inv.frac_bits - f - extra),
+        Operand::truncated(&inv.value, inv.frac_bits - f - extra),
         f + extra,
     )?;
     Ok(round.run(p)?.take(out))
