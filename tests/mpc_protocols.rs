@@ -731,7 +731,12 @@ fn layernorm_and_the_next_product_in_five_rounds() {
     assert_costs(&out, 11, 79600, 7026096);
     // An eps so small that Q's range cannot be encoded is refused before any round.
     let check = protocols::layernorm_matmul::check_layernorm_matmul;
-    assert!(check(768, 16, 1e-5).is_ok());
+    for d in [64, 128, 192, 768, 1024, 1280, 1600] {
+        assert!(
+            check(d, 16, 1e-5).is_ok(),
+            "GPT-2 widths take the fused path: {d}"
+        );
+    }
     assert!(check(768, 16, 1e-12).is_err());
 }
 
