@@ -619,18 +619,22 @@ fn layernorm_ref(x: &[f64], d: usize, gamma: &[f64], beta: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// Rows of `d` around 3 with variances 1e-3 .. 1e6 (past the 1e5 an earlier LayerNorm was limited
+/// to) and a constant row (variance 0: eps alone); (values, rows).
+fn rows_over_variances(rng: &mut ChaCha12Rng, d: usize) -> (Vec<f64>, usize) {
+    let scales = [0.03, 0.3, 1.0, 10.0, 100.0, 1000.0, 0.0];
+    let mut x = Vec::new();
+    for s in scales {
+        x.extend(uniform(rng, d, -1.7, 1.7).iter().map(|v| v * s + 3.0));
+    }
+    (x, scales.len())
+}
+
 #[test]
 fn layernorm_over_variances_from_0_to_1e6() {
     let mut rng = ChaCha12Rng::seed_from_u64(12);
     let d = 64;
-    // Standard deviations: variances 1e-3 .. 1e6 (past the 1e5 the previous version was limited
-    // to), and a constant row (variance 0: eps alone).
-    let scales = [0.03, 0.3, 1.0, 10.0, 100.0, 1000.0, 0.0];
-    let mut x = Vec::new();
-    for s in scales {
-        x.extend(uniform(&mut rng, d, -1.7, 1.7).iter().map(|v| v * s + 3.0));
-    }
-    let rows = scales.len();
+    let (x, rows) = rows_over_variances(&mut rng, d);
     let gamma = uniform(&mut rng, d, 0.5, 1.5);
     let beta = uniform(&mut rng, d, -0.2, 0.2);
     let out = run(
@@ -664,14 +668,8 @@ fn normalised_ref(x: &[f64], d: usize) -> Vec<f64> {
 fn layernorm_and_the_next_product_in_five_rounds() {
     let mut rng = ChaCha12Rng::seed_from_u64(15);
     let (d, n) = (64, 24);
-    // Variances from 0 (eps alone) to 1e6, the residual stream given at 2f bits as the secure
-    // forward hands it on.
-    let scales = [0.03, 0.3, 1.0, 10.0, 100.0, 1000.0, 0.0];
-    let mut x = Vec::new();
-    for s in scales {
-        x.extend(uniform(&mut rng, d, -1.7, 1.7).iter().map(|v| v * s + 3.0));
-    }
-    let rows = scales.len();
+    // The residual stream given at 2f bits, as the secure forward hands it on.
+    let (x, rows) = rows_over_variances(&mut rng, d);
     let gamma = uniform(&mut rng, d, 0.5, 1.5);
     let w = uniform(&mut rng, d * n, -0.3, 0.3);
     // The gain folded into the weight by its owner, as the secure forward does.
