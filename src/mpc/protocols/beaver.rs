@@ -138,12 +138,13 @@ pub fn matmul_weight_client_input(
             "the server's share of a client input must be zero".into(),
         ));
     }
-    let o = open_for_weight(p, x, w, "matmul_weight_client_input")?;
-    let mut z = o.c.add(&o.eps.matmul(&w.mask)?)?;
+    let (masked, stage) = stage_matmul_weight(p, x, w, "matmul_weight_client_input")?;
+    let eps = p.open(&masked)?;
+    let mut z = stage.c.add(&eps.matmul(&w.mask)?)?;
     if p.is_client() {
-        z.add_assign(&sparse_rows_product(&o.rows, &w.masked)?)?;
+        z.add_assign(&sparse_rows_product(&stage.rows, &w.masked)?)?;
     }
-    z.reshape(&out_shape(x, w.masked.shape()[1]))
+    z.reshape(&stage.out_shape)
 }
 
 /// X F skipping the zeros of X: a row gather for one-hot rows.
@@ -271,27 +272,4 @@ impl WeightStage {
         }
         z.reshape(&self.out_shape)
     }
-}
-
-/// The opening a product by a prepared weight starts with: X as [m, k], this party's shares of
-/// the dealer's A and C = A B, and the opened E = X - A.
-struct WeightOpening {
-    rows: RingTensor,
-    c: RingTensor,
-    eps: RingTensor,
-}
-
-fn open_for_weight(
-    p: &mut Party,
-    x: &RingTensor,
-    w: &PreparedWeight,
-    op: &'static str,
-) -> Result<WeightOpening> {
-    let (masked, stage) = stage_matmul_weight(p, x, w, op)?;
-    let eps = p.open(&masked)?;
-    Ok(WeightOpening {
-        rows: stage.rows,
-        c: stage.c,
-        eps,
-    })
 }

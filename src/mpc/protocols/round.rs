@@ -229,6 +229,9 @@ impl Round {
                 right: v.value.shape().to_vec(),
             });
         }
+        // Each operand on its own: their shapes differ by design.
+        check_operands(&[u])?;
+        check_operands(&[v])?;
         self.wide_job_rows(p, &[u, v], shift, n.max(1))
     }
 
@@ -244,9 +247,6 @@ impl Round {
         shift: u32,
         per_row: usize,
     ) -> Result<Slot> {
-        for o in operands {
-            check_operands(&[*o])?;
-        }
         if !(1..=64).contains(&shift) {
             return Err(MpcError::BadConfig(format!(
                 "truncation of a product by {shift} bits: the shift must be in 1..=64"

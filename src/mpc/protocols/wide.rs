@@ -57,7 +57,6 @@ pub(crate) fn stage(
         shifts: shifts.to_vec(),
         per_row,
     };
-    corr.check()?;
     let cross_terms = if operands.len() == 1 { 2 } else { 4 };
     let operand_lens = wide_operand_lens(len, operands.len(), per_row);
     let mut lens = operand_lens.clone();
