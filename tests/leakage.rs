@@ -5,7 +5,8 @@
 //! The pipeline covers input sharing, weight preparation (the client's view of W - B), products with
 //! a prepared weight, softmax, GeLU, LayerNorm (alone and with the product after it) and the
 //! reciprocal, argmax (comparisons whose keys also multiply the value and the index difference),
-//! GeLU on a product awaiting truncation, a product truncated in its own round (Z_2^128), and
+//! GeLU on a product awaiting truncation, a product truncated in its own round (Z_2^128), a
+//! weight lifted to the integers and two one-round products by it (openings mod 2^64 and 2^128), and
 //! attention against a KV cache (keys appended with the scores' product, values appended and
 //! multiplied inside softmax).
 
@@ -18,9 +19,9 @@ use post::mpc::protocols::{
     gelu::{gelu, gelu_at},
     layernorm::layernorm,
     layernorm_matmul::layernorm_matmul_at,
-    matmul_weight,
+    matmul_weight, matmul_weight_truncating,
     max::max_last,
-    prepare_weight, reciprocal,
+    prepare_weight, prepare_weight_wide, reciprocal,
     softmax::{softmax, softmax_values_at},
     PreparedRows,
 };
@@ -74,6 +75,9 @@ fn openings(secret: Vec<f64>, plant: Plant) -> Vec<Vec<u64>> {
         let wide = matmul_weight(p, &x, &prepared)?;
         gelu_at(p, &wide, 16)?;
         fixed_mul(p, &y1, &y2)?;
+        let lifted = prepare_weight_wide(p, &w)?;
+        matmul_weight_truncating(p, &x, &lifted)?;
+        matmul_weight_truncating(p, &x.add(&x)?, &lifted)?;
         // Four new positions of two heads of width 4: y1 as keys and queries, y2 as values.
         let (mut keys, mut values) = (PreparedRows::new(p, 8, 2)?, PreparedRows::new(p, 8, 2)?);
         let queries = y1.clone().reshape(&[2, 4, 4])?;

@@ -146,6 +146,73 @@ fn prepared_weight_products_open_only_the_activations() {
     }
 }
 
+/// Ring values uniform in (-2^61, 2^61), the whole range a one-round matmul lifts.
+fn full_range(rng: &mut ChaCha12Rng, n: usize) -> Vec<u64> {
+    let bound = (1i64 << 61) - 1;
+    (0..n)
+        .map(|_| rng.random_range(-bound..=bound) as u64)
+        .collect()
+}
+
+#[test]
+fn one_round_matmul_is_floor_or_floor_plus_one_of_the_ring_product() {
+    // Inputs over the whole range the lift allows (|x| < 2^61), through one wide weight twice:
+    // each output is floor(X W / 2^16) or one more, X W the exact integer product (taken mod
+    // 2^128, which fixes the result mod 2^64). A wrong wrap, table row or lane is off by 2^48.
+    let mut rng = ChaCha12Rng::seed_from_u64(21);
+    let (m, k, n) = (5, 64, 50);
+    let xs = [full_range(&mut rng, m * k), full_range(&mut rng, m * k)];
+    let w = full_range(&mut rng, k * n);
+    let inputs = vec![
+        RingTensor::new(&[m, k], xs[0].clone()).unwrap(),
+        RingTensor::new(&[m, k], xs[1].clone()).unwrap(),
+        RingTensor::new(&[k, n], w.clone()).unwrap(),
+    ];
+    let out = run(&cfg(), inputs, move |p, s| {
+        let before = p.net.total();
+        let wide = protocols::prepare_weight_wide(p, &s[2])?;
+        let prepared = p.net.total().since(&before);
+        assert_eq!(
+            (prepared.rounds, prepared.bytes_sent),
+            (2, (8 + 16) * (k * n) as u64),
+            "preparing: the lift's opening, then F = W - B mod 2^128"
+        );
+        let mut outs = Vec::new();
+        for x in &s[..2] {
+            let before = p.net.total();
+            outs.push(protocols::matmul_weight_truncating(p, x, &wide)?);
+            let call = p.net.total().since(&before);
+            assert_eq!((call.rounds, call.bytes_sent), (1, 8 * (m * k) as u64));
+            if !p.is_client() {
+                // r and C (128-bit), msb(r), and the table (n = 50 entries: 13 words a row).
+                let table = 8 * m * k * n.div_ceil(4);
+                assert_eq!(
+                    call.dealer_bytes,
+                    (16 * m * k + 8 * m * k + 16 * m * n + table) as u64
+                );
+            }
+        }
+        let short = RingTensor::zeros(&[m, k + 1]);
+        assert!(protocols::matmul_weight_truncating(p, &short, &wide).is_err());
+        Ok(outs)
+    });
+    for (o, x) in out.outputs.iter().zip(&xs) {
+        for ij in 0..m * n {
+            let (i, j) = (ij / n, ij % n);
+            let z = (0..k).fold(0u128, |acc, p| {
+                let prod = (x[i * k + p] as i64 as i128).wrapping_mul(w[p * n + j] as i64 as i128);
+                acc.wrapping_add(prod as u128)
+            });
+            let floor = (z >> 16) as u64;
+            let got = o.data()[ij];
+            assert!(
+                got == floor || got == floor.wrapping_add(1),
+                "({i}, {j}): got {got:#x}, floor {floor:#x}"
+            );
+        }
+    }
+}
+
 #[test]
 fn client_inputs_times_a_prepared_weight_are_exact() {
     // The client's own one-hot rows (and a dense integer matrix) times a shared weight: exactly the
@@ -761,6 +828,10 @@ fn rounds_for(rows: usize, which: &'static str) -> u64 {
                 protocols::layernorm_matmul::layernorm_matmul_at(p, &s[0], 0, &w, 16, 1e-5)?.0
             }
             "max" => max_last(p, &s[0])?.0,
+            "matmul_wide" => {
+                let w = protocols::prepare_weight_wide(p, &s[1])?;
+                protocols::matmul_weight_truncating(p, &s[0], &w)?
+            }
             _ => unreachable!(),
         };
         Ok(vec![y])
@@ -777,6 +848,7 @@ fn rounds_do_not_depend_on_the_number_of_rows() {
         "layernorm",
         "layernorm_matmul",
         "max",
+        "matmul_wide",
     ] {
         let one = rounds_for(1, which);
         let sixteen = rounds_for(16, which);

@@ -175,7 +175,10 @@ pub fn protocol_costs(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRo
     for (name, shape, dims, f) in calls {
         rows.push(run_call(name, shape, link_name, link, dims, f)?);
     }
-    rows.push(weight_matmul_row(link_name, link)?);
+    for m in [8, 1] {
+        rows.push(weight_matmul_row(link_name, link, m, false)?);
+        rows.push(weight_matmul_row(link_name, link, m, true)?);
+    }
     rows.extend(layer_rows(link_name, link)?);
     Ok(rows)
 }
@@ -289,27 +292,44 @@ fn row(name: &str, shape: &str, link_name: &str, c0: Span, c1: Span) -> Protocol
     }
 }
 
-/// The matmul as the secure forward will run it: the weight's mask opened once beforehand
-/// (reported apart), then only the activations travel.
-fn weight_matmul_row(link_name: &str, link: LinkModel) -> Result<ProtocolRow> {
+/// A product by a prepared weight as the secure forward could run it: the weight's mask opened
+/// once beforehand (reported apart), then only the activations travel. `one_round`: the weight
+/// lifted to the integers, so that each call truncates in its own round
+/// ([`protocols::wide_matmul`]); otherwise a Beaver product and its truncation.
+fn weight_matmul_row(
+    link_name: &str,
+    link: LinkModel,
+    rows: usize,
+    one_round: bool,
+) -> Result<ProtocolRow> {
     let cfg = EngineConfig {
         link,
         ..EngineConfig::default()
     };
     let ((c0, _), (c1, _)) = run_two_party(&cfg, move |p| {
         let w = p.public(&RingTensor::zeros(&[768, 3072]));
-        let prepared = protocols::prepare_weight(p, &w)?;
-        let x = p.public(&RingTensor::zeros(&[8, 768]));
-        let before = p.net.total();
-        protocols::fixed_matmul_weight(p, &x, &prepared)?;
-        let after = p.net.total();
+        let x = p.public(&RingTensor::zeros(&[rows, 768]));
+        // An empty exchange after the set-up lines up the parties' clocks, so that the call's
+        // time does not include the set-up of the slower party.
+        let sync = |p: &mut Party| p.open(&RingTensor::zeros(&[1])).map(|_| p.net.total());
+        let (before, after) = if one_round {
+            let lifted = protocols::prepare_weight_wide(p, &w)?;
+            let before = sync(p)?;
+            protocols::matmul_weight_truncating(p, &x, &lifted)?;
+            (before, p.net.total())
+        } else {
+            let prepared = protocols::prepare_weight(p, &w)?;
+            let before = sync(p)?;
+            protocols::fixed_matmul_weight(p, &x, &prepared)?;
+            (before, p.net.total())
+        };
         Ok(((before, after), ()))
     })?;
-    Ok(row(
-        "matmul (prepared weight, per call)",
-        "8x768 . 768x3072",
-        link_name,
-        c0,
-        c1,
-    ))
+    let name = if one_round {
+        "matmul incl. truncation in one round (weight lifted to the integers, per call)"
+    } else {
+        "matmul (prepared weight, per call)"
+    };
+    let shape = format!("{rows}x768 . 768x3072");
+    Ok(row(name, &shape, link_name, c0, c1))
 }

@@ -30,6 +30,9 @@ pub enum Sharing {
     Additive,
     /// v = s0 + s1 mod 2^128, each value two words (low, high).
     Additive128,
+    /// v = s0 + s1 mod 2^16 in each of a word's four 16-bit lanes (a dealer table of small
+    /// values, 2 bytes an entry).
+    Additive16,
     /// Each party's own uniform words (a key's root seed); the dealer uses both, unsummed.
     Own,
     /// The same words for both parties (a key's correction words): sent by the dealer to each.
@@ -94,6 +97,14 @@ pub enum Correlation {
         shifts: Vec<u32>,
         per_row: usize,
     },
+    /// A fixed 128-bit mask B [k, n] for a weight lifted to the integers (see
+    /// `protocols::wide_matmul`), remembered under `id`: a uniform mask r' of the weight's 64-bit
+    /// opening, B, and 128-bit shares of r' and of msb(r').
+    WideWeightMask { id: u64, k: usize, n: usize },
+    /// For X [m, k] times the wide weight mask `id` (B [k, n]): a uniform mask r, 128-bit shares of
+    /// r and of C = r B, shares of msb(r), and the table T[i, k, j] = msb(r[i, k]) B[k, j] mod 2^16
+    /// (16-bit lanes, rows of n padded to whole words).
+    WideWeightTriple { id: u64, m: usize },
     /// Per-head products against the row mask `id` ([rows, heads * dh]), see [`head_matmul`]:
     /// keys: A [heads, m, dh], C_h = A_h B_h^T; values: A [heads, m, rows], C_h = A_h B_h.
     HeadTriple {
@@ -194,6 +205,22 @@ impl Correlation {
                 }
                 comps
             }
+            Correlation::WideWeightMask { k, n, .. } => vec![
+                (Additive, k * n, false),
+                (Additive128, 2 * k * n, false),
+                (Additive128, 2 * k * n, true),
+                (Additive128, 2 * k * n, true),
+            ],
+            Correlation::WideWeightTriple { id, m } => {
+                let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
+                vec![
+                    (Additive, m * k, false),
+                    (Additive128, 2 * m * k, true),
+                    (Additive, m * k, true),
+                    (Additive128, 2 * m * n, true),
+                    (Additive16, m * k * table_row_words(n), true),
+                ]
+            }
             Correlation::WideProduct {
                 len,
                 ref shifts,
@@ -247,6 +274,36 @@ impl Correlation {
                 vec![c]
             }
             Correlation::WeightMask { .. } => vec![],
+            Correlation::WideWeightMask { .. } => {
+                let wide =
+                    |r: &[u64]| words_from_wide(&r.iter().map(|&r| r as u128).collect::<Vec<_>>());
+                let msb: Vec<u64> = free[0].iter().map(|r| r >> 63).collect();
+                vec![wide(&free[0]), wide(&msb)]
+            }
+            Correlation::WideWeightTriple { id, m } => {
+                let (k, n, words) = masks
+                    .get(&id)
+                    .expect("wide weight triple for a mask the dealer made");
+                let (k, n) = (*k, *n);
+                let b = wide_from_words(words);
+                let r = &free[0];
+                let r_wide: Vec<u128> = r.iter().map(|&r| r as u128).collect();
+                let msb: Vec<u64> = r.iter().map(|r| r >> 63).collect();
+                let c = super::matmul::matmul_wide(&r_wide, &b, m, k, n);
+                let row = table_row_words(n);
+                let mut table = vec![0u64; m * k * row];
+                table
+                    .par_chunks_mut(row.max(1))
+                    .enumerate()
+                    .filter(|(ik, _)| msb[*ik] == 1)
+                    .for_each(|(ik, dst)| {
+                        let kk = ik % k;
+                        for (j, v) in b[kk * n..(kk + 1) * n].iter().enumerate() {
+                            dst[j / 4] |= ((*v as u16) as u64) << (16 * (j % 4));
+                        }
+                    });
+                vec![words_from_wide(&r_wide), msb, words_from_wide(&c), table]
+            }
             Correlation::WeightTriple { id, m } => {
                 let (k, n, mask) = masks
                     .get(&id)
@@ -402,6 +459,27 @@ pub(crate) fn masked_cross_terms(su: u32, sv: u32, square: bool) -> [bool; 4] {
     [true, sv > 0, su > 0 && !square, su + sv > 64]
 }
 
+/// Words per (i, k) row of a wide weight triple's table: n 16-bit entries, four to a word.
+pub(crate) fn table_row_words(n: usize) -> usize {
+    n.div_ceil(4)
+}
+
+/// The four 16-bit lanes of a word added (or subtracted) lane by lane, without carries between
+/// lanes (the layout of [`Sharing::Additive16`]).
+pub(crate) fn lanes_add(x: u64, y: u64) -> u64 {
+    const H: u64 = 0x8000_8000_8000_8000;
+    ((x & !H).wrapping_add(y & !H)) ^ ((x ^ y) & H)
+}
+
+pub(crate) fn lanes_sub(x: u64, y: u64) -> u64 {
+    const H: u64 = 0x8000_8000_8000_8000;
+    ((x | H).wrapping_sub(y & !H)) ^ ((x ^ !y) & H)
+}
+
+fn zip_lanes(a: &[u64], b: &[u64], op: fn(u64, u64) -> u64) -> Vec<u64> {
+    a.iter().zip(b).map(|(x, y)| op(*x, *y)).collect()
+}
+
 fn draw(rng: &mut ChaCha12Rng, len: usize) -> Vec<u64> {
     let mut v = vec![0u64; len];
     for x in v.iter_mut() {
@@ -423,6 +501,7 @@ fn zip_wide(a: &[u64], b: &[u64], op: fn(u128, u128) -> u128) -> Vec<u64> {
 fn combine(sharing: Sharing, a: &[u64], b: &[u64]) -> Vec<u64> {
     match sharing {
         Sharing::Additive128 => zip_wide(a, b, u128::wrapping_add),
+        Sharing::Additive16 => zip_lanes(a, b, lanes_add),
         Sharing::Additive | Sharing::Own | Sharing::Public => {
             a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect()
         }
@@ -433,6 +512,7 @@ fn split_off(sharing: Sharing, value: &[u64], share0: &[u64]) -> Vec<u64> {
     match sharing {
         Sharing::Public | Sharing::Own => value.to_vec(),
         Sharing::Additive128 => zip_wide(value, share0, u128::wrapping_sub),
+        Sharing::Additive16 => zip_lanes(value, share0, lanes_sub),
         Sharing::Additive => value
             .iter()
             .zip(share0)
@@ -455,6 +535,23 @@ impl Dealer {
             rng0,
             rng1,
             masks: HashMap::new(),
+        }
+    }
+
+    /// Refuses a product against a mask the dealer never made, or made for another kind of
+    /// product (a remote dealer takes its requests from a peer): a weight triple needs a 64-bit
+    /// weight mask, a wide weight triple a 128-bit one, a head triple a row mask.
+    pub(crate) fn check_mask(&self, corr: &Correlation) -> Result<()> {
+        let (id, words_per_entry) = match *corr {
+            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. } => (id, 1),
+            Correlation::WideWeightTriple { id, .. } => (id, 2),
+            _ => return Ok(()),
+        };
+        match self.masks.get(&id) {
+            Some((k, n, words)) if words.len() == words_per_entry * k * n => Ok(()),
+            _ => Err(MpcError::Malformed(format!(
+                "a product against mask {id}, which the dealer did not make for it"
+            ))),
         }
     }
 
@@ -486,6 +583,9 @@ impl Dealer {
         match *corr {
             Correlation::WeightMask { id, k, n } => {
                 self.masks.insert(id, (k, n, free[0].clone()));
+            }
+            Correlation::WideWeightMask { id, k, n } => {
+                self.masks.insert(id, (k, n, free[1].clone()));
             }
             Correlation::RowMask { id, rows, width } => {
                 let entry = self.masks.entry(id).or_insert((0, width, Vec::new()));
@@ -549,7 +649,7 @@ impl DealerHandle {
         corr.check()?;
         let comps = corr.components(&self.mask_shapes);
         match *corr {
-            Correlation::WeightMask { id, k, n } => {
+            Correlation::WeightMask { id, k, n } | Correlation::WideWeightMask { id, k, n } => {
                 self.mask_shapes.insert(id, (k, n));
             }
             Correlation::RowMask { id, rows, width } => {
@@ -560,7 +660,9 @@ impl DealerHandle {
                     shape.0 = shape.0.min(rows);
                 }
             }
-            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. }
+            Correlation::WeightTriple { id, .. }
+            | Correlation::HeadTriple { id, .. }
+            | Correlation::WideWeightTriple { id, .. }
                 if !self.mask_shapes.contains_key(&id) =>
             {
                 return Err(MpcError::BadConfig(format!(
@@ -689,4 +791,31 @@ pub fn start_dealer(simulation_seed: Option<u64>) -> (DealerHandle, DealerHandle
             },
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_add_and_subtract_without_carries_between_lanes() {
+        let mut rng = ChaCha12Rng::seed_from_u64(5);
+        let lanes = |w: u64| [0, 1, 2, 3].map(|l| (w >> (16 * l)) as u16);
+        let mut words: Vec<u64> = (0..1000).map(|_| rng.next_u64()).collect();
+        // Lanes at the edges: all ones, the top bit alone, zero.
+        words.extend([u64::MAX, 0x8000_8000_8000_8000, 0, 0xFFFF_0000_FFFF_0000]);
+        for &x in &words {
+            for &y in words.iter().take(50).chain(&words[1000..]) {
+                let (a, b) = (lanes(x), lanes(y));
+                assert_eq!(
+                    lanes(lanes_add(x, y)),
+                    [0, 1, 2, 3].map(|l| a[l].wrapping_add(b[l]))
+                );
+                assert_eq!(
+                    lanes(lanes_sub(x, y)),
+                    [0, 1, 2, 3].map(|l| a[l].wrapping_sub(b[l]))
+                );
+            }
+        }
+    }
 }

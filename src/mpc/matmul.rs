@@ -168,6 +168,110 @@ pub fn matmul_u64_with(
     c
 }
 
+/// C = A B over Z_2^128 for 128-bit B (A: m x k of u64 or u128, B: k x n, row-major): the
+/// dealer's C = r B for [`crate::mpc::protocols::wide_matmul`]. A plain loop over blocks of
+/// columns; a u64 left operand costs two multiplications a product, a u128 one three.
+pub fn matmul_wide<T: Copy + Sync + Into<u128>>(
+    a: &[T],
+    b: &[u128],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<u128> {
+    assert_eq!(a.len(), m * k, "matmul_wide: A is not m x k");
+    assert_eq!(b.len(), k * n, "matmul_wide: B is not k x n");
+    const COLS: usize = 128;
+    let blocks: Vec<(usize, Vec<u128>)> = (0..n)
+        .step_by(COLS)
+        .collect::<Vec<_>>()
+        .par_iter()
+        .map(|&c0| {
+            let cols = COLS.min(n - c0);
+            let mut acc = vec![0u128; m * cols];
+            for kk in 0..k {
+                let row = &b[kk * n + c0..kk * n + c0 + cols];
+                for (i, dst) in acc.chunks_mut(cols).enumerate() {
+                    let x: u128 = a[i * k + kk].into();
+                    for (d, y) in dst.iter_mut().zip(row) {
+                        *d = d.wrapping_add(x.wrapping_mul(*y));
+                    }
+                }
+            }
+            (c0, acc)
+        })
+        .collect();
+    let mut c = vec![0u128; m * n];
+    for (c0, acc) in blocks {
+        let cols = COLS.min(n - c0);
+        for (i, row) in acc.chunks(cols).enumerate() {
+            c[i * n + c0..i * n + c0 + cols].copy_from_slice(row);
+        }
+    }
+    c
+}
+
+/// The exact products A B as 128-bit integers, summed mod 2^128, for 64-bit A (m x k) and B given
+/// transposed (B^T: n x k): each output is a dot product of two contiguous rows, its 128-bit sum
+/// kept in registers (one full 64 x 64 multiplication a product). With [`matmul_u16`] for the
+/// high parts, this is how a party forms a product mod 2^80 ([`crate::mpc::protocols::wide_matmul`]).
+pub fn matmul_full_transposed(a: &[u64], bt: &[u64], m: usize, k: usize, n: usize) -> Vec<u128> {
+    assert_eq!(a.len(), m * k, "matmul_full_transposed: A is not m x k");
+    assert_eq!(bt.len(), k * n, "matmul_full_transposed: B^T is not n x k");
+    // Columns of C (rows of B^T) per task; every task takes all rows of A.
+    let cols = n.div_ceil(8 * rayon::current_num_threads().max(1)).max(1);
+    let mut ct = vec![0u128; n * m];
+    ct.par_chunks_mut(cols * m.max(1))
+        .enumerate()
+        .for_each(|(t, block)| {
+            for (jj, out) in block.chunks_mut(m.max(1)).enumerate() {
+                let j = t * cols + jj;
+                let col = &bt[j * k..(j + 1) * k];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = dot_full(&a[i * k..(i + 1) * k], col);
+                }
+            }
+        });
+    let mut c = vec![0u128; m * n];
+    for (j, col) in ct.chunks(m.max(1)).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            c[i * n + j] = *v;
+        }
+    }
+    c
+}
+
+/// sum x_p y_p over the integers, mod 2^128: four independent sums hide the multiplier's latency.
+fn dot_full(x: &[u64], y: &[u64]) -> u128 {
+    let mut acc = [0u128; 4];
+    let (xc, yc) = (x.chunks_exact(4), y.chunks_exact(4));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (x4, y4) in xc.zip(yc) {
+        for l in 0..4 {
+            acc[l] = acc[l].wrapping_add(x4[l] as u128 * y4[l] as u128);
+        }
+    }
+    let tail = xr
+        .iter()
+        .zip(yr)
+        .fold(0u128, |s, (x, y)| s.wrapping_add(*x as u128 * *y as u128));
+    acc.iter().fold(tail, |s, v| s.wrapping_add(*v))
+}
+
+/// C = A B over Z_2^16 (row-major), the high parts of a product mod 2^80: sixteen lanes a vector.
+pub fn matmul_u16(a: &[u16], b: &[u16], m: usize, k: usize, n: usize) -> Vec<u16> {
+    assert_eq!(a.len(), m * k, "matmul_u16: A is not m x k");
+    assert_eq!(b.len(), k * n, "matmul_u16: B is not k x n");
+    let mut c = vec![0u16; m * n];
+    c.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
+        for (p, x) in a[i * k..(i + 1) * k].iter().enumerate() {
+            for (d, y) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                *d = d.wrapping_add(x.wrapping_mul(*y));
+            }
+        }
+    });
+    c
+}
+
 /// One block of C: rows r0..r0+rows, columns c0..c0+cols, as a rows x cols buffer.
 #[allow(clippy::too_many_arguments)]
 fn block_product(
@@ -492,5 +596,105 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn wide_products_equal_naive_over_z_2_128() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 130), (8, 40, 257)] {
+            let a: Vec<u64> = (0..m * k).map(|_| next()).collect();
+            let a_wide: Vec<u128> = a
+                .iter()
+                .map(|&v| (v as u128) << 64 | next() as u128)
+                .collect();
+            let b: Vec<u128> = (0..k * n)
+                .map(|_| (next() as u128) << 64 | next() as u128)
+                .collect();
+            let naive = |a: &dyn Fn(usize) -> u128| -> Vec<u128> {
+                (0..m * n)
+                    .map(|ij| {
+                        (0..k).fold(0u128, |acc, p| {
+                            acc.wrapping_add(a(ij / n * k + p).wrapping_mul(b[p * n + ij % n]))
+                        })
+                    })
+                    .collect()
+            };
+            assert_eq!(matmul_wide(&a, &b, m, k, n), naive(&|i| a[i] as u128));
+            assert_eq!(matmul_wide(&a_wide, &b, m, k, n), naive(&|i| a_wide[i]));
+            // The exact products of the low halves, and the high parts mod 2^16.
+            let lows: Vec<u128> = b.iter().map(|&v| v as u64 as u128).collect();
+            let bt: Vec<u64> = (0..n * k)
+                .map(|jp| lows[jp % k * n + jp / k] as u64)
+                .collect();
+            let want: Vec<u128> = (0..m * n)
+                .map(|ij| {
+                    (0..k).fold(0u128, |acc, p| {
+                        acc.wrapping_add((a[ij / n * k + p] as u128) * lows[p * n + ij % n])
+                    })
+                })
+                .collect();
+            assert_eq!(
+                matmul_full_transposed(&a, &bt, m, k, n),
+                want,
+                "{m}x{k}x{n}"
+            );
+            let (a16, b16): (Vec<u16>, Vec<u16>) = (
+                a.iter().map(|&v| v as u16).collect(),
+                b.iter().map(|&v| (v >> 64) as u16).collect(),
+            );
+            let want16: Vec<u16> = (0..m * n)
+                .map(|ij| {
+                    (0..k).fold(0u16, |acc, p| {
+                        acc.wrapping_add(a16[ij / n * k + p].wrapping_mul(b16[p * n + ij % n]))
+                    })
+                })
+                .collect();
+            assert_eq!(matmul_u16(&a16, &b16, m, k, n), want16);
+        }
+    }
+
+    /// Time of the one-round matmul's products beside the Z_2^64 one, at 8 x 768 . 768 x 3072:
+    /// `cargo test --release --lib matmul::tests::wide_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn wide_speed() {
+        let (m, k, n) = (8, 768, 3072);
+        let a: Vec<u64> = (0..(m * k) as u64)
+            .map(|v| v.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        let a_wide: Vec<u128> = a.iter().map(|&v| (v as u128) << 3 | 1).collect();
+        let b: Vec<u64> = (0..(k * n) as u64)
+            .map(|v| v.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+            .collect();
+        let b_wide: Vec<u128> = b.iter().map(|&v| (v as u128) << 5 | 7).collect();
+        let time = |f: &dyn Fn() -> usize| {
+            let start = std::time::Instant::now();
+            let mut sink = 0;
+            for _ in 0..5 {
+                sink += f();
+            }
+            (start.elapsed().as_secs_f64() / 5.0 * 1e3, sink)
+        };
+        let z64 = time(&|| matmul_u64(&a, &b, m, k, n).len());
+        let w64 = time(&|| matmul_wide(&a, &b_wide, m, k, n).len());
+        let w128 = time(&|| matmul_wide(&a_wide, &b_wide, m, k, n).len());
+        let bt: Vec<u64> = (0..(k * n) as u64)
+            .map(|v| v.wrapping_mul(0x94D0_49BB_1331_11EB))
+            .collect();
+        let a16: Vec<u16> = a.iter().map(|&v| v as u16).collect();
+        let b16: Vec<u16> = b.iter().map(|&v| v as u16).collect();
+        let full = time(&|| matmul_full_transposed(&a, &bt, m, k, n).len());
+        let low = time(&|| matmul_u16(&a16, &b16, m, k, n).len());
+        println!(
+            "{m}x{k}x{n}: Z_2^64 {:.1} ms; Z_2^128 (B row-major) with a u64 / u128 left operand: \
+             {:.1} / {:.1} ms; exact 64 x 64-bit products (B transposed) {:.1} ms; Z_2^16 {:.1} ms",
+            z64.0, w64.0, w128.0, full.0, low.0
+        );
     }
 }

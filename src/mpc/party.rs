@@ -1,6 +1,7 @@
 //! One party of the two-party computation: its id, its end of the channel, its dealer handle,
 //! the fixed-point encoding and the approximation settings. Protocols take `&mut Party` and touch
-//! the network only through [`Party::open_many`], [`Party::reveal_to`], [`Party::announce`] and input sharing.
+//! the network only through [`Party::open_many`], [`Party::open_wide`], [`Party::reveal_to`],
+//! [`Party::announce`] and input sharing.
 
 use rand::RngCore;
 use rand_chacha::ChaCha12Rng;
@@ -9,7 +10,7 @@ use super::dealer::{Correlation, DealerHandle};
 use super::error::MpcError;
 use super::fixed::FixedPoint;
 use super::net::Channel;
-use super::ring::RingTensor;
+use super::ring::{wide_from_words, words_from_wide, RingTensor};
 
 pub type Result<T> = std::result::Result<T, MpcError>;
 
@@ -135,6 +136,21 @@ impl Party {
             log.push(opened.clone());
         }
         RingTensor::split_like(&opened, shares)
+    }
+
+    /// Opens 128-bit additive shares (mod 2^128) to both parties in one round: 16 bytes an
+    /// element each way.
+    pub fn open_wide(&mut self, shares: &[u128]) -> Result<Vec<u128>> {
+        let theirs = wide_from_words(&self.net.exchange_u64s(&words_from_wide(shares))?);
+        let opened: Vec<u128> = shares
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| a.wrapping_add(*b))
+            .collect();
+        if let Some(log) = self.openings.as_mut() {
+            log.push(words_from_wide(&opened));
+        }
+        Ok(opened)
     }
 
     pub fn open(&mut self, share: &RingTensor) -> Result<RingTensor> {

@@ -164,6 +164,7 @@ fn run_session(mut client: TcpTransport, mut server: TcpTransport) -> Result<()>
         let corr: Correlation = serde_json::from_slice(&request)
             .map_err(|e| MpcError::Malformed(format!("a correlation request: {e}")))?;
         corr.check()?;
+        dealer.check_mask(&corr)?;
         let (corrections, public) = dealer.corrections(&corr);
         if !public.is_empty() {
             client.send(encode_words(&public))?;
@@ -196,6 +197,19 @@ mod tests {
             assert!(wide(len, operands, per_row).check().is_err());
         }
         assert!(wide(10, 2, 5).check().is_ok() && wide(10, 1, 1).check().is_ok());
+        // Products against a mask the dealer never made, or made for the other kind of product.
+        let mut dealer = Dealer::new(ChaCha12Rng::seed_from_u64(1), ChaCha12Rng::seed_from_u64(2));
+        let plain = Correlation::WeightTriple { id: 1, m: 2 };
+        let lifted = Correlation::WideWeightTriple { id: 2, m: 2 };
+        assert!(dealer.check_mask(&plain).is_err() && dealer.check_mask(&lifted).is_err());
+        dealer.corrections(&Correlation::WeightMask { id: 1, k: 3, n: 4 });
+        dealer.corrections(&Correlation::WideWeightMask { id: 2, k: 3, n: 4 });
+        assert!(dealer.check_mask(&plain).is_ok() && dealer.check_mask(&lifted).is_ok());
+        let swapped = [
+            Correlation::WeightTriple { id: 2, m: 2 },
+            Correlation::WideWeightTriple { id: 1, m: 2 },
+        ];
+        assert!(swapped.iter().all(|c| dealer.check_mask(c).is_err()));
     }
 
     #[test]

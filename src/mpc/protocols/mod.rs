@@ -15,6 +15,7 @@ pub mod select;
 pub mod softmax;
 pub mod trunc;
 pub mod wide;
+pub mod wide_matmul;
 
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
@@ -27,6 +28,7 @@ pub use compare::{ltz, ltz_many, not};
 pub use round::{Operand, Round};
 pub use rows::{append_and_multiply, PreparedRows};
 pub use trunc::{truncate, truncate_many};
+pub use wide_matmul::{matmul_weight_truncating, prepare_weight_wide, WideWeight};
 
 /// Fixed-point products of several pairs, each truncated in its own round (1 round in all, see
 /// [`wide`]); inputs below 2^61 in the ring.
