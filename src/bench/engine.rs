@@ -306,25 +306,27 @@ fn weight_matmul_row(
         link,
         ..EngineConfig::default()
     };
-    let ((c0, _), (c1, _)) = run_two_party(&cfg, move |p| {
+    let ((mut c0, _), (mut c1, _)) = run_two_party(&cfg, move |p| {
         let w = p.public(&RingTensor::zeros(&[768, 3072]));
         let x = p.public(&RingTensor::zeros(&[rows, 768]));
-        // An empty exchange after the set-up lines up the parties' clocks, so that the call's
-        // time does not include the set-up of the slower party.
-        let sync = |p: &mut Party| p.open(&RingTensor::zeros(&[1])).map(|_| p.net.total());
         let (before, after) = if one_round {
             let lifted = protocols::prepare_weight_wide(p, &w)?;
-            let before = sync(p)?;
+            let before = p.net.total();
             protocols::matmul_weight_truncating(p, &x, &lifted)?;
             (before, p.net.total())
         } else {
             let prepared = protocols::prepare_weight(p, &w)?;
-            let before = sync(p)?;
+            let before = p.net.total();
             protocols::fixed_matmul_weight(p, &x, &prepared)?;
             (before, p.net.total())
         };
         Ok(((before, after), ()))
     })?;
+    // The call starts when the later party is done with the set-up (the earlier one waits for
+    // its peer's first message), and ends when the later party is done.
+    let start = c0.0.sim_time.max(c1.0.sim_time);
+    c0.0.sim_time = start;
+    c1.0.sim_time = start;
     let name = if one_round {
         "matmul incl. truncation in one round (weight lifted to the integers, per call)"
     } else {
