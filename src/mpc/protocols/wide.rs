@@ -70,20 +70,9 @@ pub(crate) fn stage(
         .map(|_| (wide.next().unwrap(), wide.next().unwrap()))
         .collect();
     let cross = wide.collect();
-    // The client adds 2^61 to each operand, so that u + 2^61 is non-negative.
-    let offset = if p.is_client() {
-        1u64 << TRUNC_BOUND_BITS
-    } else {
-        0
-    };
     let mut masked = Vec::with_capacity(operand_lens.iter().sum());
     for (o, r) in operands.iter().zip(&masks) {
-        masked.extend(
-            o.data()
-                .iter()
-                .zip(r)
-                .map(|(x, r)| x.wrapping_add(offset).wrapping_add(*r)),
-        );
+        masked.extend(offset_masked(p.is_client(), o.data(), r));
     }
     let stage = WideStage {
         shape: operands[0].shape().to_vec(),
@@ -94,6 +83,15 @@ pub(crate) fn stage(
         cross,
     };
     Ok((masked, stage))
+}
+
+/// This party's share of x + 2^61 + r: the client adds 2^61, so that x + 2^61 is non-negative.
+pub(crate) fn offset_masked(client: bool, x: &[u64], r: &[u64]) -> Vec<u64> {
+    let offset = if client { 1u64 << TRUNC_BOUND_BITS } else { 0 };
+    x.iter()
+        .zip(r)
+        .map(|(x, r)| x.wrapping_add(offset).wrapping_add(*r))
+        .collect()
 }
 
 /// 2^e mod 2^128 (zero from e = 128 on).

@@ -33,6 +33,7 @@
 //! Not used by the secure forward: every product there already takes one round or none of its
 //! own (its truncation rides in the next protocol's opening).
 
+use super::wide::offset_masked;
 use crate::mpc::dealer::{lanes_add, table_row_words, Correlation};
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
@@ -137,15 +138,6 @@ pub fn prepare_weight_wide(p: &mut Party, w: &RingTensor) -> Result<WideWeight> 
             offset_columns,
         })
     })
-}
-
-/// This party's share of x + 2^61 + r (the client adds the offset).
-fn offset_masked(client: bool, x: &[u64], r: &[u64]) -> Vec<u64> {
-    let offset = if client { 1u64 << TRUNC_BOUND_BITS } else { 0 };
-    x.iter()
-        .zip(r)
-        .map(|(x, r)| x.wrapping_add(offset).wrapping_add(*r))
-        .collect()
 }
 
 /// Shares mod 2^128 of the integers x from their opening c = x + 2^61 + r:
