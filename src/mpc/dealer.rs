@@ -99,7 +99,7 @@ pub enum Correlation {
     },
     /// A fixed 128-bit mask B [k, n] for a weight lifted to the integers (see
     /// `protocols::wide_matmul`), remembered under `id`: a uniform mask r' of the weight's 64-bit
-    /// opening, B, and 128-bit shares of r' and of msb(r').
+    /// opening, B, 128-bit shares of r' and shares of msb(r').
     WideWeightMask { id: u64, k: usize, n: usize },
     /// For X [m, k] times the wide weight mask `id` (B [k, n]): a uniform mask r, 128-bit shares of
     /// r and of C = r B, shares of msb(r), and the table T[i, k, j] = msb(r[i, k]) B[k, j] mod 2^16
@@ -209,7 +209,7 @@ impl Correlation {
                 (Additive, k * n, false),
                 (Additive128, 2 * k * n, false),
                 (Additive128, 2 * k * n, true),
-                (Additive128, 2 * k * n, true),
+                (Additive, k * n, true),
             ],
             Correlation::WideWeightTriple { id, m } => {
                 let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
@@ -275,10 +275,9 @@ impl Correlation {
             }
             Correlation::WeightMask { .. } => vec![],
             Correlation::WideWeightMask { .. } => {
-                let wide =
-                    |r: &[u64]| words_from_wide(&r.iter().map(|&r| r as u128).collect::<Vec<_>>());
+                let r_wide: Vec<u128> = free[0].iter().map(|&r| r as u128).collect();
                 let msb: Vec<u64> = free[0].iter().map(|r| r >> 63).collect();
-                vec![wide(&free[0]), wide(&msb)]
+                vec![words_from_wide(&r_wide), msb]
             }
             Correlation::WideWeightTriple { id, m } => {
                 let (k, n, words) = masks

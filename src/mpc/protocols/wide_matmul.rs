@@ -28,7 +28,7 @@
 //! [`matmul_full_transposed`]), one product mod 2^16 over 3k (the high parts, [`matmul_u16`]) and
 //! a pass over the table, where the Beaver product and its truncation take three products over
 //! Z_2^64: about 2.5 times the compute at 8 rows, and less than the two rounds' at one row
-//! (`post bench --mode engine`). Preparing a weight: 2 rounds, 8 + 16 bytes an element each way.
+//! (`post bench --mode engine`). Preparing a weight: 2 rounds, 8 + 16 bytes an element each way; 40 dealer bytes an element.
 //!
 //! Not used by the secure forward: every product there already takes one round or none of its
 //! own (its truncation rides in the next protocol's opening).
@@ -85,11 +85,16 @@ pub fn prepare_weight_wide(p: &mut Party, w: &RingTensor) -> Result<WideWeight> 
         let mut parts = p
             .deal_words(
                 &Correlation::WideWeightMask { id: mask_id, k, n },
-                &[len, 2 * len, 2 * len, 2 * len],
+                &[len, 2 * len, 2 * len, len],
             )?
             .into_iter();
-        let r = parts.next().expect("four parts");
-        let [b, r_wide, msb] = [(); 3].map(|_| wide_from_words(&parts.next().expect("four parts")));
+        let mut next = || parts.next().expect("four parts");
+        let (r, b, r_wide, msb) = (
+            next(),
+            wide_from_words(&next()),
+            wide_from_words(&next()),
+            next(),
+        );
         let client = p.is_client();
         let masked = RingTensor::new(&[k, n], offset_masked(client, w.data(), &r))?;
         let c = p.open(&masked)?;
@@ -140,19 +145,28 @@ pub fn prepare_weight_wide(p: &mut Party, w: &RingTensor) -> Result<WideWeight> 
     })
 }
 
-/// Shares mod 2^128 of the integers x from their opening c = x + 2^61 + r:
-/// c - 2^61 (the client's) - r + 2^64 [msb(c) = 0] msb(r).
-fn lift(client: bool, c: &[u64], r: &[u128], msb: &[u128]) -> Vec<u128> {
+/// This party's share of R = r - 2^64 [msb(c) = 0] msb(r), the integer that the opening
+/// c = x + 2^61 + r leaves secret: x = c - 2^61 - R exactly (shares of msb(r) mod 2^64 suffice,
+/// since they meet 2^64).
+fn mask_integer(c: u64, r: u128, msb: u64) -> u128 {
+    if c >> 63 == 0 {
+        r.wrapping_sub((msb as u128) << 64)
+    } else {
+        r
+    }
+}
+
+/// Shares mod 2^128 of the integers x from their opening c: c - 2^61 (the client's) - R.
+fn lift(client: bool, c: &[u64], r: &[u128], msb: &[u64]) -> Vec<u128> {
     c.iter()
         .zip(r.iter().zip(msb))
-        .map(|(&c, (r, m))| {
+        .map(|(&c, (&r, &m))| {
             let own = if client {
                 (c as u128).wrapping_sub(1 << TRUNC_BOUND_BITS)
             } else {
                 0
             };
-            let wrap = if c >> 63 == 0 { m << 64 } else { 0 };
-            own.wrapping_sub(*r).wrapping_add(wrap)
+            own.wrapping_sub(mask_integer(c, r, m))
         })
         .collect()
 }
@@ -201,16 +215,17 @@ pub fn matmul_weight_truncating(
         // mod 2^80: the low halves' exact products, and mod 2^16 at 2^64 the rest,
         // c G_hi - R_lo F_hi - R_hi F_lo (one stacked product) and the table's rows.
         let wraps: Vec<bool> = c.iter().map(|c| c >> 63 == 0).collect();
-        let r_low: Vec<u64> = r_wide.iter().map(|r| *r as u64).collect();
+        let r_share: Vec<u128> = (0..m * k)
+            .map(|ik| mask_integer(c[ik], r_wide[ik], msb[ik]))
+            .collect();
+        let r_low: Vec<u64> = r_share.iter().map(|r| *r as u64).collect();
         let mut left = vec![0u16; m * 3 * k];
         for (i, row) in left.chunks_mut(3 * k).enumerate() {
             for kk in 0..k {
                 let ik = i * k + kk;
-                let r_high =
-                    ((r_wide[ik] >> 64) as u16).wrapping_sub(wraps[ik] as u16 * msb[ik] as u16);
                 row[kk] = c[ik] as u16;
-                row[k + kk] = (r_low[ik] as u16).wrapping_neg();
-                row[2 * k + kk] = r_high.wrapping_neg();
+                row[k + kk] = (r_share[ik] as u16).wrapping_neg();
+                row[2 * k + kk] = ((r_share[ik] >> 64) as u16).wrapping_neg();
             }
         }
         let cg = matmul_full_transposed(c, &w.own_low_t, m, k, n);
