@@ -5,6 +5,8 @@
 
 pub mod bench;
 pub mod cli;
+pub mod deploy;
+pub mod link;
 pub mod model;
 pub mod mpc;
 pub mod report;

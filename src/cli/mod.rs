@@ -48,6 +48,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// The dealer as a process: correlated randomness for both parties of each session.
     Dealer(serve::DealerArgs),
+    /// A key pair for serve, dealer or verify --connect: NAME.key (private) and NAME.pub.
+    Keygen(serve::KeygenArgs),
 }
 
 /// The public/private pair: `--pair NAME`, or `--public MODEL --private MODEL`.
@@ -133,6 +135,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Sweep(sweep) => sweep::run(&sweep, args.registry.as_deref()),
         Command::Serve(serve_args) => serve::run_serve(&serve_args, args.registry.as_deref()),
         Command::Dealer(dealer) => serve::run_dealer(&dealer),
+        Command::Keygen(keygen) => serve::run_keygen(&keygen),
     }
 }
 

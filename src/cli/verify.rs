@@ -71,6 +71,14 @@ pub struct VerifyArgs {
     /// With --connect: the dealer process (`post dealer`).
     #[arg(long, value_name = "ADDR")]
     pub dealer: Option<String>,
+    /// With --connect: the server's public key (required with --key).
+    #[arg(long, value_name = "FILE", requires = "connect")]
+    pub trust: Vec<std::path::PathBuf>,
+    /// With --connect: the dealer's public key (required with --key).
+    #[arg(long, value_name = "FILE", requires = "connect")]
+    pub dealer_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub keys: crate::cli::serve::KeyArgs,
     /// With --connect: seconds to wait for each message of the server before the session ends
     /// with an error naming the protocol phase.
     #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = crate::cli::serve::parse_timeout)]
@@ -420,10 +428,22 @@ fn run_connected(args: &VerifyArgs, registry: &Registry, addr: &str) -> Result<(
         shape: args.shape.as_deref().map(LinkModel::parse).transpose()?,
         ..EngineConfig::default()
     };
+    crate::cli::serve::check_plaintext_peer(&args.keys, addr, "the server")?;
+    crate::cli::serve::check_plaintext_peer(&args.keys, dealer, "the dealer")?;
+    let link = args.keys.link_config(engine.timeout)?;
+    if link.encrypted() && (args.trust.is_empty() || args.dealer_key.is_none()) {
+        anyhow::bail!("--key needs --trust SERVER.pub and --dealer-key DEALER.pub (the keys to pin)")
+    }
+    let links = crate::deploy::client::ClientLinks {
+        link,
+        server_key: crate::link::Trust::load(&args.trust)?,
+        dealer_key: crate::link::Trust::load(args.dealer_key.as_slice())?,
+    };
     eprintln!("connecting to {addr} (dealer {dealer}); the server shares its model first");
-    let mut verifier = SecureVerifier::connect(
+    let mut verifier = crate::deploy::client::connect(
         addr,
         dealer,
+        &links,
         &engine,
         decode.temperature,
         public.config().vocab_size,

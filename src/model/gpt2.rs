@@ -81,6 +81,33 @@ impl Config {
         Ok(())
     }
 
+    /// [`Self::validate`], and bounds for a shape announced by a peer (a server's hello, the
+    /// shape a server names to the dealer): every size within what the engine's fixed-point
+    /// sampling and a machine's memory can hold, so that no product of them overflows.
+    pub fn validate_public(&self) -> Result<()> {
+        self.validate()?;
+        let bounds = [
+            ("vocab_size", self.vocab_size, 1 << 17),
+            ("n_positions", self.n_positions, 1 << 16),
+            ("n_embd", self.n_embd, 1 << 16),
+            ("n_layer", self.n_layer, 1024),
+            ("n_head", self.n_head, 1024),
+            ("n_inner", self.mlp_dim(), 1 << 18),
+        ];
+        for (field, value, max) in bounds {
+            if value > max {
+                bail!("config: {field} = {value} is above {max}")
+            }
+        }
+        if self.mlp_dim() == 0 {
+            bail!("config: n_inner must be positive")
+        }
+        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
+            bail!("config: layer_norm_epsilon must be a positive number")
+        }
+        Ok(())
+    }
+
     /// GPT-2 small (124M), the `gpt2` checkpoint.
     pub fn gpt2_small() -> Self {
         Self::sized(768, 12, 12)

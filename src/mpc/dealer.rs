@@ -18,7 +18,7 @@ use super::dcf::BITS;
 use super::error::MpcError;
 use super::matmul::head_matmul;
 use super::net::Transport;
-use super::remote::{decode_words, DealerLink, DEALER_TIMEOUT};
+use super::remote::{decode_words, DealerLink};
 use super::ring::{wide_from_words, words_from_wide};
 
 type Result<T> = std::result::Result<T, MpcError>;
@@ -141,6 +141,35 @@ impl Correlation {
                 )));
             }
         }
+        let small = |what: &str, n: usize, max: usize| {
+            if n > max {
+                Err(MpcError::Malformed(format!("a request with {n} {what} (at most {max})")))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Correlation::ComparisonProducts { operands, .. } => small("operands", *operands, 8)?,
+            Correlation::WideProduct { shifts, .. } if shifts.is_empty() => {
+                return Err(MpcError::Malformed("a product of no operands".into()))
+            }
+            Correlation::WideProduct { shifts, .. } => small("operands", shifts.len(), 2)?,
+            Correlation::Masked { shifts, pairs, .. } => {
+                small("operands", shifts.len(), 16)?;
+                small("pairs", pairs.len(), 64)?;
+                if shifts.iter().any(|&s| s > 63)
+                    || pairs.iter().any(|&(u, v)| u >= shifts.len() || v >= shifts.len())
+                {
+                    return Err(MpcError::Malformed(
+                        "a masked product naming an operand it does not have".into(),
+                    ));
+                }
+            }
+            Correlation::HeadTriple { heads: 0, .. } => {
+                return Err(MpcError::Malformed("a head product over 0 heads".into()))
+            }
+            _ => {}
+        }
         if let Correlation::Comparison { bits, skip, .. } = *self {
             if !(1..=BITS).contains(&bits) || skip >= bits {
                 return Err(MpcError::Malformed(format!(
@@ -151,9 +180,12 @@ impl Correlation {
         Ok(())
     }
 
-    /// The components in order: (sharing, length, derived?).
+    /// The components in order: (sharing, length, derived?). Lengths saturate rather than wrap, so
+    /// that a peer's absurd request is measured as absurd and refused before anything is made.
     fn components(&self, masks: &HashMap<u64, (usize, usize)>) -> Vec<(Sharing, usize, bool)> {
         use Sharing::*;
+        let mul = |a: usize, b: usize| a.saturating_mul(b);
+        let mul3 = |a: usize, b: usize, c: usize| a.saturating_mul(b).saturating_mul(c);
         match *self {
             Correlation::MulTriple { len } => vec![
                 (Additive, len, false),
@@ -163,30 +195,30 @@ impl Correlation {
             Correlation::SquarePair { len } => vec![(Additive, len, false), (Additive, len, true)],
             Correlation::MatmulTriple { batch, m, k, n } => {
                 vec![
-                    (Additive, batch * m * k, false),
-                    (Additive, batch * k * n, false),
-                    (Additive, batch * m * n, true),
+                    (Additive, mul3(batch, m, k), false),
+                    (Additive, mul3(batch, k, n), false),
+                    (Additive, mul3(batch, m, n), true),
                 ]
             }
-            Correlation::WeightMask { k, n, .. } => vec![(Additive, k * n, false)],
+            Correlation::WeightMask { k, n, .. } => vec![(Additive, mul(k, n), false)],
             Correlation::WeightTriple { id, m } => {
                 let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
-                vec![(Additive, m * k, false), (Additive, m * n, true)]
+                vec![(Additive, mul(m, k), false), (Additive, mul(m, n), true)]
             }
             Correlation::Comparison { len, bits, skip } => vec![
                 (Additive, len, false),
-                (Own, 2 * len, false),
+                (Own, mul(2, len), false),
                 (Additive, len, true),
-                (Public, super::dcf::words(1, bits - skip) * len, true),
+                (Public, mul(super::dcf::words(1, bits - skip), len), true),
             ],
             Correlation::ComparisonProducts { len, operands } => {
-                let mut comps = vec![(Additive, len, false), (Own, 2 * len, false)];
+                let mut comps = vec![(Additive, len, false), (Own, mul(2, len), false)];
                 comps.extend(vec![(Additive, len, false); operands.saturating_sub(1)]);
                 comps.extend(vec![(Additive, len, true); 1 + operands]);
-                comps.push((Public, super::dcf::words(1 + operands, BITS) * len, true));
+                comps.push((Public, mul(super::dcf::words(1 + operands, BITS), len), true));
                 comps
             }
-            Correlation::RowMask { rows, width, .. } => vec![(Additive, rows * width, false)],
+            Correlation::RowMask { rows, width, .. } => vec![(Additive, mul(rows, width), false)],
             Correlation::RowTruncate { .. } => vec![],
             Correlation::Masked {
                 len,
@@ -206,19 +238,19 @@ impl Correlation {
                 comps
             }
             Correlation::WideWeightMask { k, n, .. } => vec![
-                (Additive, k * n, false),
-                (Additive128, 2 * k * n, false),
-                (Additive128, 2 * k * n, true),
-                (Additive, k * n, true),
+                (Additive, mul(k, n), false),
+                (Additive128, mul3(2, k, n), false),
+                (Additive128, mul3(2, k, n), true),
+                (Additive, mul(k, n), true),
             ],
             Correlation::WideWeightTriple { id, m } => {
                 let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
                 vec![
-                    (Additive, m * k, false),
-                    (Additive128, 2 * m * k, true),
-                    (Additive, m * k, true),
-                    (Additive128, 2 * m * n, true),
-                    (Additive16, m * k * table_row_words(n), true),
+                    (Additive, mul(m, k), false),
+                    (Additive128, mul3(2, m, k), true),
+                    (Additive, mul(m, k), true),
+                    (Additive128, mul3(2, m, n), true),
+                    (Additive16, mul3(m, k, table_row_words(n)), true),
                 ]
             }
             Correlation::WideProduct {
@@ -229,10 +261,10 @@ impl Correlation {
                 let lens = wide_operand_lens(len, shifts.len(), per_row);
                 let mut comps: Vec<_> = lens.iter().map(|&l| (Additive, l, false)).collect();
                 for &l in &lens {
-                    comps.extend([(Additive128, 2 * l, true), (Additive128, 2 * l, true)]);
+                    comps.extend([(Additive128, mul(2, l), true), (Additive128, mul(2, l), true)]);
                 }
                 let cross = if shifts.len() == 1 { 2 } else { 4 };
-                comps.extend(vec![(Additive128, 2 * len, true); cross]);
+                comps.extend(vec![(Additive128, mul(2, len), true); cross]);
                 comps
             }
             Correlation::HeadTriple { id, heads, m, keys } => {
@@ -240,8 +272,8 @@ impl Correlation {
                 let dh = width / heads.max(1);
                 let (a, c) = if keys { (dh, rows) } else { (rows, dh) };
                 vec![
-                    (Additive, heads * m * a, false),
-                    (Additive, heads * m * c, true),
+                    (Additive, mul3(heads, m, a), false),
+                    (Additive, mul3(heads, m, c), true),
                 ]
             }
         }
@@ -546,23 +578,57 @@ impl Dealer {
             Correlation::WideWeightTriple { id, .. } => (id, 2),
             _ => return Ok(()),
         };
+        let heads = match *corr {
+            Correlation::HeadTriple { heads, .. } => heads,
+            _ => 1,
+        };
         match self.masks.get(&id) {
-            Some((k, n, words)) if words.len() == words_per_entry * k * n => Ok(()),
+            Some((k, n, words))
+                if words.len() == words_per_entry * k * n && n.is_multiple_of(heads) =>
+            {
+                Ok(())
+            }
             _ => Err(MpcError::Malformed(format!(
                 "a product against mask {id}, which the dealer did not make for it"
             ))),
         }
     }
 
+    /// The largest component of `corr` and the words of all its components (saturating): what it
+    /// would take to make it, measured before anything is made.
+    pub(crate) fn request_size(&self, corr: &Correlation) -> (usize, usize) {
+        let comps = corr.components(&self.mask_shapes());
+        let largest = comps.iter().map(|c| c.1).max().unwrap_or(0);
+        let words = comps.iter().fold(0usize, |sum, c| sum.saturating_add(c.1));
+        (largest, words)
+    }
+
+    /// Words of the fixed masks the dealer keeps now.
+    pub(crate) fn mask_words(&self) -> usize {
+        self.masks.values().map(|m| m.2.len()).sum()
+    }
+
+    /// Words `corr` adds to the kept masks.
+    pub(crate) fn new_mask_words(&self, corr: &Correlation) -> usize {
+        match *corr {
+            Correlation::WeightMask { k, n, .. } => k.saturating_mul(n),
+            Correlation::WideWeightMask { k, n, .. } => k.saturating_mul(n).saturating_mul(2),
+            Correlation::RowMask { rows, width, .. } => rows.saturating_mul(width),
+            _ => 0,
+        }
+    }
+
+    fn mask_shapes(&self) -> HashMap<u64, (usize, usize)> {
+        self.masks
+            .iter()
+            .map(|(id, (k, n, _))| (*id, (*k, *n)))
+            .collect()
+    }
+
     /// Party 1's corrections for one request, and the public components that party 0 needs too
     /// (party 0's other shares follow from its seed alone).
     pub(crate) fn corrections(&mut self, corr: &Correlation) -> (Vec<Vec<u64>>, Vec<Vec<u64>>) {
-        let shapes: HashMap<u64, (usize, usize)> = self
-            .masks
-            .iter()
-            .map(|(id, (k, n, _))| (*id, (*k, *n)))
-            .collect();
-        let comps = corr.components(&shapes);
+        let comps = corr.components(&self.mask_shapes());
         let (mut free, mut own0, mut own1) = (Vec::new(), Vec::new(), Vec::new());
         let mut share0 = Vec::new();
         for &(sharing, len, derived) in &comps {
@@ -632,6 +698,19 @@ enum Source {
     },
 }
 
+/// The bytes of the dealer's frame of the components that `delivered` picks: the receiver knows
+/// them before the frame arrives, so it refuses any other length before reading it.
+fn frame_bytes(
+    comps: &[(Sharing, usize, bool)],
+    delivered: impl Fn(&(Sharing, usize, bool)) -> bool,
+) -> usize {
+    let picked: Vec<usize> = comps.iter().filter(|c| delivered(c)).map(|c| c.1).collect();
+    picked
+        .iter()
+        .fold(1 + picked.len(), |sum, len| sum.saturating_add(*len))
+        .saturating_mul(8)
+}
+
 /// One party's access to the dealer.
 pub struct DealerHandle {
     rng: ChaCha12Rng,
@@ -676,7 +755,8 @@ impl DealerHandle {
                 (true, public.recv().map_err(|_| MpcError::PeerClosed)?)
             }
             Source::RemoteClient(link) if needs_public => {
-                (true, decode_words(&link.transport.recv(DEALER_TIMEOUT)?)?)
+                let limit = frame_bytes(&comps, |c| c.0 == Sharing::Public);
+                (true, decode_words(&link.transport.recv(link.timeout, limit)?)?)
             }
             Source::Seed { .. } | Source::RemoteClient(_) => (true, Vec::new()),
             Source::Dealer { requests, replies } => {
@@ -689,7 +769,8 @@ impl DealerHandle {
                 let request = serde_json::to_vec(corr)
                     .map_err(|e| MpcError::Malformed(format!("a correlation request: {e}")))?;
                 link.transport.send(request)?;
-                (false, decode_words(&link.transport.recv(DEALER_TIMEOUT)?)?)
+                let limit = frame_bytes(&comps, |c| c.2);
+                (false, decode_words(&link.transport.recv(link.timeout, limit)?)?)
             }
         };
         // Party 0 takes its public components from the dealer, party 1 its derived ones; every

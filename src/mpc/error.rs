@@ -20,6 +20,16 @@ pub enum MpcError {
     OutOfRange { value: f64, limit: f64 },
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// A frame or handshake message that failed its authentication tag: altered, replayed,
+    /// reordered or forged on the way.
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    /// A peer whose key is not among the trusted ones.
+    #[error("untrusted peer: {0}")]
+    Untrusted(String),
+    /// The peer said no (busy, a taken session role, a key it does not trust, ...).
+    #[error("refused by the peer: {0}")]
+    Refused(String),
     #[error("network I/O: {0}")]
     Io(#[from] std::io::Error),
     /// A failure inside a labelled protocol step: the phase is the label path (`block2/attn/softmax`).

@@ -116,7 +116,17 @@ fn parse_unit(value: &str, units: &[(&str, f64)]) -> Option<f64> {
 /// Moves whole messages between the two parties.
 pub trait Transport: Send {
     fn send(&mut self, msg: Vec<u8>) -> Result<()>;
-    fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>>;
+    /// The next message, which must arrive within `timeout` and hold at most `limit` bytes: the
+    /// receiver always knows the message it expects at that point, and a longer one is refused
+    /// before anything is allocated for it.
+    fn recv(&mut self, timeout: Duration, limit: usize) -> Result<Vec<u8>>;
+}
+
+/// The error for a frame longer than the message expected at that point.
+pub fn too_long(len: u64, limit: usize) -> MpcError {
+    MpcError::Malformed(format!(
+        "a frame of {len} bytes where at most {limit} were expected"
+    ))
 }
 
 /// Two threads in one process, joined by a pair of queues.
@@ -130,32 +140,34 @@ impl Transport for SimTransport {
         self.tx.send(msg).map_err(|_| MpcError::PeerClosed)
     }
 
-    fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.rx.recv_timeout(timeout).map_err(|e| match e {
+    fn recv(&mut self, timeout: Duration, limit: usize) -> Result<Vec<u8>> {
+        let msg = self.rx.recv_timeout(timeout).map_err(|e| match e {
             RecvTimeoutError::Timeout => MpcError::Timeout(timeout),
             RecvTimeoutError::Disconnected => MpcError::PeerClosed,
-        })
+        })?;
+        if msg.len() > limit {
+            return Err(too_long(msg.len() as u64, limit));
+        }
+        Ok(msg)
     }
 }
 
-/// The largest frame a TCP transport accepts (GPT-2 medium's masked token table is 0.4 GB).
-pub const MAX_FRAME: u64 = 2 << 30;
-
-/// A TCP stream carrying length-prefixed frames. Sends go through a writer thread, so that two
-/// parties sending large messages at once never both block on full socket buffers (each keeps
-/// reading while its writer drains); dropping the transport flushes what was queued.
+/// A TCP stream carrying length-prefixed frames in the clear (loopback, or `--insecure-plaintext`).
+/// Sends go through a writer thread, so that two parties sending large messages at once never both
+/// block on full socket buffers (each keeps reading while its writer drains); dropping the
+/// transport flushes what was queued.
 pub struct TcpTransport {
     stream: TcpStream,
     writer: Option<(Sender<Vec<u8>>, std::thread::JoinHandle<()>)>,
 }
 
 impl TcpTransport {
-    pub fn new(stream: TcpStream) -> Result<Self> {
+    /// A transport whose writes fail after `write_timeout` without progress (a peer that stops
+    /// reading), so that dropping the transport, which waits for the writer, cannot hang on it.
+    pub fn new(stream: TcpStream, write_timeout: Duration) -> Result<Self> {
         stream.set_nodelay(true)?;
         let mut out = stream.try_clone()?;
-        // A peer that stops reading fails the writer after this long, so that dropping the
-        // transport (which waits for the writer) cannot hang on it.
-        out.set_write_timeout(Some(Duration::from_secs(120)))?;
+        out.set_write_timeout(Some(write_timeout))?;
         let (tx, rx) = channel::<Vec<u8>>();
         let writer = std::thread::spawn(move || {
             for msg in rx {
@@ -165,7 +177,8 @@ impl TcpTransport {
                     .and_then(|_| out.write_all(&msg))
                     .is_err()
                 {
-                    return; // the peer is gone: the next send reports it
+                    let _ = out.shutdown(std::net::Shutdown::Both);
+                    return; // the peer is gone: the next send or receive reports it
                 }
             }
             let _ = out.flush();
@@ -186,6 +199,29 @@ impl Drop for TcpTransport {
     }
 }
 
+/// Reads exactly `len` bytes, growing the buffer as they arrive: a length header alone never
+/// allocates what it claims.
+pub fn read_growing(stream: &mut impl Read, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut left = len;
+    while left > 0 {
+        let chunk = left.min(1 << 20);
+        let start = buf.len();
+        buf.resize(start + chunk, 0);
+        stream.read_exact(&mut buf[start..])?;
+        left -= chunk;
+    }
+    Ok(buf)
+}
+
+/// A read error as the engine reports it: a timeout, or the peer gone.
+pub fn read_error(e: std::io::Error, timeout: Duration) -> MpcError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => MpcError::Timeout(timeout),
+        _ => MpcError::PeerClosed,
+    }
+}
+
 impl Transport for TcpTransport {
     fn send(&mut self, msg: Vec<u8>) -> Result<()> {
         match &self.writer {
@@ -194,33 +230,17 @@ impl Transport for TcpTransport {
         }
     }
 
-    fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+    fn recv(&mut self, timeout: Duration, limit: usize) -> Result<Vec<u8>> {
         self.stream.set_read_timeout(Some(timeout))?;
-        let map = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                MpcError::Timeout(timeout)
-            }
-            _ => MpcError::PeerClosed,
-        };
         let mut len = [0u8; 8];
-        self.stream.read_exact(&mut len).map_err(map)?;
+        self.stream
+            .read_exact(&mut len)
+            .map_err(|e| read_error(e, timeout))?;
         let len = u64::from_le_bytes(len);
-        if len > MAX_FRAME {
-            return Err(MpcError::Malformed(format!(
-                "a frame of {len} bytes (at most {MAX_FRAME})"
-            )));
+        if len > limit as u64 {
+            return Err(too_long(len, limit));
         }
-        // Grow the buffer as bytes arrive: a header alone never allocates its claimed size.
-        let mut buf = Vec::new();
-        let mut left = len as usize;
-        while left > 0 {
-            let chunk = left.min(1 << 26);
-            let start = buf.len();
-            buf.resize(start + chunk, 0);
-            self.stream.read_exact(&mut buf[start..]).map_err(map)?;
-            left -= chunk;
-        }
-        Ok(buf)
+        read_growing(&mut self.stream, len as usize).map_err(|e| read_error(e, timeout))
     }
 }
 
@@ -263,8 +283,8 @@ impl<T: Transport> Transport for ShapedTransport<T> {
         self.inner.send(stamped)
     }
 
-    fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        let msg = self.inner.recv(timeout)?;
+    fn recv(&mut self, timeout: Duration, limit: usize) -> Result<Vec<u8>> {
+        let msg = self.inner.recv(timeout, limit.saturating_add(8))?;
         if msg.len() < 8 {
             return Err(MpcError::Malformed(
                 "a shaped message without its arrival time (is the peer shaping too?)".into(),
@@ -435,12 +455,13 @@ impl Channel {
         }
     }
 
-    /// Waits for one message; the clock moves to its arrival time if that is later.
-    pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
+    /// Waits for one message of at most `limit` bytes; the clock moves to its arrival time if that
+    /// is later.
+    pub fn recv_bytes(&mut self, limit: usize) -> Result<Vec<u8>> {
         self.tick();
         let msg = self
             .transport
-            .recv(self.timeout)
+            .recv(self.timeout, limit.saturating_add(8))
             .map_err(|e| self.in_phase(e))?;
         self.skip_time();
         if msg.len() < 8 {
@@ -500,7 +521,7 @@ impl Channel {
     }
 
     pub fn recv_u64s(&mut self, expected: usize) -> Result<Vec<u64>> {
-        let bytes = self.recv_bytes()?;
+        let bytes = self.recv_bytes(expected.saturating_mul(8))?;
         if bytes.len() != expected * 8 {
             return Err(MpcError::Malformed(format!(
                 "expected {} values, got {} bytes",
@@ -552,16 +573,27 @@ pub fn tcp_pair(link: LinkModel, shape: Option<LinkModel>) -> Result<(Channel, C
     let client = std::thread::spawn(move || TcpStream::connect(addr));
     let (server, _) = listener.accept()?;
     let client = client.join().map_err(|_| MpcError::PeerClosed)??;
+    let timeout = Duration::from_secs(120);
     Ok((
-        Channel::new(shaped(TcpTransport::new(client)?, shape), link),
-        Channel::new(shaped(TcpTransport::new(server)?, shape), link),
+        Channel::new(shaped(Box::new(TcpTransport::new(client, timeout)?), shape), link),
+        Channel::new(shaped(Box::new(TcpTransport::new(server, timeout)?), shape), link),
     ))
 }
 
-/// A TCP transport, shaped in real time if `shape` is set.
-pub fn shaped(transport: TcpTransport, shape: Option<LinkModel>) -> Box<dyn Transport> {
+/// A transport, shaped in real time if `shape` is set.
+pub fn shaped(transport: Box<dyn Transport>, shape: Option<LinkModel>) -> Box<dyn Transport> {
     match shape {
         Some(link) => Box::new(ShapedTransport::new(transport, link)),
-        None => Box::new(transport),
+        None => transport,
+    }
+}
+
+impl Transport for Box<dyn Transport> {
+    fn send(&mut self, msg: Vec<u8>) -> Result<()> {
+        (**self).send(msg)
+    }
+
+    fn recv(&mut self, timeout: Duration, limit: usize) -> Result<Vec<u8>> {
+        (**self).recv(timeout, limit)
     }
 }

@@ -1,15 +1,11 @@
-//! The dealer as a process of its own, reached over TCP by both parties (`post dealer`).
-//!
-//! A party connects, sends a hello frame `[role, session]` (role 0 = client, 1 = server; session =
-//! a random id the client chose and told the server), and receives its own 32-byte seed, drawn from
-//! the OS for this session: the seed of its uniform dealer components, which only it and the dealer
-//! hold. Once both roles of a session are connected, the server (party 1) sends each correlation
-//! request (JSON) and receives the corrections of its derived components; the client receives the
-//! public components (comparison keys' correction words) of the same request. The dealer never sees
-//! an online message. Frames are length-prefixed, at most [`MAX_FRAME`] bytes.
+//! The dealer's side of a session with two party processes, over links that [`crate::deploy`]
+//! opened and paired (`post dealer`): each party receives its own 32-byte seed, drawn from the OS
+//! for this session, which only it and the dealer hold; then the server (party 1) sends each
+//! correlation request (JSON) and receives the corrections of its derived components, while the
+//! client receives the public components (comparison keys' correction words) of the same request.
+//! The dealer never sees an online message. Every request is checked against the limits the
+//! served model's shape allows before anything is made for it.
 
-use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use rand::{SeedableRng, TryRngCore};
@@ -17,11 +13,11 @@ use rand_chacha::ChaCha12Rng;
 
 use super::dealer::{Correlation, Dealer};
 use super::error::MpcError;
-use super::net::{TcpTransport, Transport};
+use super::net::Transport;
 use super::party::Result;
 
-/// How long a dealer or a party waits for the next frame before giving up.
-pub const DEALER_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest correlation request a server may send (JSON of a few numbers).
+pub const MAX_REQUEST_BYTES: usize = 64 << 10;
 
 /// Words of several components: `[count, len_0.., words_0.., words_1.., ...]`, little-endian.
 pub fn encode_words(parts: &[Vec<u64>]) -> Vec<u8> {
@@ -70,93 +66,63 @@ pub fn decode_words(bytes: &[u8]) -> Result<Vec<Vec<u64>>> {
     Ok(out)
 }
 
-/// A party's connection to the dealer process.
+/// A party's connection to the dealer process, opened and paired by the caller.
 pub struct DealerLink {
-    pub transport: TcpTransport,
+    pub transport: Box<dyn Transport>,
+    /// How long to wait for each of the dealer's frames.
+    pub timeout: Duration,
 }
 
-impl DealerLink {
-    /// Connects as `role` of `session` and returns the link and this party's seed.
-    pub fn connect(addr: impl ToSocketAddrs, role: u64, session: u64) -> Result<(Self, [u8; 32])> {
-        let stream = TcpStream::connect(addr)
-            .map_err(|e| MpcError::BadConfig(format!("cannot reach the dealer: {e}")))?;
-        let mut transport = TcpTransport::new(stream)?;
-        transport.send(encode_words(&[vec![role, session]]))?;
-        let seed = transport.recv(DEALER_TIMEOUT)?;
-        let seed: [u8; 32] = seed
-            .try_into()
-            .map_err(|_| MpcError::Malformed("the dealer's seed is not 32 bytes".into()))?;
-        Ok((Self { transport }, seed))
-    }
+/// What the dealer lets one session ask for, from the shape of the model its server serves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestLimits {
+    /// The most elements any component of one request may have.
+    pub max_elements: usize,
+    /// The most words one request may make in all (its memory while it is made).
+    pub max_request_words: usize,
+    /// The most words of fixed masks the dealer keeps for the session.
+    pub max_mask_words: usize,
 }
 
-/// Serves dealer sessions forever (or `sessions` of them): pairs connections by session id and runs
-/// each pair on a thread. Returns only on a listener error or after `sessions` sessions.
-pub fn serve_dealer(listener: TcpListener, sessions: Option<usize>) -> Result<()> {
-    let mut waiting: HashMap<u64, (u64, TcpTransport)> = HashMap::new();
-    let mut handles = Vec::new();
-    let mut started = 0usize;
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let mut transport = TcpTransport::new(stream)?;
-        let hello = match transport
-            .recv(Duration::from_secs(30))
-            .and_then(|b| decode_words(&b))
-        {
-            Ok(h) if h.len() == 1 && h[0].len() == 2 && h[0][0] <= 1 => h[0].clone(),
-            _ => {
-                eprintln!("dealer: a connection sent no valid hello; dropped");
-                continue;
-            }
-        };
-        let (role, session) = (hello[0], hello[1]);
-        match waiting.remove(&session) {
-            Some((other_role, other)) if other_role != role => {
-                let (client, server) = if role == 0 {
-                    (transport, other)
-                } else {
-                    (other, transport)
-                };
-                handles.push(std::thread::spawn(move || {
-                    if let Err(e) = run_session(client, server) {
-                        eprintln!("dealer: session {session:x} ended: {e}");
-                    }
-                }));
-                started += 1;
-                if sessions.is_some_and(|n| started >= n) {
-                    break;
-                }
-            }
-            Some((other_role, other)) => {
-                eprintln!("dealer: two connections as role {role} for session {session:x}; keeping the newer");
-                drop((other_role, other));
-                waiting.insert(session, (role, transport));
-            }
-            None => {
-                waiting.insert(session, (role, transport));
-            }
+impl RequestLimits {
+    /// Refuses a request past these limits, naming what it asked for.
+    pub(crate) fn check(&self, dealer: &Dealer, corr: &Correlation) -> Result<()> {
+        let (largest, words) = dealer.request_size(corr);
+        if largest > self.max_elements || words > self.max_request_words {
+            return Err(MpcError::Malformed(format!(
+                "a request for {largest} elements ({words} words) is larger than the served model's shape allows ({} elements, {} words)",
+                self.max_elements, self.max_request_words
+            )));
         }
+        if dealer.mask_words().saturating_add(dealer.new_mask_words(corr)) > self.max_mask_words {
+            return Err(MpcError::Malformed(format!(
+                "a request that grows the session's masks past {} words",
+                self.max_mask_words
+            )));
+        }
+        Ok(())
     }
-    for h in handles {
-        let _ = h.join();
-    }
-    Ok(())
 }
 
 /// One session: fresh OS seeds for both parties, then requests from the server until it leaves.
-fn run_session(mut client: TcpTransport, mut server: TcpTransport) -> Result<()> {
+/// Each wait for a request honours `timeout`.
+pub fn run_session(
+    client: &mut dyn Transport,
+    server: &mut dyn Transport,
+    timeout: Duration,
+    limits: &RequestLimits,
+) -> Result<()> {
     let (mut seed0, mut seed1) = ([0u8; 32], [0u8; 32]);
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut seed0)
-        .map_err(|e| MpcError::BadConfig(format!("OS randomness: {e}")))?;
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut seed1)
-        .map_err(|e| MpcError::BadConfig(format!("OS randomness: {e}")))?;
+    for seed in [&mut seed0, &mut seed1] {
+        rand::rngs::OsRng
+            .try_fill_bytes(seed)
+            .map_err(|e| MpcError::BadConfig(format!("OS randomness: {e}")))?;
+    }
     client.send(seed0.to_vec())?;
     server.send(seed1.to_vec())?;
     let mut dealer = Dealer::new(ChaCha12Rng::from_seed(seed0), ChaCha12Rng::from_seed(seed1));
     loop {
-        let request = match server.recv(DEALER_TIMEOUT) {
+        let request = match server.recv(timeout, MAX_REQUEST_BYTES) {
             Ok(r) => r,
             Err(MpcError::PeerClosed) => return Ok(()),
             Err(e) => return Err(e),
@@ -165,12 +131,21 @@ fn run_session(mut client: TcpTransport, mut server: TcpTransport) -> Result<()>
             .map_err(|e| MpcError::Malformed(format!("a correlation request: {e}")))?;
         corr.check()?;
         dealer.check_mask(&corr)?;
+        limits.check(&dealer, &corr)?;
         let (corrections, public) = dealer.corrections(&corr);
         if !public.is_empty() {
             client.send(encode_words(&public))?;
         }
         server.send(encode_words(&corrections))?;
     }
+}
+
+/// Receives a party's 32-byte seed.
+pub fn recv_seed(transport: &mut dyn Transport, timeout: Duration) -> Result<[u8; 32]> {
+    transport
+        .recv(timeout, 32)?
+        .try_into()
+        .map_err(|_| MpcError::Malformed("the dealer's seed is not 32 bytes".into()))
 }
 
 #[cfg(test)]
@@ -229,21 +204,83 @@ mod tests {
 mod session_tests {
     use super::*;
     use crate::mpc::dealer::DealerHandle;
+    use crate::mpc::net::TcpTransport;
+    use std::net::{TcpListener, TcpStream};
 
-    #[test]
-    fn a_dealer_process_serves_both_parties_consistent_triples() {
+    const T: Duration = Duration::from_secs(30);
+
+    fn open() -> RequestLimits {
+        RequestLimits {
+            max_elements: 1 << 20,
+            max_request_words: 1 << 24,
+            max_mask_words: 1 << 24,
+        }
+    }
+
+    /// A dealer session on a thread, joined to both parties by TCP on loopback; returns the
+    /// parties' handles and the dealer thread.
+    fn session(
+        limits: RequestLimits,
+    ) -> (
+        [std::thread::JoinHandle<DealerHandle>; 2],
+        std::thread::JoinHandle<Result<()>>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let dealer = std::thread::spawn(move || serve_dealer(listener, Some(1)));
         let party = |role: u64| {
             std::thread::spawn(move || {
-                let (link, seed) = DealerLink::connect(addr, role, 42).unwrap();
-                let mut h = DealerHandle::remote(link, seed, role);
-                h.get(&Correlation::MulTriple { len: 5 }).unwrap()
+                let stream = TcpStream::connect(addr).unwrap();
+                let mut link = DealerLink {
+                    transport: Box::new(TcpTransport::new(stream, T).unwrap()),
+                    timeout: T,
+                };
+                let seed = recv_seed(link.transport.as_mut(), T).unwrap();
+                DealerHandle::remote(link, seed, role)
             })
         };
-        let (a, b) = (party(0), party(1));
-        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        // The client connects first, so the first accepted connection is the client's.
+        let client = party(0);
+        let (a, _) = listener.accept().unwrap();
+        let server = party(1);
+        let (b, _) = listener.accept().unwrap();
+        let parties = [client, server];
+        let dealer = std::thread::spawn(move || {
+            let mut a = TcpTransport::new(a, T)?;
+            let mut b = TcpTransport::new(b, T)?;
+            run_session(&mut a, &mut b, T, &limits)
+        });
+        (parties, dealer)
+    }
+
+    #[test]
+    fn a_dealer_session_serves_both_parties_consistent_triples() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let party = |role: u64| {
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(addr).unwrap();
+                let mut link = DealerLink {
+                    transport: Box::new(TcpTransport::new(stream, T).unwrap()),
+                    timeout: T,
+                };
+                let seed = recv_seed(link.transport.as_mut(), T).unwrap();
+                let mut h = DealerHandle::remote(link, seed, role);
+                (seed, h.get(&Correlation::MulTriple { len: 5 }))
+            })
+        };
+        let client = party(0);
+        let (c, _) = listener.accept().unwrap();
+        let server = party(1);
+        let (s, _) = listener.accept().unwrap();
+        let dealer = std::thread::spawn(move || {
+            let mut c = TcpTransport::new(c, T)?;
+            let mut s = TcpTransport::new(s, T)?;
+            run_session(&mut c, &mut s, T, &open())
+        });
+        let (seed0, a) = client.join().unwrap();
+        let (seed1, b) = server.join().unwrap();
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_ne!(seed0, seed1, "each party has its own seed");
         for i in 0..5 {
             let x = a[0][i].wrapping_add(b[0][i]);
             let y = a[1][i].wrapping_add(b[1][i]);
@@ -254,12 +291,26 @@ mod session_tests {
     }
 
     #[test]
+    fn requests_past_the_shapes_limits_end_the_session() {
+        // Issue 24: one request for a triple of 2^37 elements aborted the dealer; now the limits
+        // refuse it before anything is allocated, and the dealer thread returns an error.
+        let limits = RequestLimits {
+            max_elements: 1000,
+            max_request_words: 10_000,
+            max_mask_words: 10_000,
+        };
+        let ([_client, server], dealer) = session(limits);
+        let mut h = server.join().unwrap();
+        assert!(h.get(&Correlation::MulTriple { len: 100 }).is_ok());
+        drop(h.get(&Correlation::MulTriple { len: 1 << 37 }));
+        let err = dealer.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("larger than the served model's shape allows"), "{err}");
+    }
+
+    #[test]
     fn what_the_client_receives_does_not_rebuild_the_servers_shares() {
         // Issue 10: a party gets only its own seed and the components meant for it. The client's
         // view (its seed and the public words) must not reproduce the server's shares.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let dealer = std::thread::spawn(move || serve_dealer(listener, Some(1)));
         let requests = [
             Correlation::MulTriple { len: 64 },
             Correlation::Comparison {
@@ -268,16 +319,31 @@ mod session_tests {
                 skip: 0,
             },
         ];
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
         let party = move |role: u64| {
             let requests = requests.clone();
             std::thread::spawn(move || {
-                let (link, seed) = DealerLink::connect(addr, role, 7).unwrap();
+                let stream = TcpStream::connect(addr).unwrap();
+                let mut link = DealerLink {
+                    transport: Box::new(TcpTransport::new(stream, T).unwrap()),
+                    timeout: T,
+                };
+                let seed = recv_seed(link.transport.as_mut(), T).unwrap();
                 let mut h = DealerHandle::remote(link, seed, role);
                 let got: Vec<_> = requests.iter().map(|c| h.get(c).unwrap()).collect();
                 (seed, got)
             })
         };
-        let (client, server) = (party(0), party(1));
+        let client = party(0);
+        let (c, _) = listener.accept().unwrap();
+        let server = party(1);
+        let (s, _) = listener.accept().unwrap();
+        let dealer = std::thread::spawn(move || {
+            let mut c = TcpTransport::new(c, T)?;
+            let mut s = TcpTransport::new(s, T)?;
+            run_session(&mut c, &mut s, T, &open())
+        });
         let ((seed0, view0), (seed1, view1)) = (client.join().unwrap(), server.join().unwrap());
         dealer.join().unwrap().unwrap();
         assert_ne!(seed0, seed1, "each party has its own seed");

@@ -16,14 +16,10 @@ use serde::Serialize;
 
 use super::gpt2::{SecureGpt2, SecureKvCache};
 use super::sampling::{private_sample_at, ClientDraws};
-use rand::{SeedableRng, TryRngCore};
-use rand_chacha::ChaCha12Rng;
 
 use crate::model::{Config, Gpt2};
-use crate::mpc::dealer::DealerHandle;
-use crate::mpc::net::{shaped, Channel, Counters, TcpTransport, Transport};
-use crate::mpc::remote::DealerLink;
-use crate::mpc::{make_parties, EngineConfig, Party, CLIENT, SERVER};
+use crate::mpc::net::Counters;
+use crate::mpc::{make_parties, EngineConfig, Party, CLIENT};
 use crate::spec::{Verdict, Verifier};
 
 const STOP: u64 = 0;
@@ -136,112 +132,26 @@ pub struct SecureVerifier {
     pub setup: Costs,
 }
 
-/// The protocol version both ends of a TCP session must speak.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The lowest temperature above 0 the fixed-point sampling honours: z = logits / T at f + 24
+/// fractional bits stays below 2^62 for logits up to 2^22 T in magnitude (40,000 at T = 0.01).
+pub const MIN_TEMPERATURE: f64 = 0.01;
 
-/// What the client says first: its version, fixed-point format, session id (for the dealer),
-/// the session's public temperature and its public model's vocabulary.
-#[derive(Debug, Serialize, serde::Deserialize)]
-struct ClientHello {
-    version: u32,
-    frac_bits: u32,
-    session: u64,
-    temperature: f64,
-    vocab_size: usize,
-    /// Real-time shaping of the link as (RTT s, bytes/s); both ends must shape alike.
-    #[serde(default)]
-    shape: Option<(f64, f64)>,
-}
-
-/// The server's answer: its version and format and the private model's public shape, or why it
-/// refuses the session.
-#[derive(Debug, Serialize, serde::Deserialize)]
-struct ServerHello {
-    version: u32,
-    frac_bits: u32,
-    config: Option<Config>,
-    refused: Option<String>,
-}
-
-const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-fn hello_bytes<T: Serialize>(hello: &T) -> Vec<u8> {
-    serde_json::to_vec(hello).expect("hello serialises")
-}
-
-/// A party of a TCP session: the link to its peer, its own seed from the dealer process, its own
-/// private randomness from the OS.
-fn remote_party(
-    id: usize,
-    peer: TcpTransport,
-    dealer: &str,
-    session: u64,
-    engine: &EngineConfig,
-) -> Result<Party> {
-    let (link, seed) = DealerLink::connect(dealer, id as u64, session)?;
-    let mut channel = Channel::new(shaped(peer, engine.shape), engine.link);
-    channel.timeout = engine.timeout;
-    Ok(Party::new(
-        id,
-        channel,
-        DealerHandle::remote(link, seed, id as u64),
-        engine.fp,
-        engine.approx.clone(),
-        ChaCha12Rng::from_os_rng(),
-    ))
-}
-
-/// The server's side of one session with a client process: handshake, then the dealer process,
-/// weight sharing, and steps until the client stops. An error ends this session only.
-pub fn serve_remote(
-    stream: std::net::TcpStream,
-    model: &Gpt2,
-    dealer: &str,
-    engine: &EngineConfig,
-) -> Result<()> {
-    let mut transport = TcpTransport::new(stream)?;
-    let hello: ClientHello = serde_json::from_slice(&transport.recv(HELLO_TIMEOUT)?)
-        .context("handshake: the client's hello is malformed")?;
-    let cfg = model.config().clone();
-    let problem = if hello.version != PROTOCOL_VERSION {
-        Some(format!(
-            "protocol version {} (the server speaks {PROTOCOL_VERSION})",
-            hello.version
-        ))
-    } else if hello.frac_bits != engine.fp.frac_bits {
-        Some(format!(
-            "{} fractional bits (the server uses {})",
-            hello.frac_bits, engine.fp.frac_bits
-        ))
-    } else if hello.vocab_size != cfg.vocab_size {
-        Some(format!(
-            "a public model with {} tokens (the private model has {})",
-            hello.vocab_size, cfg.vocab_size
-        ))
-    } else if hello.shape != engine.shape.map(|l| (l.rtt, l.bandwidth)) {
-        Some(format!(
-            "link shaping {:?} (the server shapes {:?}; give both ends the same --shape)",
-            hello.shape,
-            engine.shape.map(|l| (l.rtt, l.bandwidth))
-        ))
-    } else if !hello.temperature.is_finite() || hello.temperature < 0.0 {
-        Some(format!("temperature {}", hello.temperature))
+/// A session's temperature: 0 (greedy) or at least [`MIN_TEMPERATURE`], finite.
+pub fn check_temperature(temperature: f64) -> Result<()> {
+    if temperature == 0.0 || (temperature.is_finite() && temperature >= MIN_TEMPERATURE) {
+        Ok(())
     } else {
-        None
-    };
-    transport.send(hello_bytes(&ServerHello {
-        version: PROTOCOL_VERSION,
-        frac_bits: engine.fp.frac_bits,
-        config: problem.is_none().then(|| cfg.clone()),
-        refused: problem.clone(),
-    }))?;
-    if let Some(why) = problem {
-        bail!("handshake: refused a client with {why}")
+        bail!(
+            "temperature {temperature}: use 0 (greedy) or a finite value of at least {MIN_TEMPERATURE}"
+        )
     }
-    let mut party = remote_party(SERVER, transport, dealer, hello.session, engine)?;
-    let secure = SecureGpt2::setup(&mut party, &cfg, Some(model)).context("weight sharing")?;
+}
+
+/// The server's side of a session with a client process, once the weights are shared: steps
+/// until the client stops.
+pub(crate) fn serve_client(p: &mut Party, model: &SecureGpt2, temperature: f64) -> Result<()> {
     let (reports, _) = channel();
-    serve(&mut party, &secure, hello.temperature, &reports).context("serving steps")?;
+    serve(p, model, temperature, &reports)?;
     Ok(())
 }
 
@@ -260,9 +170,7 @@ impl SecureVerifier {
         temperature: f64,
         record_server: bool,
     ) -> Result<Self> {
-        if !temperature.is_finite() || temperature < 0.0 {
-            bail!("temperature must be a finite number >= 0, got {temperature}")
-        }
+        check_temperature(temperature)?;
         let (client, mut server) = make_parties(engine)?;
         let cfg = model.config().clone();
         let (server_model, server_cfg) = (model.clone(), cfg.clone());
@@ -278,55 +186,11 @@ impl SecureVerifier {
         Self::set_up(client, &cfg, temperature, Some(handle), reports)
     }
 
-    /// Connects to a server process at `addr` (which holds the private model) and to the dealer
-    /// process at `dealer`; `vocab_size` is the public model's, checked against the private one's.
-    pub fn connect(
-        addr: &str,
-        dealer: &str,
-        engine: &EngineConfig,
-        temperature: f64,
-        vocab_size: usize,
-    ) -> Result<Self> {
-        if !temperature.is_finite() || temperature < 0.0 {
-            bail!("temperature must be a finite number >= 0, got {temperature}")
-        }
-        let stream = std::net::TcpStream::connect(addr)
-            .with_context(|| format!("cannot reach the server at {addr}"))?;
-        let mut transport = TcpTransport::new(stream)?;
-        let session = rand::rngs::OsRng
-            .try_next_u64()
-            .map_err(|e| anyhow!("OS randomness: {e}"))?;
-        transport.send(hello_bytes(&ClientHello {
-            version: PROTOCOL_VERSION,
-            frac_bits: engine.fp.frac_bits,
-            session,
-            temperature,
-            vocab_size,
-            shape: engine.shape.map(|l| (l.rtt, l.bandwidth)),
-        }))?;
-        let hello: ServerHello = serde_json::from_slice(
-            &transport
-                .recv(HELLO_TIMEOUT)
-                .context("handshake: no answer from the server")?,
-        )
-        .context("handshake: the server's hello is malformed")?;
-        if let Some(why) = hello.refused {
-            bail!("handshake: the server refused the session: {why}")
-        }
-        if hello.version != PROTOCOL_VERSION || hello.frac_bits != engine.fp.frac_bits {
-            bail!(
-                "handshake: the server speaks version {} with {} fractional bits (this client: {PROTOCOL_VERSION}, {})",
-                hello.version,
-                hello.frac_bits,
-                engine.fp.frac_bits
-            )
-        }
-        let cfg = hello
-            .config
-            .ok_or_else(|| anyhow!("handshake: the server sent no model shape"))?;
-        let client = remote_party(CLIENT, transport, dealer, session, engine)?;
+    /// The client's end of a session with a server process, over `client`'s link.
+    pub(crate) fn from_remote(client: Party, cfg: &Config, temperature: f64) -> Result<Self> {
+        check_temperature(temperature)?;
         let (_, reports) = channel();
-        Self::set_up(client, &cfg, temperature, None, reports)
+        Self::set_up(client, cfg, temperature, None, reports)
     }
 
     /// The client's half of the weight sharing, then its end of the session; `server` is the

@@ -1,0 +1,291 @@
+//! Encrypted, authenticated frames over TCP: the Noise protocol's XX handshake (both sides prove a
+//! long-term X25519 key; ephemeral keys give forward secrecy), then AES-256-GCM with a counter
+//! nonce per direction, so a frame altered, dropped, replayed or reordered on the way fails its tag.
+//!
+//! On the wire each Noise message is a 2-byte big-endian length and at most 65,535 bytes. A frame
+//! of the engine is one Noise message carrying its 8-byte length, then its bytes in messages of at
+//! most [`CHUNK`] bytes; the receiver checks the length against the message it expects before it
+//! reads on, and grows its buffer only as authenticated chunks arrive.
+
+use std::io::{BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use snow::{HandshakeState, StatelessTransportState};
+
+use super::identity::{Identity, PublicKey};
+use crate::mpc::net::{read_error, too_long, Transport};
+use crate::mpc::MpcError;
+
+type Result<T> = std::result::Result<T, MpcError>;
+
+const PATTERN: &str = "Noise_XX_25519_AESGCM_SHA256";
+/// The longest Noise message.
+const MAX_MESSAGE: usize = 65_535;
+/// Plaintext bytes a transport message carries (the tag takes 16).
+pub const CHUNK: usize = MAX_MESSAGE - 16;
+
+pub fn params() -> snow::params::NoiseParams {
+    PATTERN.parse().expect("a valid Noise pattern name")
+}
+
+/// The public key of a private X25519 key (to check a key file's two halves).
+pub fn public_of(private: &[u8; 32]) -> anyhow::Result<PublicKey> {
+    Ok(PublicKey(
+        curve25519_dalek::MontgomeryPoint::mul_base_clamped(*private).to_bytes(),
+    ))
+}
+
+fn snow_error(what: &str, e: snow::Error) -> MpcError {
+    match e {
+        snow::Error::Decrypt => MpcError::AuthFailed(format!(
+            "{what}: a message from the peer does not authenticate (altered, replayed or forged on the way)"
+        )),
+        other => MpcError::AuthFailed(format!("{what}: {other}")),
+    }
+}
+
+/// Reads one Noise message (length-prefixed) into `buf`, waiting until `deadline` at most.
+fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> Result<()> {
+    let mut len = [0u8; 2];
+    stream
+        .read_exact(&mut len)
+        .map_err(|e| read_error(e, timeout))?;
+    let len = u16::from_be_bytes(len) as usize;
+    buf.resize(len, 0);
+    stream.read_exact(buf).map_err(|e| read_error(e, timeout))
+}
+
+fn write_message(out: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
+    out.write_all(&(msg.len() as u16).to_be_bytes())?;
+    out.write_all(msg)
+}
+
+/// What a finished handshake gives: the peer's proven key and the handshake hash (unique to this
+/// connection: the session binding derives from it).
+pub struct Handshake {
+    pub transport: NoiseTransport,
+    pub peer: PublicKey,
+    pub hash: [u8; 32],
+}
+
+/// Sets the read timeout to what is left before `deadline`.
+fn until(stream: &TcpStream, deadline: Instant) -> Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(MpcError::Timeout(Duration::ZERO));
+    }
+    stream.set_read_timeout(Some(left))?;
+    Ok(left)
+}
+
+/// Runs XX as the initiator (the connecting side). `check` sees the responder's key after the
+/// second message, before this side proves its own, and may refuse it.
+pub fn initiate(
+    mut stream: TcpStream,
+    me: &Identity,
+    prologue: &[u8],
+    deadline: Instant,
+    write_timeout: Duration,
+    check: impl FnOnce(&PublicKey) -> Result<()>,
+) -> Result<Handshake> {
+    let mut hs = builder(me, prologue)?
+        .build_initiator()
+        .map_err(|e| snow_error("handshake", e))?;
+    let mut out = vec![0u8; MAX_MESSAGE];
+    let mut msg = Vec::new();
+    let n = hs
+        .write_message(&[], &mut out)
+        .map_err(|e| snow_error("handshake", e))?;
+    write_message(&mut stream, &out[..n])?;
+    let timeout = until(&stream, deadline)?;
+    read_message(&mut stream, &mut msg, timeout)?;
+    hs.read_message(&msg, &mut out)
+        .map_err(|e| snow_error("handshake", e))?;
+    let peer = remote_key(&hs)?;
+    check(&peer)?;
+    let n = hs
+        .write_message(&[], &mut out)
+        .map_err(|e| snow_error("handshake", e))?;
+    write_message(&mut stream, &out[..n])?;
+    finish(stream, hs, peer, write_timeout)
+}
+
+/// Runs XX as the responder (the listening side); the caller checks the initiator's key, which is
+/// proven only once this returns.
+pub fn respond(
+    mut stream: TcpStream,
+    me: &Identity,
+    prologue: &[u8],
+    deadline: Instant,
+    write_timeout: Duration,
+) -> Result<Handshake> {
+    let mut hs = builder(me, prologue)?
+        .build_responder()
+        .map_err(|e| snow_error("handshake", e))?;
+    let mut out = vec![0u8; MAX_MESSAGE];
+    let mut msg = Vec::new();
+    let timeout = until(&stream, deadline)?;
+    read_message(&mut stream, &mut msg, timeout)?;
+    hs.read_message(&msg, &mut out)
+        .map_err(|e| snow_error("handshake", e))?;
+    let n = hs
+        .write_message(&[], &mut out)
+        .map_err(|e| snow_error("handshake", e))?;
+    write_message(&mut stream, &out[..n])?;
+    let timeout = until(&stream, deadline)?;
+    read_message(&mut stream, &mut msg, timeout)?;
+    hs.read_message(&msg, &mut out)
+        .map_err(|e| snow_error("handshake", e))?;
+    let peer = remote_key(&hs)?;
+    finish(stream, hs, peer, write_timeout)
+}
+
+fn builder<'a>(me: &'a Identity, prologue: &'a [u8]) -> Result<snow::Builder<'a>> {
+    snow::Builder::new(params())
+        .local_private_key(&me.private)
+        .and_then(|b| b.prologue(prologue))
+        .map_err(|e| snow_error("handshake set-up", e))
+}
+
+fn remote_key(hs: &HandshakeState) -> Result<PublicKey> {
+    let key: [u8; 32] = hs
+        .get_remote_static()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| MpcError::AuthFailed("the peer proved no static key".into()))?;
+    Ok(PublicKey(key))
+}
+
+fn finish(
+    stream: TcpStream,
+    hs: HandshakeState,
+    peer: PublicKey,
+    write_timeout: Duration,
+) -> Result<Handshake> {
+    let hash: [u8; 32] = hs
+        .get_handshake_hash()
+        .try_into()
+        .map_err(|_| MpcError::AuthFailed("a handshake hash of another length".into()))?;
+    let state = Arc::new(
+        hs.into_stateless_transport_mode()
+            .map_err(|e| snow_error("handshake", e))?,
+    );
+    Ok(Handshake {
+        transport: NoiseTransport::new(stream, state, write_timeout)?,
+        peer,
+        hash,
+    })
+}
+
+/// Frames over an established Noise session. Sends go through a writer thread (as the plaintext
+/// transport's do), which encrypts with its own nonce counter; receives decrypt with theirs.
+pub struct NoiseTransport {
+    stream: TcpStream,
+    state: Arc<StatelessTransportState>,
+    recv_nonce: u64,
+    message: Vec<u8>,
+    plain: Vec<u8>,
+    writer: Option<(Sender<Vec<u8>>, std::thread::JoinHandle<()>)>,
+}
+
+impl NoiseTransport {
+    fn new(
+        stream: TcpStream,
+        state: Arc<StatelessTransportState>,
+        write_timeout: Duration,
+    ) -> Result<Self> {
+        stream.set_nodelay(true)?;
+        let out = stream.try_clone()?;
+        out.set_write_timeout(Some(write_timeout))?;
+        let (tx, rx) = channel::<Vec<u8>>();
+        let sealer = state.clone();
+        let writer = std::thread::spawn(move || {
+            let mut out = BufWriter::with_capacity(1 << 18, out);
+            let mut nonce = 0u64;
+            let mut sealed = vec![0u8; MAX_MESSAGE];
+            for frame in rx {
+                let header = (frame.len() as u64).to_le_bytes();
+                let ok = std::iter::once(&header[..])
+                    .chain(frame.chunks(CHUNK))
+                    .try_for_each(|part| {
+                        let n = sealer
+                            .write_message(nonce, part, &mut sealed)
+                            .map_err(|_| std::io::Error::other("encryption failed"))?;
+                        nonce += 1;
+                        write_message(&mut out, &sealed[..n])
+                    })
+                    .and_then(|_| out.flush());
+                if ok.is_err() {
+                    let _ = out.get_ref().shutdown(std::net::Shutdown::Both);
+                    return; // the peer is gone: the next send or receive reports it
+                }
+            }
+            let _ = out.flush();
+        });
+        Ok(Self {
+            stream,
+            state,
+            recv_nonce: 0,
+            message: Vec::with_capacity(MAX_MESSAGE),
+            plain: vec![0u8; MAX_MESSAGE],
+            writer: Some((tx, writer)),
+        })
+    }
+
+    /// The next transport message's plaintext, authenticated.
+    fn open_next(&mut self, timeout: Duration) -> Result<&[u8]> {
+        read_message(&mut self.stream, &mut self.message, timeout)?;
+        let n = self
+            .state
+            .read_message(self.recv_nonce, &self.message, &mut self.plain)
+            .map_err(|e| snow_error("a frame", e))?;
+        self.recv_nonce += 1;
+        Ok(&self.plain[..n])
+    }
+}
+
+impl Drop for NoiseTransport {
+    fn drop(&mut self) {
+        if let Some((tx, writer)) = self.writer.take() {
+            drop(tx);
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Transport for NoiseTransport {
+    fn send(&mut self, msg: Vec<u8>) -> Result<()> {
+        match &self.writer {
+            Some((tx, _)) => tx.send(msg).map_err(|_| MpcError::PeerClosed),
+            None => Err(MpcError::PeerClosed),
+        }
+    }
+
+    fn recv(&mut self, timeout: Duration, limit: usize) -> Result<Vec<u8>> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let header = self.open_next(timeout)?;
+        let len: [u8; 8] = header
+            .try_into()
+            .map_err(|_| MpcError::Malformed("a frame header that is not 8 bytes".into()))?;
+        let len = u64::from_le_bytes(len);
+        if len > limit as u64 {
+            return Err(too_long(len, limit));
+        }
+        let len = len as usize;
+        let mut frame = Vec::new();
+        while frame.len() < len {
+            let want = (len - frame.len()).min(CHUNK);
+            let chunk = self.open_next(timeout)?;
+            if chunk.len() != want {
+                return Err(MpcError::Malformed(format!(
+                    "a frame chunk of {} bytes where {want} were due",
+                    chunk.len()
+                )));
+            }
+            frame.extend_from_slice(chunk);
+        }
+        Ok(frame)
+    }
+}
