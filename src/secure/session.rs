@@ -265,6 +265,14 @@ impl SecureVerifier {
         }
     }
 
+    /// Sends a raw step announcement, as a hostile client would (the attack tests: the server must
+    /// refuse any step it cannot run with an error, never a panic).
+    #[doc(hidden)]
+    pub fn send_raw_step(&mut self, words: [u64; 4]) -> Result<()> {
+        self.party.announce(CLIENT, &words, 4)?;
+        Ok(())
+    }
+
     /// Stops the server and waits for it; returns what the server received (empty unless the
     /// session was started recording).
     pub fn finish(mut self) -> Result<ServerView> {
