@@ -10,6 +10,9 @@ pub mod client;
 pub mod dealer;
 pub mod server;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

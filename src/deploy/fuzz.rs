@@ -1,0 +1,1 @@
+//! Property tests of the decoders of peer input (written next).
