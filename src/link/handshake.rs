@@ -6,13 +6,13 @@
 //! Cost per link: the preamble rides with the first handshake message, so an encrypted link takes
 //! 1.5 round trips (XX) plus the listener's verdict, and 8 + 9 + 32 + 96 + 64 + 17 bytes or so.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::identity::{Identity, PublicKey, Trust};
 use super::noise;
-use crate::mpc::net::{read_error, TcpTransport, Transport};
+use crate::mpc::net::{TcpTransport, Transport};
 use crate::mpc::MpcError;
 
 type Result<T> = std::result::Result<T, MpcError>;
@@ -99,10 +99,9 @@ fn write_timeout_until(stream: &TcpStream, deadline: Instant) -> Result<Duration
 
 fn read_preamble(stream: &mut TcpStream, timeout: Duration) -> Result<(bool, u8)> {
     // The magic first: a peer that speaks something else is dropped at once, not at the deadline.
+    let deadline = noise::deadline_after(timeout);
     let mut buf = [0u8; 9];
-    stream
-        .read_exact(&mut buf[..8])
-        .map_err(|e| read_error(e, timeout))?;
+    noise::read_exact_by(stream, &mut buf[..8], deadline, timeout)?;
     let encrypted = match &buf[..8] {
         m if m == MAGIC_NOISE => true,
         m if m == MAGIC_PLAIN => false,
@@ -112,9 +111,7 @@ fn read_preamble(stream: &mut TcpStream, timeout: Duration) -> Result<(bool, u8)
             ))
         }
     };
-    stream
-        .read_exact(&mut buf[8..])
-        .map_err(|e| read_error(e, timeout))?;
+    noise::read_exact_by(stream, &mut buf[8..], deadline, timeout)?;
     Ok((encrypted, buf[8]))
 }
 

@@ -47,15 +47,45 @@ fn snow_error(what: &str, e: snow::Error) -> MpcError {
     }
 }
 
-/// Reads one Noise message (length-prefixed) into `buf`, waiting until `deadline` at most.
+/// Fills `buf` by `deadline`: each read waits only for what is left of it, so a peer that trickles
+/// a byte at a time cannot stretch the wait (a read timeout alone restarts with every byte).
+pub(super) fn read_exact_by(
+    stream: &mut TcpStream,
+    mut buf: &mut [u8],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(MpcError::Timeout(timeout));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(buf) {
+            Ok(0) => return Err(MpcError::PeerClosed),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(e, timeout)),
+        }
+    }
+    Ok(())
+}
+
+/// `timeout` from now (a century at most).
+pub(super) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Reads one Noise message (length-prefixed) into `buf`, all of it within `timeout`.
 fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> Result<()> {
+    let deadline = deadline_after(timeout);
     let mut len = [0u8; 2];
-    stream
-        .read_exact(&mut len)
-        .map_err(|e| read_error(e, timeout))?;
+    read_exact_by(stream, &mut len, deadline, timeout)?;
     let len = u16::from_be_bytes(len) as usize;
     buf.resize(len, 0);
-    stream.read_exact(buf).map_err(|e| read_error(e, timeout))
+    read_exact_by(stream, buf, deadline, timeout)
 }
 
 fn write_message(out: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
