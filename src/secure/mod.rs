@@ -2,6 +2,7 @@
 //! ([`sampling`]) and the session that runs them for the decoding loop ([`session`]).
 //! Built from `mpc` protocols; the protocols know nothing of GPT-2.
 
+pub mod coins;
 pub mod gpt2;
 pub mod sampling;
 pub mod session;

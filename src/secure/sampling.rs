@@ -55,7 +55,7 @@ pub struct ClientDraws {
 }
 
 /// Fractional bits of the client's probabilities and uniforms.
-const PROB_BITS: u32 = 24;
+pub const PROB_BITS: u32 = 24;
 /// Fractional bits of 1/T (z = logits / T comes out at f + TEMPERATURE_BITS, within exp's input).
 const TEMPERATURE_BITS: u32 = 24;
 
