@@ -6,6 +6,7 @@ pub mod coins;
 pub mod gpt2;
 pub mod sampling;
 pub mod session;
+pub mod step;
 
 pub use gpt2::{SecureGpt2, SecureKvCache};
 pub use sampling::{private_sample, private_sample_at, ClientDraws};
