@@ -11,6 +11,8 @@ pub mod step;
 
 pub use coins::StepUniforms;
 pub use gpt2::{SecureGpt2, SecureKvCache};
-pub use sampling::{private_sample, private_sample_at, ClientDraws, Outcome};
+pub use sampling::{
+    check_temperature, private_sample, private_sample_at, ClientDraws, Outcome, MIN_TEMPERATURE,
+};
 pub use session::{Costs, SecureVerifier, ServerView};
 pub use step::Step;

@@ -84,6 +84,25 @@ pub const PROB_BITS: u32 = 24;
 /// Fractional bits of 1/T (z = logits / T comes out at f + TEMPERATURE_BITS, within exp's input).
 const TEMPERATURE_BITS: u32 = 24;
 
+/// The lowest temperature above 0 (greedy). z - max z at f + TEMPERATURE_BITS = 40 bits must stay
+/// below 2^61 for exp's first opening, i.e. |z - max z| = |L_j - max L| / T < 2^21: at T = 0.01,
+/// logits of magnitude up to 2^13 (8192; GPT-2's are within a few hundred) keep 2^14 / 0.01 * 2^40
+/// < 2^61, and 1/T at 24 bits (1.7e9) is exact to 6e-10 relatively. Lower temperatures would
+/// shrink that bound on the logits, and are greedy in all but name: at T = 0.01 a gap of one
+/// logit already weighs e^-100.
+pub const MIN_TEMPERATURE: f64 = 0.01;
+
+/// `Ok` for 0 (greedy) or a finite temperature of at least [`MIN_TEMPERATURE`]; otherwise why not.
+pub fn check_temperature(temperature: f64) -> std::result::Result<(), String> {
+    if temperature == 0.0 || (temperature.is_finite() && temperature >= MIN_TEMPERATURE) {
+        Ok(())
+    } else {
+        Err(format!(
+            "temperature {temperature}: must be 0 (greedy) or at least the minimum {MIN_TEMPERATURE}"
+        ))
+    }
+}
+
 fn encode_prob(x: f64) -> u64 {
     ((x.clamp(0.0, 1.0) * (1u64 << PROB_BITS) as f64).round() as u64).min((1 << PROB_BITS) - 1)
 }
@@ -117,7 +136,7 @@ pub fn private_sample(
 /// [`private_sample`] on logits at f + `extra` fractional bits (the LM head's product before its
 /// truncation, `extra` = f): the argmax compares them as they are; at T = 1 exp's first opening
 /// truncates them, at other temperatures one truncation does. |logits| 2^(f + extra) must stay
-/// below 2^61.
+/// below 2^61 (and |logits| below 2^13 at the lowest temperature, see [`MIN_TEMPERATURE`]).
 pub fn private_sample_at(
     p: &mut Party,
     logits: &RingTensor,
@@ -127,6 +146,7 @@ pub fn private_sample_at(
     uniforms: &StepUniforms,
     draws: Option<&ClientDraws>,
 ) -> Result<Outcome> {
+    check_temperature(temperature).map_err(MpcError::BadConfig)?;
     let v = logits.last_dim();
     if logits.len() != (k + 1) * v {
         return Err(MpcError::ShapeMismatch {

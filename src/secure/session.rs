@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::coins::{self, PlantedCoin, Seed, StepUniforms};
 use super::gpt2::{SecureGpt2, SecureKvCache};
-use super::sampling::{private_sample_at, ClientDraws};
+use super::sampling::{check_temperature, private_sample_at, ClientDraws};
 use super::step::Step;
 use rand::{SeedableRng, TryRngCore};
 use rand_chacha::ChaCha12Rng;
@@ -237,10 +237,8 @@ pub fn serve_remote(
             hello.shape,
             engine.shape.map(|l| (l.rtt, l.bandwidth))
         ))
-    } else if !hello.temperature.is_finite() || hello.temperature < 0.0 {
-        Some(format!("temperature {}", hello.temperature))
     } else {
-        None
+        check_temperature(hello.temperature).err()
     };
     transport.send(hello_bytes(&ServerHello {
         version: PROTOCOL_VERSION,
@@ -296,9 +294,7 @@ impl SecureVerifier {
         record_server: bool,
         coin: Option<PlantedCoin>,
     ) -> Result<Self> {
-        if !temperature.is_finite() || temperature < 0.0 {
-            bail!("temperature must be a finite number >= 0, got {temperature}")
-        }
+        check_temperature(temperature).map_err(|why| anyhow!(why))?;
         let (client, mut server) = make_parties(engine)?;
         let cfg = model.config().clone();
         let (server_model, server_cfg) = (model.clone(), cfg.clone());
@@ -323,9 +319,7 @@ impl SecureVerifier {
         temperature: f64,
         vocab_size: usize,
     ) -> Result<Self> {
-        if !temperature.is_finite() || temperature < 0.0 {
-            bail!("temperature must be a finite number >= 0, got {temperature}")
-        }
+        check_temperature(temperature).map_err(|why| anyhow!(why))?;
         let stream = std::net::TcpStream::connect(addr)
             .with_context(|| format!("cannot reach the server at {addr}"))?;
         let mut transport = TcpTransport::new(stream)?;
