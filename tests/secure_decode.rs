@@ -163,11 +163,20 @@ fn the_server_sees_uniform_bytes_and_only_the_announced_shapes_in_a_whole_genera
             "prompt {prompt:?}: chi-square {chi:.1} against uniform bytes"
         );
 
-        // The announcements are the step shapes and accepted counts, nothing else: per step
-        // [1, keep, n_new, k] then [n] when k > 0, and a final stop.
+        // The announcements are the client's coin toss (its commitment, then its coin, which
+        // must match), the step shapes and a final stop, nothing else: per step [1, keep, n_new, k].
+        // The accepted counts come from the protocol's opening, one per step.
         let ann = &view.announcements;
         assert_eq!(ann.last().unwrap(), &vec![0, 0, 0, 0]);
-        let (mut i, mut steps, mut tokens) = (0, 0, prompt.len());
+        let coin = |words: &Vec<u64>| -> [u8; 32] {
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            bytes.try_into().unwrap()
+        };
+        assert_eq!(
+            coin(&ann[0]),
+            post::secure::coins::commitment(&coin(&ann[1]))
+        );
+        let (mut i, mut steps, mut tokens) = (2, 0, prompt.len());
         while ann[i][0] == 1 {
             let (keep, n_new, k) = (ann[i][1] as usize, ann[i][2] as usize, ann[i][3] as usize);
             assert_eq!(
@@ -175,17 +184,16 @@ fn the_server_sees_uniform_bytes_and_only_the_announced_shapes_in_a_whole_genera
                 tokens,
                 "step {steps}: the input is the uncached tokens + drafts"
             );
+            // Each step continues from every verified position (the first from none).
+            assert_eq!(keep, if steps == 0 { 0 } else { tokens - 1 });
             assert!(k <= 3);
-            let n = if k > 0 {
-                i += 1;
-                ann[i][0] as usize
-            } else {
-                0
-            };
+            let n = view.accepted[steps];
+            assert!(n <= k);
             tokens += n + 1;
             steps += 1;
             i += 1;
         }
+        assert_eq!(i, ann.len() - 1);
         assert_eq!(
             (steps, tokens - prompt.len()),
             (out.steps, out.output_ids.len())
@@ -303,7 +311,7 @@ fn private_sampling_at_a_low_temperature_stays_in_exp_domain() {
     // [-256, 0]. The next token must be 0 with probability 1 / (1 + e^-2) = 0.881, else 1, never 2 or 3.
     // Logits at f bits, and at 2f as the LM head leaves them before its truncation.
     use post::mpc::run_two_party;
-    use post::secure::{private_sample_at, ClientDraws};
+    use post::secure::{private_sample_at, ClientDraws, StepUniforms};
     const DRAWS: usize = 300;
     for extra in [0u32, 16] {
         let (tokens, _) = run_two_party(&ideal(), move |p| {
@@ -316,12 +324,13 @@ fn private_sampling_at_a_low_temperature_stays_in_exp_domain() {
                 let draws = ClientDraws {
                     drafts: vec![],
                     q: vec![],
-                    accept_u: vec![],
-                    sample_u: vec![rand::Rng::random(&mut rng)],
                 };
                 let draws = p.is_client().then_some(&draws);
-                let verdict = private_sample_at(p, &logits, extra, 0, 0.05, draws)?;
-                tokens.push(verdict.map_or(0, |v| v.next));
+                // Both parties draw the same uniform (the same seed).
+                let uniforms = StepUniforms::from_reals(&[], &[rand::Rng::random(&mut rng)]);
+                let outcome = private_sample_at(p, &logits, extra, 0, 0.05, &uniforms, draws)?;
+                assert_eq!(outcome.accepted, 0);
+                tokens.push(outcome.next.unwrap_or(0));
             }
             Ok(tokens)
         })

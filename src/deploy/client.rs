@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::server::{remote_party, ClientHello, RemoteDealer, ServerHello, MAX_HELLO_BYTES, PROTOCOL_VERSION};
 use crate::link::{self, Link, LinkConfig, Listener, Trust};
 use crate::mpc::{EngineConfig, CLIENT};
-use crate::secure::session::check_temperature;
+use crate::secure::sampling::check_temperature;
 use crate::secure::SecureVerifier;
 
 /// How the client reaches the server and the dealer.
@@ -29,7 +29,7 @@ pub fn connect(
     temperature: f64,
     vocab_size: usize,
 ) -> Result<SecureVerifier> {
-    check_temperature(temperature)?;
+    check_temperature(temperature).map_err(|why| anyhow!(why))?;
     let Link {
         mut transport,
         peer,

@@ -42,7 +42,7 @@ pub struct Party {
     pub dealer: DealerHandle,
     pub fp: FixedPoint,
     pub approx: ApproxConfig,
-    /// This party's own private randomness (input sharing).
+    /// This party's own private randomness (input sharing, its coin in the coin toss).
     rng: ChaCha12Rng,
     /// Every value opened to both parties, one entry per opening, while recording (leakage tests).
     openings: Option<Vec<Vec<u64>>>,
@@ -76,6 +76,11 @@ impl Party {
     /// The values opened since recording started, one entry per opening.
     pub fn take_openings(&mut self) -> Vec<Vec<u64>> {
         self.openings.take().unwrap_or_default()
+    }
+
+    /// Fills `out` from this party's private randomness (its coin in the session's coin toss).
+    pub fn random_bytes(&mut self, out: &mut [u8]) {
+        self.rng.fill_bytes(out);
     }
 
     pub fn is_client(&self) -> bool {

@@ -1,11 +1,18 @@
 //! The private model on secret shares: a secure GPT-2 forward ([`gpt2`]), private sampling
-//! ([`sampling`]) and the session that runs them for the decoding loop ([`session`]).
+//! ([`sampling`]) with the session's joint randomness ([`coins`]), and the session that runs them
+//! for the decoding loop ([`session`]), whose step requests [`step`] checks.
 //! Built from `mpc` protocols; the protocols know nothing of GPT-2.
 
+pub mod coins;
 pub mod gpt2;
 pub mod sampling;
 pub mod session;
+pub mod step;
 
+pub use coins::StepUniforms;
 pub use gpt2::{SecureGpt2, SecureKvCache};
-pub use sampling::{private_sample, private_sample_at, ClientDraws};
+pub use sampling::{
+    check_temperature, private_sample, private_sample_at, ClientDraws, Outcome, MIN_TEMPERATURE,
+};
 pub use session::{Costs, SecureVerifier, ServerView};
+pub use step::Step;

@@ -2,28 +2,30 @@
 //! link, set up once and used for every step and prompt. The client side is a [`Verifier`], so the
 //! decoding loop of `post draft` runs unchanged on top of it.
 //!
-//! Per step the client announces, in one message, what the server learns anyway: how many cached
-//! positions to keep (the committed tokens), how many new tokens the forward takes and how many of
-//! them are drafts. Then both run the secure forward and private sampling; the client announces the
-//! accepted count and learns the next token.
+//! Right after the weight sharing the two toss a coin ([`super::coins`]): the seed of every
+//! step's uniforms, which neither party chooses alone. Per step the client announces, in one
+//! message, what the server learns anyway ([`Step`]): how many cached positions to keep (the
+//! committed tokens, or none for a new prompt: never a rollback into verified positions), how many
+//! new tokens the forward takes and how many of them are drafts. Then both run the secure forward
+//! and private sampling; the accepted count is opened to both and the client learns the next token.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, bail, Context, Result};
-use rand::{Rng, RngCore};
+use rand::RngCore;
 use serde::Serialize;
 
+use super::coins::{self, PlantedCoin, Seed, StepUniforms};
 use super::gpt2::{SecureGpt2, SecureKvCache};
+pub use super::sampling::check_temperature;
 use super::sampling::{private_sample_at, ClientDraws};
+use super::step::Step;
 
 use crate::model::{Config, Gpt2};
 use crate::mpc::net::Counters;
 use crate::mpc::{make_parties, EngineConfig, Party, CLIENT};
 use crate::spec::{Verdict, Verifier};
-
-const STOP: u64 = 0;
-const STEP: u64 = 1;
 
 /// Costs of a stretch of a session, both parties together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -68,47 +70,53 @@ impl Costs {
 }
 
 /// Everything the server received in a session: the payloads of the shared traffic, and apart from
-/// them the public announcements (shapes, cache lengths, accepted counts).
+/// them the public announcements (the coin toss, shapes, cache lengths); and the accepted counts
+/// the protocol opened to it, one per step.
 #[derive(Debug, Clone, Default)]
 pub struct ServerView {
     pub transcript: Vec<u8>,
     pub announcements: Vec<Vec<u64>>,
+    pub accepted: Vec<usize>,
 }
 
-/// The server's side of a session: answers steps until the client stops.
+/// The server's side of a session: the coin toss, then steps until the client stops. Each step
+/// request is checked ([`Step::decode`]) against the positions verified so far.
 fn serve(
     p: &mut Party,
     model: &SecureGpt2,
     temperature: f64,
     reports: &Sender<Counters>,
 ) -> Result<ServerView> {
+    let seed = coins::toss(p, None).context("coin toss")?;
     let mut cache = model.new_cache(p)?;
     let _ = reports.send(p.net.total());
+    let window = model.config().n_positions;
+    let (mut committed, mut steps, mut accepted) = (0usize, 0u64, Vec::new());
     loop {
-        let msg = p.announce(CLIENT, &[], 4)?;
-        let (keep, n_new, k) = (msg[1] as usize, msg[2] as usize, msg[3] as usize);
-        match msg[0] {
-            STOP => {
-                return Ok(ServerView {
-                    transcript: p.net.take_transcript(),
-                    announcements: p.net.take_public_log(),
-                })
-            }
-            STEP if k < n_new => {
-                cache.truncate(p, keep)?;
-                let logits = model.forward_untruncated(p, None, n_new, &mut cache)?;
-                private_sample_at(
-                    p,
-                    &logits.narrow_rows(n_new - k - 1, k + 1)?,
-                    p.fp.frac_bits,
-                    k,
-                    temperature,
-                    None,
-                )?;
-                let _ = reports.send(p.net.total());
-            }
-            _ => bail!("the server received a malformed step {msg:?}"),
-        }
+        let msg = p.announce(CLIENT, &[], Step::stop().len())?;
+        let Some(step) = Step::decode(&msg, committed, window)? else {
+            return Ok(ServerView {
+                transcript: p.net.take_transcript(),
+                announcements: p.net.take_public_log(),
+                accepted,
+            });
+        };
+        let Step { keep, n_new, k } = step;
+        cache.truncate(p, keep)?;
+        let logits = model.forward_untruncated(p, None, n_new, &mut cache)?;
+        let outcome = private_sample_at(
+            p,
+            &logits.narrow_rows(n_new - k - 1, k + 1)?,
+            p.fp.frac_bits,
+            k,
+            temperature,
+            &StepUniforms::derive(&seed, steps, k),
+            None,
+        )?;
+        committed = step.committed_after(outcome.accepted)?;
+        steps += 1;
+        accepted.push(outcome.accepted);
+        let _ = reports.send(p.net.total());
     }
 }
 
@@ -119,6 +127,11 @@ pub struct SecureVerifier {
     cache: SecureKvCache,
     /// Cached positions to keep at the next step (the loop's rollback, applied when announced).
     keep: usize,
+    /// Positions verified so far, as the server counts them: the next step keeps all or none.
+    committed: usize,
+    /// The coin toss's seed and the steps so far: each step's uniforms.
+    seed: Seed,
+    steps: u64,
     temperature: f64,
     server: Option<JoinHandle<Result<ServerView>>>,
     reports: Receiver<Counters>,
@@ -130,21 +143,6 @@ pub struct SecureVerifier {
     remote: bool,
     /// The one-time cost of sharing and preparing the weights.
     pub setup: Costs,
-}
-
-/// The lowest temperature above 0 the fixed-point sampling honours: z = logits / T at f + 24
-/// fractional bits stays below 2^62 for logits up to 2^22 T in magnitude (40,000 at T = 0.01).
-pub const MIN_TEMPERATURE: f64 = 0.01;
-
-/// A session's temperature: 0 (greedy) or at least [`MIN_TEMPERATURE`], finite.
-pub fn check_temperature(temperature: f64) -> Result<()> {
-    if temperature == 0.0 || (temperature.is_finite() && temperature >= MIN_TEMPERATURE) {
-        Ok(())
-    } else {
-        bail!(
-            "temperature {temperature}: use 0 (greedy) or a finite value of at least {MIN_TEMPERATURE}"
-        )
-    }
 }
 
 /// The server's side of a session with a client process, once the weights are shared: steps
@@ -170,7 +168,30 @@ impl SecureVerifier {
         temperature: f64,
         record_server: bool,
     ) -> Result<Self> {
-        check_temperature(temperature)?;
+        Self::start_inner(model, engine, temperature, record_server, None)
+    }
+
+    /// [`Self::start_recording`] with the client's coin fixed instead of drawn: for tests that
+    /// play a client choosing its coin, or revealing another than it committed to.
+    #[doc(hidden)]
+    pub fn start_with_coin(
+        model: &Gpt2,
+        engine: &EngineConfig,
+        temperature: f64,
+        record_server: bool,
+        coin: PlantedCoin,
+    ) -> Result<Self> {
+        Self::start_inner(model, engine, temperature, record_server, Some(coin))
+    }
+
+    fn start_inner(
+        model: &Gpt2,
+        engine: &EngineConfig,
+        temperature: f64,
+        record_server: bool,
+        coin: Option<PlantedCoin>,
+    ) -> Result<Self> {
+        check_temperature(temperature).map_err(|why| anyhow!(why))?;
         let (client, mut server) = make_parties(engine)?;
         let cfg = model.config().clone();
         let (server_model, server_cfg) = (model.clone(), cfg.clone());
@@ -183,26 +204,28 @@ impl SecureVerifier {
             drop(server_model);
             serve(&mut server, &secure, temperature, &tx)
         });
-        Self::set_up(client, &cfg, temperature, Some(handle), reports)
+        Self::set_up(client, &cfg, temperature, Some(handle), reports, coin)
     }
 
     /// The client's end of a session with a server process, over `client`'s link.
     pub(crate) fn from_remote(client: Party, cfg: &Config, temperature: f64) -> Result<Self> {
-        check_temperature(temperature)?;
+        check_temperature(temperature).map_err(|why| anyhow!(why))?;
         let (_, reports) = channel();
-        Self::set_up(client, cfg, temperature, None, reports)
+        Self::set_up(client, cfg, temperature, None, reports, None)
     }
 
-    /// The client's half of the weight sharing, then its end of the session; `server` is the
-    /// in-process server thread (None: the server is another process).
+    /// The client's half of the weight sharing and of the coin toss, then its end of the session;
+    /// `server` is the in-process server thread (None: the server is another process).
     fn set_up(
         mut client: Party,
         cfg: &Config,
         temperature: f64,
         server: Option<JoinHandle<Result<ServerView>>>,
         reports: Receiver<Counters>,
+        coin: Option<PlantedCoin>,
     ) -> Result<Self> {
         let model = SecureGpt2::setup(&mut client, cfg, None).context("weight sharing")?;
+        let seed = coins::toss(&mut client, coin.as_ref()).context("coin toss")?;
         let cache = model.new_cache(&mut client)?;
         let remote = server.is_none();
         let mut verifier = Self {
@@ -210,6 +233,9 @@ impl SecureVerifier {
             model,
             cache,
             keep: 0,
+            committed: 0,
+            seed,
+            steps: 0,
             temperature,
             server,
             reports,
@@ -222,6 +248,14 @@ impl SecureVerifier {
         };
         verifier.setup = verifier.totals()?;
         Ok(verifier)
+    }
+
+    /// Announces a step request as it is, for tests that play a client breaking the step rules
+    /// (the server refuses it and ends the session; [`Self::finish`] then returns its error).
+    #[doc(hidden)]
+    pub fn announce_raw_step(&mut self, words: &[u64]) -> Result<()> {
+        self.party.announce(CLIENT, words, words.len())?;
+        Ok(())
     }
 
     /// The private model's end-of-text token (from the shape the server announced).
@@ -269,16 +303,22 @@ impl SecureVerifier {
     /// refuse any step it cannot run with an error, never a panic).
     #[doc(hidden)]
     pub fn send_raw_step(&mut self, words: [u64; 4]) -> Result<()> {
-        self.party.announce(CLIENT, &words, 4)?;
-        Ok(())
+        self.announce_raw_step(&words)
     }
 
     /// Stops the server and waits for it; returns what the server received (empty unless the
     /// session was started recording).
     pub fn finish(mut self) -> Result<ServerView> {
-        self.party.announce(CLIENT, &[STOP, 0, 0, 0], 4)?;
+        let stopped = self
+            .party
+            .announce(CLIENT, &Step::stop(), Step::stop().len());
         if self.remote {
+            stopped?;
             return Ok(ServerView::default());
+        }
+        if stopped.is_err() {
+            // The server hung up first: its error says why.
+            return Err(self.server_failure());
         }
         match self.server.take().map(|h| h.join()) {
             Some(Ok(result)) => result,
@@ -306,15 +346,20 @@ impl Verifier for SecureVerifier {
         Ok(())
     }
 
+    /// The uniforms are the session's (`rng` is not used). The step keeps the cached positions
+    /// only when they are exactly the verified ones (the decoding loop's rollback after each step);
+    /// any other rollback starts over from the first token, since the server refuses to replay
+    /// verified positions.
     fn verify(
         &mut self,
         tokens: &[u32],
         drafts: &[u32],
         q: &[Vec<f64>],
-        rng: &mut dyn RngCore,
+        _rng: &mut dyn RngCore,
     ) -> Result<Verdict> {
         let k = drafts.len();
         let keep = self.keep.min(tokens.len().saturating_sub(1));
+        let keep = if keep == self.committed { keep } else { 0 };
         let mut input = tokens[keep..].to_vec();
         input.extend(drafts);
         // Check what the server cannot: it must never be left waiting in the middle of a step.
@@ -328,23 +373,40 @@ impl Verifier for SecureVerifier {
                 keep + input.len()
             )
         }
+        if q.iter().any(|row| row.len() != v) {
+            bail!("the public distributions of the drafts must each cover the {v} tokens")
+        }
         let n_new = input.len();
+        let step = Step { keep, n_new, k };
+        // The server's own check, here first: a step it refuses would end the session.
+        Step::decode(&step.encode(), self.committed, window)?;
         let draws = ClientDraws {
             drafts: drafts.to_vec(),
             q: q.to_vec(),
-            accept_u: (0..k).map(|_| rng.random()).collect(),
-            sample_u: (0..=k).map(|_| rng.random()).collect(),
         };
+        let uniforms = StepUniforms::derive(&self.seed, self.steps, k);
         let p = &mut self.party;
-        p.announce(CLIENT, &[STEP, keep as u64, n_new as u64, k as u64], 4)?;
+        p.announce(CLIENT, &step.encode(), step.encode().len())?;
+        self.steps += 1;
         self.cache.truncate(p, keep)?;
         let logits = self
             .model
             .forward_untruncated(p, Some(&input), n_new, &mut self.cache)?;
         let rows = logits.narrow_rows(n_new - k - 1, k + 1)?;
         let extra = p.fp.frac_bits;
-        let verdict = private_sample_at(p, &rows, extra, k, self.temperature, Some(&draws))?
+        let outcome = private_sample_at(
+            p,
+            &rows,
+            extra,
+            k,
+            self.temperature,
+            &uniforms,
+            Some(&draws),
+        )?;
+        let verdict = outcome
+            .verdict()
             .ok_or_else(|| anyhow!("the client received no verdict"))?;
+        self.committed = step.committed_after(verdict.accepted)?;
         self.keep = self.cache.len();
         self.expected_reports += 1;
         Ok(verdict)
