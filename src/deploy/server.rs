@@ -120,7 +120,11 @@ impl Drop for Slot<'_> {
 }
 
 /// What is wrong with a client's hello, if anything.
-fn check_hello(hello: &ClientHello, cfg: &Config, engine: &EngineConfig) -> Option<String> {
+pub(crate) fn check_hello(
+    hello: &ClientHello,
+    cfg: &Config,
+    engine: &EngineConfig,
+) -> Option<String> {
     if hello.version != PROTOCOL_VERSION {
         Some(format!(
             "protocol version {} (the server speaks {PROTOCOL_VERSION})",

@@ -53,7 +53,7 @@ impl Config {
     }
 
     pub fn mlp_dim(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     /// Rejects configs this forward cannot run, naming the field at fault.
@@ -101,6 +101,9 @@ impl Config {
         }
         if self.mlp_dim() == 0 {
             bail!("config: n_inner must be positive")
+        }
+        if self.n_embd == 0 {
+            bail!("config: n_embd must be positive")
         }
         if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
             bail!("config: layer_norm_epsilon must be a positive number")

@@ -149,11 +149,26 @@ impl Correlation {
             }
         };
         match self {
-            Correlation::ComparisonProducts { operands, .. } => small("operands", *operands, 8)?,
+            Correlation::ComparisonProducts { operands: 0, .. } => {
+                return Err(MpcError::Malformed(
+                    "a comparison with products of no operand".into(),
+                ))
+            }
+            // The keys' payload holds the comparison bit and its products with the operands.
+            Correlation::ComparisonProducts { operands, .. } => {
+                small("operands", *operands, super::dcf::MAX_WIDTH - 1)?
+            }
             Correlation::WideProduct { shifts, .. } if shifts.is_empty() => {
                 return Err(MpcError::Malformed("a product of no operands".into()))
             }
-            Correlation::WideProduct { shifts, .. } => small("operands", shifts.len(), 2)?,
+            Correlation::WideProduct { shifts, .. } => {
+                small("operands", shifts.len(), 2)?;
+                if shifts.iter().any(|&s| s > 63) {
+                    return Err(MpcError::Malformed(
+                        "a truncating product shifting a 64-bit mask by 64 or more".into(),
+                    ));
+                }
+            }
             Correlation::Masked { shifts, pairs, .. } => {
                 small("operands", shifts.len(), 16)?;
                 small("pairs", pairs.len(), 64)?;
@@ -574,7 +589,7 @@ impl Dealer {
     /// weight mask, a wide weight triple a 128-bit one, a head triple a row mask.
     pub(crate) fn check_mask(&self, corr: &Correlation) -> Result<()> {
         let (id, words_per_entry) = match *corr {
-            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. } => (id, 1),
+            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. } => (id, 1usize),
             Correlation::WideWeightTriple { id, .. } => (id, 2),
             _ => return Ok(()),
         };
@@ -584,7 +599,8 @@ impl Dealer {
         };
         match self.masks.get(&id) {
             Some((k, n, words))
-                if words.len() == words_per_entry * k * n && n.is_multiple_of(heads) =>
+                if words.len() == words_per_entry.saturating_mul(*k).saturating_mul(*n)
+                    && n.is_multiple_of(heads) =>
             {
                 Ok(())
             }

@@ -94,6 +94,16 @@ impl RequestLimits {
                 self.max_elements, self.max_request_words
             )));
         }
+        // No size past the largest component either: beside a zero every component is empty,
+        // yet the dealer's loops and column lists still run over the other sizes.
+        if let Some(size) = named_sizes(corr).into_iter().max() {
+            if size > self.max_elements {
+                return Err(MpcError::Malformed(format!(
+                    "a request naming a size of {size} (the served model's shape allows {} elements)",
+                    self.max_elements
+                )));
+            }
+        }
         if dealer.mask_words().saturating_add(dealer.new_mask_words(corr)) > self.max_mask_words {
             return Err(MpcError::Malformed(format!(
                 "a request that grows the session's masks past {} words",
@@ -101,6 +111,26 @@ impl RequestLimits {
             )));
         }
         Ok(())
+    }
+}
+
+/// The sizes a request names (a cut's row count may be anything: it only keeps fewer rows).
+fn named_sizes(corr: &Correlation) -> Vec<usize> {
+    match *corr {
+        Correlation::MulTriple { len }
+        | Correlation::SquarePair { len }
+        | Correlation::Comparison { len, .. }
+        | Correlation::ComparisonProducts { len, .. }
+        | Correlation::Masked { len, .. } => vec![len],
+        Correlation::MatmulTriple { batch, m, k, n } => vec![batch, m, k, n],
+        Correlation::WeightMask { k, n, .. } | Correlation::WideWeightMask { k, n, .. } => {
+            vec![k, n]
+        }
+        Correlation::WeightTriple { m, .. } | Correlation::WideWeightTriple { m, .. } => vec![m],
+        Correlation::RowMask { rows, width, .. } => vec![rows, width],
+        Correlation::RowTruncate { .. } => vec![],
+        Correlation::WideProduct { len, per_row, .. } => vec![len, per_row],
+        Correlation::HeadTriple { heads, m, .. } => vec![heads, m],
     }
 }
 
