@@ -239,9 +239,10 @@ fn temperatures_below_the_minimum_are_refused_naming_it() {
             server_key: Default::default(),
             dealer_key: Default::default(),
         };
-        let err = post::deploy::client::connect("127.0.0.1:9", "127.0.0.1:9", &links, &ideal(), t, 4)
-            .err()
-            .unwrap();
+        let err =
+            post::deploy::client::connect("127.0.0.1:9", "127.0.0.1:9", &links, &ideal(), t, 4)
+                .err()
+                .unwrap();
         assert!(err.to_string().contains("0.01"), "{t}: {err}");
         assert!(check_temperature(t).is_err());
     }

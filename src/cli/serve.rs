@@ -164,7 +164,12 @@ fn bind(addr: &str, who: &str) -> Result<TcpListener> {
 pub fn run_serve(args: &ServeArgs, registry: Option<&Path>) -> Result<()> {
     let timeout = Duration::from_secs_f64(args.timeout);
     let link = args.keys.link_config(timeout)?;
-    check_listen(&args.listen, link.encrypted(), args.keys.insecure_plaintext, "server")?;
+    check_listen(
+        &args.listen,
+        link.encrypted(),
+        args.keys.insecure_plaintext,
+        "server",
+    )?;
     check_plaintext_peer(&args.keys, &args.dealer, "the dealer")?;
     let dealer_key = match (&args.dealer_key, link.encrypted()) {
         (Some(path), _) => Trust::load(std::slice::from_ref(path))?,
@@ -188,13 +193,23 @@ pub fn run_serve(args: &ServeArgs, registry: Option<&Path>) -> Result<()> {
         max_sessions: args.max_sessions,
     };
     let listener = bind(&args.listen, "server")?;
-    serve(listener, std::sync::Arc::new(model), policy, Daemon::new(args.sessions))
+    serve(
+        listener,
+        std::sync::Arc::new(model),
+        policy,
+        Daemon::new(args.sessions),
+    )
 }
 
 pub fn run_dealer(args: &DealerArgs) -> Result<()> {
     let timeout = Duration::from_secs_f64(args.timeout);
     let link = args.keys.link_config(timeout)?;
-    check_listen(&args.listen, link.encrypted(), args.keys.insecure_plaintext, "dealer")?;
+    check_listen(
+        &args.listen,
+        link.encrypted(),
+        args.keys.insecure_plaintext,
+        "dealer",
+    )?;
     let policy = DealerPolicy {
         link,
         clients: Trust::load(&args.trust)?,

@@ -432,7 +432,9 @@ fn run_connected(args: &VerifyArgs, registry: &Registry, addr: &str) -> Result<(
     crate::cli::serve::check_plaintext_peer(&args.keys, dealer, "the dealer")?;
     let link = args.keys.link_config(engine.timeout)?;
     if link.encrypted() && (args.trust.is_empty() || args.dealer_key.is_none()) {
-        anyhow::bail!("--key needs --trust SERVER.pub and --dealer-key DEALER.pub (the keys to pin)")
+        anyhow::bail!(
+            "--key needs --trust SERVER.pub and --dealer-key DEALER.pub (the keys to pin)"
+        )
     }
     let links = crate::deploy::client::ClientLinks {
         link,

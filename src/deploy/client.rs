@@ -4,7 +4,9 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::server::{remote_party, ClientHello, RemoteDealer, ServerHello, MAX_HELLO_BYTES, PROTOCOL_VERSION};
+use super::server::{
+    remote_party, ClientHello, RemoteDealer, ServerHello, MAX_HELLO_BYTES, PROTOCOL_VERSION,
+};
 use crate::link::{self, Link, LinkConfig, Listener, Trust};
 use crate::mpc::{EngineConfig, CLIENT};
 use crate::secure::sampling::check_temperature;

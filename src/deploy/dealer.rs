@@ -59,11 +59,14 @@ pub fn limits_for(cfg: &Config, max_request_words: usize) -> RequestLimits {
     let (v, t, d, h) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd, cfg.n_head);
     let widest = v.max(cfg.mlp_dim()).max(3 * d).max(h.saturating_mul(t));
     let activations = t.saturating_add(64).saturating_mul(widest);
-    let weights = v.max(t).saturating_mul(d).max(d.saturating_mul(cfg.mlp_dim().max(3 * d)));
-    let parameters = v
-        .saturating_add(t)
+    let weights = v
+        .max(t)
         .saturating_mul(d)
-        .saturating_add(cfg.n_layer.saturating_mul(4 * d * d + 2 * d * cfg.mlp_dim()));
+        .max(d.saturating_mul(cfg.mlp_dim().max(3 * d)));
+    let parameters = v.saturating_add(t).saturating_mul(d).saturating_add(
+        cfg.n_layer
+            .saturating_mul(4 * d * d + 2 * d * cfg.mlp_dim()),
+    );
     let caches = cfg.n_layer.saturating_mul(2 * t * d);
     RequestLimits {
         // Comparison keys take 2 (bits + 1) + 1 words an element over up to 63 bits.
@@ -137,20 +140,27 @@ fn handle(
         mut transport,
         peer: key,
         ..
-    } = link::accept(stream, &policy.link, Listener::Dealer, |k| role_of(k).is_some())?;
+    } = link::accept(stream, &policy.link, Listener::Dealer, |k| {
+        role_of(k).is_some()
+    })?;
     if !policy.link.encrypted() {
         eprintln!("dealer: warning: a party connected over plaintext (no --key): anyone on the path reads its shares");
     }
-    let hello: DealerHello = serde_json::from_slice(
-        &transport.recv(policy.link.handshake_timeout, MAX_HELLO_BYTES)?,
-    )
-    .context("a party's hello is malformed")?;
+    let hello: DealerHello =
+        serde_json::from_slice(&transport.recv(policy.link.handshake_timeout, MAX_HELLO_BYTES)?)
+            .context("a party's hello is malformed")?;
     let refuse = |mut transport: Box<dyn Transport>, why: String| -> Result<bool> {
         let _ = transport.send(welcome(Some(why.clone())));
         Err(anyhow!(why))
     };
     if hello.version != DEALER_PROTOCOL {
-        return refuse(transport, format!("dealer protocol {} (this dealer speaks {DEALER_PROTOCOL})", hello.version));
+        return refuse(
+            transport,
+            format!(
+                "dealer protocol {} (this dealer speaks {DEALER_PROTOCOL})",
+                hello.version
+            ),
+        );
     }
     let session = match parse_hex32(&hello.session) {
         Some(s) => s,
@@ -159,7 +169,13 @@ fn handle(
     let role = match key.as_ref().map(role_of) {
         Some(Some(role)) if role == hello.role => role,
         Some(Some(role)) => {
-            return refuse(transport, format!("this key is a {}'s, but it claims the other role", name(role)))
+            return refuse(
+                transport,
+                format!(
+                    "this key is a {}'s, but it claims the other role",
+                    name(role)
+                ),
+            )
         }
         Some(None) => return refuse(transport, "an untrusted key".into()),
         None if hello.role <= SERVER_ROLE => hello.role,
@@ -170,7 +186,9 @@ fn handle(
             Some(p) => Some(PublicKey(p)),
             None => return refuse(transport, "a peer key that is not 32 bytes of hex".into()),
         },
-        (None, true) => return refuse(transport, "no peer key named over an encrypted link".into()),
+        (None, true) => {
+            return refuse(transport, "no peer key named over an encrypted link".into())
+        }
         (_, false) => None,
     };
     if role == SERVER_ROLE {
@@ -193,7 +211,9 @@ fn handle(
         taken: taken_tx,
     };
     let partner = {
-        let mut waiting = lobby.lock().map_err(|_| anyhow!("the lobby lock is poisoned"))?;
+        let mut waiting = lobby
+            .lock()
+            .map_err(|_| anyhow!("the lobby lock is poisoned"))?;
         if waiting.contains_key(&(session, role)) {
             drop(waiting);
             return refuse(
@@ -234,7 +254,9 @@ fn wait_for_partner(
         return Ok(false);
     }
     let mine = {
-        let mut waiting = lobby.lock().map_err(|_| anyhow!("the lobby lock is poisoned"))?;
+        let mut waiting = lobby
+            .lock()
+            .map_err(|_| anyhow!("the lobby lock is poisoned"))?;
         match waiting.get(&(session, role)) {
             Some(w) if w.id == id => waiting.remove(&(session, role)),
             _ => None,
@@ -264,7 +286,8 @@ fn run_pair(me: Waiting, partner: Waiting, role: u8, policy: &DealerPolicy) -> R
         (partner, me)
     };
     if policy.link.encrypted() && (server.peer != client.key || client.peer != server.key) {
-        let why = "the two parties of this session did not see each other's keys on their own link".to_string();
+        let why = "the two parties of this session did not see each other's keys on their own link"
+            .to_string();
         let _ = client.transport.send(welcome(Some(why.clone())));
         let _ = server.transport.send(welcome(Some(why.clone())));
         bail!(why)

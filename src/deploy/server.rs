@@ -146,8 +146,8 @@ pub(crate) fn check_hello(
             hello.shape,
             engine.shape.map(|l| (l.rtt, l.bandwidth))
         ))
-    } else if let Err(e) = crate::secure::session::check_temperature(hello.temperature) {
-        Some(format!("{e}"))
+    } else if let Err(why) = crate::secure::sampling::check_temperature(hello.temperature) {
+        Some(why)
     } else if super::dealer::parse_hex32(&hello.nonce).is_none() {
         Some("a session nonce that is not 32 bytes of hex".into())
     } else {
@@ -173,10 +173,9 @@ fn handle(
     if !policy.link.encrypted() {
         eprintln!("server: warning: this session runs over plaintext (no --key): anyone on the path reads the shares");
     }
-    let hello: ClientHello = serde_json::from_slice(
-        &transport.recv(policy.link.handshake_timeout, MAX_HELLO_BYTES)?,
-    )
-    .context("handshake: the client's hello is malformed")?;
+    let hello: ClientHello =
+        serde_json::from_slice(&transport.recv(policy.link.handshake_timeout, MAX_HELLO_BYTES)?)
+            .context("handshake: the client's hello is malformed")?;
     let cfg = model.config().clone();
     let slot = Slot::take(active, policy.max_sessions);
     let problem = check_hello(&hello, &cfg, &policy.engine).or_else(|| {

@@ -88,6 +88,8 @@ fn prologue(listener: Listener) -> Vec<u8> {
 }
 
 fn write_timeout_until(stream: &TcpStream, deadline: Instant) -> Result<Duration> {
+    // Handshake messages are small and answered at once: no Nagle delay on them.
+    stream.set_nodelay(true)?;
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(MpcError::Timeout(Duration::ZERO));

@@ -90,7 +90,10 @@ impl Identity {
         let pub_path = with_suffix(prefix, "pub");
         for path in [&key_path, &pub_path] {
             if path.exists() {
-                bail!("{} exists already: remove it first or choose another --out", path.display())
+                bail!(
+                    "{} exists already: remove it first or choose another --out",
+                    path.display()
+                )
             }
         }
         let key_line = format!(
@@ -121,10 +124,16 @@ impl Identity {
         let private: [u8; 32] = hex::decode(private)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .with_context(|| format!("{}: the private key is not 32 bytes of hex", path.display()))?;
-        let public = PublicKey::from_hex(public).with_context(|| format!("in {}", path.display()))?;
+            .with_context(|| {
+                format!("{}: the private key is not 32 bytes of hex", path.display())
+            })?;
+        let public =
+            PublicKey::from_hex(public).with_context(|| format!("in {}", path.display()))?;
         if super::noise::public_of(&private)? != public {
-            bail!("{}: the public key does not belong to the private key", path.display())
+            bail!(
+                "{}: the public key does not belong to the private key",
+                path.display()
+            )
         }
         Ok(Self { private, public })
     }
@@ -245,7 +254,12 @@ mod tests {
         let forged = dir.join("forged.key");
         write_private(
             &forged,
-            format!("{KEY_TAG} {} {}\n", hex::encode(id.private), other.public.to_hex()).as_bytes(),
+            format!(
+                "{KEY_TAG} {} {}\n",
+                hex::encode(id.private),
+                other.public.to_hex()
+            )
+            .as_bytes(),
         )
         .unwrap();
         assert!(Identity::load(&forged).is_err());

@@ -13,7 +13,11 @@ use sha2::{Digest, Sha256};
 
 /// The session id both parties give the dealer: bound to their own link (its handshake hash) and
 /// to a nonce from each side sent inside it, so no third connection can name it.
-pub fn session_id(link_hash: &[u8; 32], client_nonce: &[u8; 32], server_nonce: &[u8; 32]) -> [u8; 32] {
+pub fn session_id(
+    link_hash: &[u8; 32],
+    client_nonce: &[u8; 32],
+    server_nonce: &[u8; 32],
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"post session id v1");
     h.update(link_hash);

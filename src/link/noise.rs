@@ -89,8 +89,11 @@ fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) ->
 }
 
 fn write_message(out: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
-    out.write_all(&(msg.len() as u16).to_be_bytes())?;
-    out.write_all(msg)
+    // One write for the length and the message: two small writes would meet Nagle's delay.
+    let mut framed = Vec::with_capacity(2 + msg.len());
+    framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    framed.extend_from_slice(msg);
+    out.write_all(&framed)
 }
 
 /// What a finished handshake gives: the peer's proven key and the handshake hash (unique to this

@@ -143,7 +143,9 @@ impl Correlation {
         }
         let small = |what: &str, n: usize, max: usize| {
             if n > max {
-                Err(MpcError::Malformed(format!("a request with {n} {what} (at most {max})")))
+                Err(MpcError::Malformed(format!(
+                    "a request with {n} {what} (at most {max})"
+                )))
             } else {
                 Ok(())
             }
@@ -173,7 +175,9 @@ impl Correlation {
                 small("operands", shifts.len(), 16)?;
                 small("pairs", pairs.len(), 64)?;
                 if shifts.iter().any(|&s| s > 63)
-                    || pairs.iter().any(|&(u, v)| u >= shifts.len() || v >= shifts.len())
+                    || pairs
+                        .iter()
+                        .any(|&(u, v)| u >= shifts.len() || v >= shifts.len())
                 {
                     return Err(MpcError::Malformed(
                         "a masked product naming an operand it does not have".into(),
@@ -230,7 +234,11 @@ impl Correlation {
                 let mut comps = vec![(Additive, len, false), (Own, mul(2, len), false)];
                 comps.extend(vec![(Additive, len, false); operands.saturating_sub(1)]);
                 comps.extend(vec![(Additive, len, true); 1 + operands]);
-                comps.push((Public, mul(super::dcf::words(1 + operands, BITS), len), true));
+                comps.push((
+                    Public,
+                    mul(super::dcf::words(1 + operands, BITS), len),
+                    true,
+                ));
                 comps
             }
             Correlation::RowMask { rows, width, .. } => vec![(Additive, mul(rows, width), false)],
@@ -276,7 +284,10 @@ impl Correlation {
                 let lens = wide_operand_lens(len, shifts.len(), per_row);
                 let mut comps: Vec<_> = lens.iter().map(|&l| (Additive, l, false)).collect();
                 for &l in &lens {
-                    comps.extend([(Additive128, mul(2, l), true), (Additive128, mul(2, l), true)]);
+                    comps.extend([
+                        (Additive128, mul(2, l), true),
+                        (Additive128, mul(2, l), true),
+                    ]);
                 }
                 let cross = if shifts.len() == 1 { 2 } else { 4 };
                 comps.extend(vec![(Additive128, mul(2, len), true); cross]);
@@ -589,7 +600,9 @@ impl Dealer {
     /// weight mask, a wide weight triple a 128-bit one, a head triple a row mask.
     pub(crate) fn check_mask(&self, corr: &Correlation) -> Result<()> {
         let (id, words_per_entry) = match *corr {
-            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. } => (id, 1usize),
+            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. } => {
+                (id, 1usize)
+            }
             Correlation::WideWeightTriple { id, .. } => (id, 2),
             _ => return Ok(()),
         };
@@ -772,7 +785,10 @@ impl DealerHandle {
             }
             Source::RemoteClient(link) if needs_public => {
                 let limit = frame_bytes(&comps, |c| c.0 == Sharing::Public);
-                (true, decode_words(&link.transport.recv(link.timeout, limit)?)?)
+                (
+                    true,
+                    decode_words(&link.transport.recv(link.timeout, limit)?)?,
+                )
             }
             Source::Seed { .. } | Source::RemoteClient(_) => (true, Vec::new()),
             Source::Dealer { requests, replies } => {
@@ -786,7 +802,10 @@ impl DealerHandle {
                     .map_err(|e| MpcError::Malformed(format!("a correlation request: {e}")))?;
                 link.transport.send(request)?;
                 let limit = frame_bytes(&comps, |c| c.2);
-                (false, decode_words(&link.transport.recv(link.timeout, limit)?)?)
+                (
+                    false,
+                    decode_words(&link.transport.recv(link.timeout, limit)?)?,
+                )
             }
         };
         // Party 0 takes its public components from the dealer, party 1 its derived ones; every

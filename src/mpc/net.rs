@@ -575,8 +575,14 @@ pub fn tcp_pair(link: LinkModel, shape: Option<LinkModel>) -> Result<(Channel, C
     let client = client.join().map_err(|_| MpcError::PeerClosed)??;
     let timeout = Duration::from_secs(120);
     Ok((
-        Channel::new(shaped(Box::new(TcpTransport::new(client, timeout)?), shape), link),
-        Channel::new(shaped(Box::new(TcpTransport::new(server, timeout)?), shape), link),
+        Channel::new(
+            shaped(Box::new(TcpTransport::new(client, timeout)?), shape),
+            link,
+        ),
+        Channel::new(
+            shaped(Box::new(TcpTransport::new(server, timeout)?), shape),
+            link,
+        ),
     ))
 }
 

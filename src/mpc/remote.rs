@@ -104,7 +104,11 @@ impl RequestLimits {
                 )));
             }
         }
-        if dealer.mask_words().saturating_add(dealer.new_mask_words(corr)) > self.max_mask_words {
+        if dealer
+            .mask_words()
+            .saturating_add(dealer.new_mask_words(corr))
+            > self.max_mask_words
+        {
             return Err(MpcError::Malformed(format!(
                 "a request that grows the session's masks past {} words",
                 self.max_mask_words
@@ -334,7 +338,10 @@ mod session_tests {
         assert!(h.get(&Correlation::MulTriple { len: 100 }).is_ok());
         drop(h.get(&Correlation::MulTriple { len: 1 << 37 }));
         let err = dealer.join().unwrap().unwrap_err().to_string();
-        assert!(err.contains("larger than the served model's shape allows"), "{err}");
+        assert!(
+            err.contains("larger than the served model's shape allows"),
+            "{err}"
+        );
     }
 
     #[test]
