@@ -25,15 +25,20 @@ echo "   $VIRT s for $TOK tokens, $ROUNDS rounds"
 run_processes() { # $1: command prefix for the client side, $2: for the server side, $3: server host, extra args...
   local client_ns=$1 server_ns=$2 host=$3; shift 3
   local tmp; tmp=$(mktemp -d)
-  $server_ns "$POST" dealer --listen 0.0.0.0:0 --sessions 1 > "$tmp/dealer" 2>/dev/null &
+  # Keys for the three processes: listening beyond loopback needs them.
+  for n in dealer server client; do "$POST" keygen --out "$tmp/$n" > /dev/null; done
+  local dk=(--key "$tmp/dealer.key" --trust "$tmp/client.pub" --trust-server "$tmp/server.pub")
+  local sk=(--key "$tmp/server.key" --dealer-key "$tmp/dealer.pub")
+  local ck=(--key "$tmp/client.key" --trust "$tmp/server.pub" --dealer-key "$tmp/dealer.pub")
+  $server_ns "$POST" dealer --listen 0.0.0.0:0 --sessions 1 "${dk[@]}" > "$tmp/dealer" 2>/dev/null &
   local dealer_pid=$!
   local dealer; dealer=$host:$(wait_addr "$tmp/dealer" | awk -F: '{print $NF}')
-  $server_ns "$POST" serve --model default-private --listen 0.0.0.0:0 --dealer "127.0.0.1:${dealer##*:}" --sessions 1 "$@" > "$tmp/server" 2>/dev/null &
+  $server_ns "$POST" serve --model default-private --listen 0.0.0.0:0 --dealer "127.0.0.1:${dealer##*:}" --sessions 1 "${sk[@]}" "$@" > "$tmp/server" 2>/dev/null &
   local server_pid=$!
   local server; server=$host:$(wait_addr "$tmp/server" | awk -F: '{print $NF}')
   local start end
   start=$(date +%s.%N)
-  $client_ns "$POST" verify --connect "$server" --dealer "$dealer" --public default-aligned-public "${ARGS[@]}" "$@" > "$tmp/client" 2>/dev/null
+  $client_ns "$POST" verify --connect "$server" --dealer "$dealer" --public default-aligned-public "${ARGS[@]}" "${ck[@]}" "$@" > "$tmp/client" 2>/dev/null
   end=$(date +%s.%N)
   kill "$server_pid" "$dealer_pid" 2>/dev/null || true
   wait 2>/dev/null || true
