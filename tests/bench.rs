@@ -266,3 +266,129 @@ fn a_sweep_killed_mid_cell_resumes_with_no_duplicate_and_no_lost_row() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn shards_of_a_sweep_cover_its_cells_once_and_merge_into_its_rows() {
+    let dir = scratch("shards");
+    let csv = dir.join("sweep.csv");
+    // 2 nets x 2 temperatures = 4 cells of 1 standard + 1 POST row each; with these keys shard 0/2
+    // holds lan T=1 and wan T=0, shard 1/2 the other two.
+    let grid = write_grid(
+        &dir,
+        &format!(
+            "pairs = [\"tiny\"]\ndatasets = [\"datasets/code-completion.jsonl\"]\nnets = [\"lan\", \"wan\"]\ndraft_lens = [2]\ntemperatures = [0.0, 1.0]\nprompts = 1\nmax_new_tokens = 5\nignore_eos = true\nsim_seed = 1\nout = {:?}\n",
+            csv.to_str().unwrap()
+        ),
+    );
+    let grid = grid.to_str().unwrap();
+    post_ok(&["sweep", grid]);
+    let whole = rows(&csv);
+    assert_eq!(whole.len(), 8);
+    let parts: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            post_ok(&["sweep", grid, "--shard", &format!("{i}/2")]);
+            dir.join(format!("sweep.shard-{i}-of-2.csv"))
+        })
+        .collect();
+    let cells = |rows: &[BenchRow]| {
+        let mut c: Vec<String> = rows.iter().map(BenchRow::cell_key).collect();
+        c.dedup();
+        c
+    };
+    let sorted_keys = |rows: &[BenchRow]| {
+        let mut k: Vec<String> = rows.iter().map(BenchRow::key).collect();
+        k.sort();
+        k
+    };
+    let (a, b) = (rows(&parts[0]), rows(&parts[1]));
+    assert_eq!((cells(&a).len(), cells(&b).len()), (2, 2), "{a:?} {b:?}");
+    assert!(
+        cells(&a).iter().all(|c| !cells(&b).contains(c)),
+        "no cell twice"
+    );
+    let mut union = cells(&a);
+    union.extend(cells(&b));
+    union.sort();
+    let mut all = cells(&whole);
+    all.sort();
+    assert_eq!(union, all, "the shards' cells are the grid's");
+
+    let merged = dir.join("merged.csv");
+    let (pa, pb) = (parts[0].to_str().unwrap(), parts[1].to_str().unwrap());
+    let said = post_ok(&["sweep", "--merge", merged.to_str().unwrap(), pa, pb]);
+    assert!(said.contains("8 rows in"), "{said}");
+    let got = rows(&merged);
+    assert_eq!(
+        sorted_keys(&got),
+        sorted_keys(&whole),
+        "the unsharded run's rows"
+    );
+    assert_eq!(&got[..a.len()], &a[..], "the first part's rows first");
+    // Same measurements as the unsharded run (the costs are simulated from a fixed seed).
+    for r in &got {
+        let w = whole.iter().find(|w| w.key() == r.key()).unwrap();
+        assert_eq!(
+            (r.tokens, r.secure_steps, r.online_rounds, r.mean_accepted),
+            (w.tokens, w.secure_steps, w.online_rounds, w.mean_accepted),
+            "{}",
+            r.key()
+        );
+    }
+    // Merging again (a part twice): nothing new, a warning, the same file.
+    let before = std::fs::read_to_string(&merged).unwrap();
+    let out = common::post(&["sweep", "--merge", merged.to_str().unwrap(), pb, pb]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already in") && stderr.contains("merged.csv"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&merged).unwrap(), before);
+
+    // A part of another schema is refused by name, and nothing is written.
+    let odd = dir.join("odd.csv");
+    std::fs::write(&odd, "pair,net,speedup\ntiny,lan,2.0\n").unwrap();
+    let fresh = dir.join("fresh.csv");
+    let err = post_error(&[
+        "sweep",
+        "--merge",
+        fresh.to_str().unwrap(),
+        pa,
+        odd.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("odd.csv") && err.contains("header differs"),
+        "{err}"
+    );
+    assert!(!fresh.exists());
+
+    // Bad shards and argument mixes: one clear error each, before any measurement.
+    // (clap's errors: the error, then usage.)
+    let usage_error = |args: &[&str]| {
+        let out = common::post(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    };
+    for (shard, why) in [
+        ("2/2", "I must be below N"),
+        ("0/0", "N must be at least 1"),
+        ("1", "expected I/N"),
+        ("x/2", "not a whole number"),
+    ] {
+        let err = usage_error(&["sweep", grid, "--shard", shard]);
+        assert!(
+            err.contains("--shard") && err.contains(why),
+            "{shard}: {err}"
+        );
+    }
+    let err = usage_error(&["sweep"]);
+    assert!(err.contains("GRID.toml"), "{err}");
+    let err = usage_error(&["sweep", "--merge", merged.to_str().unwrap()]);
+    assert!(err.contains("--merge"), "{err}");
+    let err = usage_error(&["sweep", grid, "--merge", merged.to_str().unwrap(), pa]);
+    assert!(err.contains("cannot be used with"), "{err}");
+    assert_eq!(rows(&merged), got, "untouched");
+    std::fs::remove_dir_all(dir).unwrap();
+}

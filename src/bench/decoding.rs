@@ -134,8 +134,14 @@ pub struct BenchRow {
 impl BenchRow {
     /// The columns that identify a row's cell and method in a results file.
     pub fn key(&self) -> String {
+        format!("{}|{}|{}", self.cell_key(), self.method, self.draft_len)
+    }
+
+    /// The columns that identify a row's cell (its key without method and draft length): what
+    /// `post sweep --shard` assigns to a shard, so that a cell's rows always run together.
+    pub fn cell_key(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}",
             self.pair,
             self.weights,
             self.dataset,
@@ -144,8 +150,6 @@ impl BenchRow {
             self.max_new_tokens,
             self.prompts,
             self.seed,
-            self.method,
-            self.draft_len
         )
     }
 }

@@ -3,12 +3,18 @@
 //!
 //! Resumable: a cell whose rows are already in the file is skipped, and a cell's rows are appended
 //! in one write when the cell ends, so a killed sweep loses at most the cell it was running.
+//!
+//! Shardable: `post sweep --shard I/N` runs the cells whose key ([`BenchRow::cell_key`], the
+//! resume key without method and draft length) hashes (SHA-256) to I mod N, so N independent
+//! processes cover the grid once, and a cell keeps its shard when other cells join the grid;
+//! [`merge_csv`] joins their files.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::decoding::{load_pair, run_cell, BenchRow, Cell, DraftLen, Weights};
 use crate::model::loader::{ModelPair, Registry};
@@ -143,6 +149,30 @@ impl Grid {
         out
     }
 
+    /// The row of a cell that the resume logic and the shards key on: its cell columns, with
+    /// method and draft length left empty.
+    fn probe(&self, pair_name: &str, dataset: &Path, net: &str, temperature: f64) -> BenchRow {
+        BenchRow {
+            pair: pair_name.to_string(),
+            weights: self.weights.name().to_string(),
+            dataset: dataset_label(dataset),
+            net: net.to_string(),
+            temperature,
+            max_new_tokens: self.max_new_tokens,
+            prompts: self.prompts,
+            seed: self.seed,
+            ..BenchRow::default()
+        }
+    }
+
+    /// The key of each cell ([`BenchRow::cell_key`]), in run order.
+    pub fn cell_keys(&self) -> Vec<String> {
+        self.cells()
+            .iter()
+            .map(|(pair, dataset, net, t)| self.probe(pair, dataset, net, *t).cell_key())
+            .collect()
+    }
+
     /// Cells in run order: (pair, dataset, net, temperature).
     fn cells(&self) -> Vec<(String, PathBuf, String, f64)> {
         let mut out = Vec::new();
@@ -156,6 +186,81 @@ impl Grid {
             }
         }
         out
+    }
+}
+
+/// Part I of N of a grid (`post sweep --shard I/N`): the cells whose key hashes to I mod N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (i, n) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("shard {s:?}: expected I/N, such as 0/4 (I in 0..N)"))?;
+        let number = |x: &str, what: &str| {
+            x.trim().parse::<u64>().map_err(|_| {
+                format!(
+                    "shard {s:?}: {what} {x:?} is not a whole number (expected I/N, such as 0/4)"
+                )
+            })
+        };
+        let (index, count) = (number(i, "I")?, number(n, "N")?);
+        if count == 0 {
+            return Err(format!("shard {s:?}: N must be at least 1"));
+        }
+        if index >= count {
+            return Err(format!(
+                "shard {s:?}: I must be below N (shards of {count} are 0/{count} to {}/{count})",
+                count - 1
+            ));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// A stable hash of a cell key: the first 8 bytes (big-endian) of the SHA-256 of its text. Never
+/// std's `DefaultHasher`, whose output may change between Rust versions.
+pub fn cell_hash(cell_key: &str) -> u64 {
+    let digest = Sha256::digest(cell_key.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+impl Shard {
+    /// The shard (0..count) of a cell key.
+    pub fn of(cell_key: &str, count: u64) -> u64 {
+        cell_hash(cell_key) % count
+    }
+
+    pub fn owns(&self, cell_key: &str) -> bool {
+        Self::of(cell_key, self.count) == self.index
+    }
+
+    /// The shard's default file: `out` with `.shard-I-of-N` before its `.csv`.
+    pub fn out_path(&self, out: &Path) -> PathBuf {
+        let tag = format!("shard-{}-of-{}", self.index, self.count);
+        let name = match (out.file_stem(), out.extension()) {
+            (Some(stem), Some(ext)) if ext == "csv" => {
+                format!("{}.{tag}.csv", stem.to_string_lossy())
+            }
+            _ => format!(
+                "{}.{tag}",
+                out.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into())
+            ),
+        };
+        out.with_file_name(name)
     }
 }
 
@@ -210,11 +315,30 @@ fn prepare_prompts(
 /// Runs every cell of the grid whose rows are not yet in `out`, appending each cell's rows when it
 /// ends. Returns the grid's rows (old and new) in cell order.
 pub fn run_grid(grid: &Grid, registry: &Registry, out: &Path) -> Result<Vec<BenchRow>> {
+    run_grid_sharded(grid, registry, out, None)
+}
+
+/// [`run_grid`] over the cells of one shard (all cells with `None`). A shard's file is created
+/// even when it owns no cell, so that every shard leaves a file to merge.
+pub fn run_grid_sharded(
+    grid: &Grid,
+    registry: &Registry,
+    out: &Path,
+    shard: Option<Shard>,
+) -> Result<Vec<BenchRow>> {
     grid.validate()?;
     crate::report::ensure_schema(out, &BenchRow::default())?;
     let existing: Vec<BenchRow> = crate::report::read_csv(out)?;
     let done: HashSet<String> = existing.iter().map(BenchRow::key).collect();
-    let cells = grid.cells();
+    let mut cells = grid.cells();
+    if let Some(shard) = shard {
+        let all = cells.len();
+        cells.retain(|(pair, dataset, net, t)| {
+            shard.owns(&grid.probe(pair, dataset, net, *t).cell_key())
+        });
+        crate::report::append_csv::<BenchRow>(out, &[])?;
+        eprintln!("shard {shard}: {} of the grid's {all} cells", cells.len());
+    }
     let multi = indicatif::MultiProgress::new();
     let overall = multi.add(crate::cli::progress(cells.len(), "cells"));
     overall.set_style(
@@ -235,18 +359,11 @@ pub fn run_grid(grid: &Grid, registry: &Registry, out: &Path) -> Result<Vec<Benc
             );
         }
         let pair = &pairs[&pair_name];
+        let cell_row = grid.probe(&pair_name, &dataset, &net, t);
         let probe = |method: &str, k: DraftLen| BenchRow {
-            pair: pair_name.clone(),
-            weights: grid.weights.name().to_string(),
-            dataset: label.clone(),
-            net: net.clone(),
-            temperature: t,
-            max_new_tokens: grid.max_new_tokens,
-            prompts: grid.prompts,
-            seed: grid.seed,
             method: method.to_string(),
             draft_len: k.to_string(),
-            ..BenchRow::default()
+            ..cell_row.clone()
         };
         let missing: Vec<DraftLen> = grid
             .draft_lens
@@ -315,4 +432,366 @@ pub fn run_grid(grid: &Grid, registry: &Registry, out: &Path) -> Result<Vec<Benc
     }
     overall.finish_and_clear();
     Ok(rows_of_grid)
+}
+
+/// What [`merge_csv`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    /// The merged rows, as written: `out`'s first, then each part's new rows in the order given.
+    pub rows: Vec<BenchRow>,
+    /// Rows taken from the parts (not already in `out`).
+    pub added: usize,
+    /// Rows left out because an earlier file held their key.
+    pub duplicates: usize,
+}
+
+/// The header of a CSV file; `None` for an empty file.
+fn csv_header(path: &Path) -> Result<Option<Vec<String>>> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() == 0 {
+        return Ok(None);
+    }
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let header = reader
+        .headers()
+        .with_context(|| format!("cannot read the header of {}", path.display()))?;
+    Ok(Some(header.iter().map(str::to_string).collect()))
+}
+
+/// Merges the CSV files of shards (`post sweep --merge OUT PART...`) into `out`: `out`'s rows
+/// first when it exists, then each part's in the order given, each row key
+/// ([`BenchRow::key`]) once (the first file's row is kept; a duplicate is reported on stderr).
+/// Every file must have the header of the bench rows, else nothing is written and the error names
+/// the file. `out` is replaced in one rename.
+pub fn merge_csv(out: &Path, parts: &[PathBuf]) -> Result<Merged> {
+    if parts.is_empty() {
+        bail!(
+            "nothing to merge into {}: name at least one part",
+            out.display()
+        )
+    }
+    let expected = crate::report::header_of(&BenchRow::default())?;
+    let out_exists = out.exists();
+    let mut inputs: Vec<&Path> = Vec::new();
+    if out_exists {
+        inputs.push(out);
+    }
+    inputs.extend(parts.iter().map(PathBuf::as_path));
+    let mut reference: Option<(&Path, Vec<String>)> = None;
+    for &path in &inputs {
+        let Some(header) = csv_header(path)? else {
+            continue;
+        };
+        match &reference {
+            None => reference = Some((path, header)),
+            Some((first, columns)) if *columns != header => bail!(
+                "cannot merge {}: its CSV header differs from that of {} (columns: {}; {} has: {})",
+                path.display(),
+                first.display(),
+                header.join(","),
+                first.display(),
+                columns.join(",")
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some((first, columns)) = &reference {
+        if *columns != expected {
+            bail!(
+                "cannot merge {}: it holds rows of another schema (columns: {}); expected the \
+                 columns of `post sweep`: {}",
+                first.display(),
+                columns.join(","),
+                expected.join(",")
+            )
+        }
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut rows = Vec::new();
+    let (mut added, mut duplicates) = (0, 0);
+    for (i, &path) in inputs.iter().enumerate() {
+        let is_out = i == 0 && out_exists;
+        // Per earlier file: rows of this one already there, and the first such key.
+        let mut repeated: BTreeMap<usize, (usize, String)> = BTreeMap::new();
+        for row in crate::report::read_csv::<BenchRow>(path)? {
+            let key = row.key();
+            if let Some(&from) = seen.get(&key) {
+                let entry = repeated.entry(from).or_insert((0, key));
+                entry.0 += 1;
+                duplicates += 1;
+                continue;
+            }
+            seen.insert(key, i);
+            if !is_out {
+                added += 1;
+            }
+            rows.push(row);
+        }
+        for (from, (n, key)) in repeated {
+            eprintln!(
+                "warning: {}: {n} row(s) already in {} (the first: {key}); kept those of {}",
+                path.display(),
+                inputs[from].display(),
+                inputs[from].display()
+            );
+        }
+    }
+    crate::report::write_csv(out, &rows)?;
+    Ok(Merged {
+        rows,
+        added,
+        duplicates,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(pairs: &[&str], nets: &[&str], temperatures: &[f64]) -> Grid {
+        Grid {
+            pairs: pairs.iter().map(|p| p.to_string()).collect(),
+            aligned: Some(vec![false, true]),
+            datasets: vec![
+                "datasets/code-completion.jsonl".into(),
+                "datasets/text-continuation.jsonl".into(),
+            ],
+            nets: nets.iter().map(|n| n.to_string()).collect(),
+            draft_lens: vec![DraftLen::Fixed(2), DraftLen::Auto],
+            temperatures: temperatures.to_vec(),
+            prompts: 5,
+            max_new_tokens: 32,
+            seed: 0,
+            sim_seed: None,
+            weights: Weights::Trained,
+            ignore_eos: false,
+            out: None,
+        }
+    }
+
+    #[test]
+    fn the_cell_key_is_the_resume_key_without_method_and_draft_len() {
+        let g = grid(&["tiny"], &["lan"], &[0.7]);
+        let keys = g.cell_keys();
+        assert_eq!(keys[0], "tiny|trained|code-completion|lan|0.7|32|5|0");
+        let row = BenchRow {
+            method: "post".into(),
+            draft_len: "auto".into(),
+            ..g.probe(
+                "tiny",
+                Path::new("datasets/code-completion.jsonl"),
+                "lan",
+                0.7,
+            )
+        };
+        assert_eq!(row.key(), format!("{}|post|auto", keys[0]));
+        assert_eq!(row.cell_key(), keys[0]);
+    }
+
+    #[test]
+    fn the_hash_is_pinned() {
+        // The first 8 bytes of SHA-256("") and SHA-256("abc"): a changed hash would move cells
+        // between the shards of sweeps already under way.
+        assert_eq!(cell_hash(""), 0xe3b0_c442_98fc_1c14);
+        assert_eq!(cell_hash("abc"), 0xba78_16bf_8f01_cfea);
+    }
+
+    #[test]
+    fn shards_cover_every_cell_once() {
+        let g = grid(
+            &["tiny", "default"],
+            &["lan", "wan", "bw=100,rtt=10"],
+            &[0.0, 0.5, 0.7, 1.0],
+        );
+        let keys = g.cell_keys();
+        assert_eq!(keys.len(), 2 * 2 * 2 * 3 * 4);
+        for count in 1..=7 {
+            let mut union: Vec<&String> = Vec::new();
+            for index in 0..count {
+                let shard = Shard { index, count };
+                union.extend(keys.iter().filter(|k| shard.owns(k)));
+            }
+            assert_eq!(
+                union.len(),
+                keys.len(),
+                "no cell twice, none lost (N = {count})"
+            );
+            let mut a: Vec<&String> = union.clone();
+            a.sort();
+            a.dedup();
+            assert_eq!(a.len(), keys.len());
+        }
+        // 96 cells over 4 shards: none is empty (a hash that spreads the cells).
+        for index in 0..4 {
+            let shard = Shard { index, count: 4 };
+            assert!(keys.iter().filter(|k| shard.owns(k)).count() >= 12);
+        }
+    }
+
+    #[test]
+    fn a_cell_keeps_its_shard_when_cells_are_added() {
+        let old = grid(&["tiny"], &["lan", "wan"], &[0.0, 1.0]);
+        let new = grid(
+            &["tiny", "default"],
+            &["lan", "wan", "bw=10,rtt=50"],
+            &[0.0, 0.3, 1.0],
+        );
+        let new_keys = new.cell_keys();
+        for count in 1..=5 {
+            for key in old.cell_keys() {
+                assert!(new_keys.contains(&key));
+                let home = Shard::of(&key, count);
+                // The new grid runs the old cell in the same shard.
+                assert!(Shard { index: home, count }.owns(&key));
+                assert_eq!(
+                    (0..count)
+                        .filter(|&i| Shard { index: i, count }.owns(&key))
+                        .count(),
+                    1
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn shard_strings_parse_or_say_why_not() {
+        assert_eq!("0/1".parse(), Ok(Shard { index: 0, count: 1 }));
+        assert_eq!("3/4".parse(), Ok(Shard { index: 3, count: 4 }));
+        assert_eq!(Shard { index: 3, count: 4 }.to_string(), "3/4");
+        for (bad, why) in [
+            ("1/0", "N must be at least 1"),
+            ("0/0", "N must be at least 1"),
+            ("2/2", "I must be below N"),
+            ("5/3", "I must be below N"),
+            ("3", "expected I/N"),
+            ("", "expected I/N"),
+            ("a/2", "not a whole number"),
+            ("-1/2", "not a whole number"),
+            ("1/2/3", "not a whole number"),
+            ("0.5/2", "not a whole number"),
+        ] {
+            let err = bad.parse::<Shard>().unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_shard_file_is_named_after_the_grid_file() {
+        let s = Shard { index: 1, count: 4 };
+        assert_eq!(
+            s.out_path(Path::new("results/speedup.csv")),
+            PathBuf::from("results/speedup.shard-1-of-4.csv")
+        );
+        assert_eq!(
+            s.out_path(Path::new("rows")),
+            PathBuf::from("rows.shard-1-of-4")
+        );
+        assert_eq!(
+            s.out_path(Path::new("a.b.tsv")),
+            PathBuf::from("a.b.tsv.shard-1-of-4")
+        );
+    }
+
+    fn row(net: &str, method: &str, k: &str, tokens: usize) -> BenchRow {
+        BenchRow {
+            pair: "tiny".into(),
+            weights: "trained".into(),
+            dataset: "code-completion".into(),
+            net: net.into(),
+            method: method.into(),
+            draft_len: k.into(),
+            tokens,
+            speedup: Some(1.5),
+            ..BenchRow::default()
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("post-grid-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn merge_keeps_the_first_of_each_key_in_file_order() {
+        let dir = scratch("merge");
+        let (out, a, b, empty) = (
+            dir.join("all.csv"),
+            dir.join("a.csv"),
+            dir.join("b.csv"),
+            dir.join("empty.csv"),
+        );
+        crate::report::write_csv(
+            &a,
+            &[row("lan", "standard", "0", 1), row("lan", "post", "2", 1)],
+        )
+        .unwrap();
+        crate::report::write_csv(
+            &b,
+            &[row("wan", "standard", "0", 2), row("lan", "post", "2", 2)],
+        )
+        .unwrap();
+        std::fs::write(&empty, "").unwrap();
+        let merged = merge_csv(&out, &[a.clone(), empty.clone(), b.clone()]).unwrap();
+        assert_eq!((merged.added, merged.duplicates), (3, 1));
+        let got: Vec<BenchRow> = crate::report::read_csv(&out).unwrap();
+        assert_eq!(got, merged.rows);
+        let summary: Vec<(&str, &str, usize)> = got
+            .iter()
+            .map(|r| (r.net.as_str(), r.method.as_str(), r.tokens))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("lan", "standard", 1),
+                ("lan", "post", 1),
+                ("wan", "standard", 2)
+            ],
+            "a's duplicate is kept, in file order"
+        );
+        // OUT's rows come first and win; merging again adds nothing.
+        crate::report::write_csv(&out, &[row("wan", "standard", "0", 9)]).unwrap();
+        let merged = merge_csv(&out, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!((merged.added, merged.duplicates), (2, 2));
+        assert_eq!(merged.rows[0].tokens, 9);
+        let again = merge_csv(&out, &[a, b]).unwrap();
+        assert_eq!((again.added, again.rows), (0, merged.rows));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn merge_refuses_mixed_schemas_and_missing_parts_by_name() {
+        let dir = scratch("schemas");
+        let (out, good, odd) = (
+            dir.join("all.csv"),
+            dir.join("good.csv"),
+            dir.join("odd.csv"),
+        );
+        crate::report::write_csv(&good, &[row("lan", "standard", "0", 1)]).unwrap();
+        std::fs::write(&odd, "pair,net,speedup\ntiny,lan,2.0\n").unwrap();
+        let err = format!(
+            "{:#}",
+            merge_csv(&out, &[good.clone(), odd.clone()]).unwrap_err()
+        );
+        assert!(
+            err.contains("odd.csv") && err.contains("header differs"),
+            "{err}"
+        );
+        assert!(!out.exists(), "nothing written");
+        let err = format!("{:#}", merge_csv(&out, &[odd.clone()]).unwrap_err());
+        assert!(
+            err.contains("odd.csv") && err.contains("another schema"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            merge_csv(&out, &[good, dir.join("gone.csv")]).unwrap_err()
+        );
+        assert!(err.contains("gone.csv"), "{err}");
+        assert!(!out.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::bench::decoding::{DraftLen, Weights};
-use crate::bench::grid::{dataset_label, run_grid, Grid};
+use crate::bench::grid::{dataset_label, run_grid_sharded, Grid, Shard};
 use crate::bench::secure::{forward_costs, latency_rows, LatencyRow};
 use crate::bench::{engine, plot};
 use crate::model::loader::{load_model, Registry};
@@ -190,8 +190,19 @@ fn check_output_file(out: &Path) -> Result<()> {
 
 /// Runs a grid into `out`, prints its rows, and draws its figures when asked.
 pub fn run_and_report(grid: &Grid, registry: &Registry, out: &Path, plot: bool) -> Result<()> {
+    run_and_report_sharded(grid, registry, out, plot, None)
+}
+
+/// [`run_and_report`] over one shard of the grid's cells (`post sweep --shard`).
+pub fn run_and_report_sharded(
+    grid: &Grid,
+    registry: &Registry,
+    out: &Path,
+    plot: bool,
+    shard: Option<Shard>,
+) -> Result<()> {
     check_output_file(out)?;
-    let rows = run_grid(grid, registry, out)?;
+    let rows = run_grid_sharded(grid, registry, out, shard)?;
     print_table(&rows, SPEEDUP_COLUMNS)?;
     println!("rows in {}", out.display());
     if plot {
