@@ -412,3 +412,44 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod cipher_speed {
+    use super::*;
+
+    /// `cargo test --release --lib link::noise::cipher_speed -- --ignored --nocapture`: the AEAD
+    /// alone, sealing and opening 64 KiB messages on one core.
+    #[test]
+    #[ignore]
+    fn seal_and_open() {
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let mut i = builder(&a, b"x").unwrap().build_initiator().unwrap();
+        let mut r = builder(&b, b"x").unwrap().build_responder().unwrap();
+        let (mut m, mut p) = (vec![0u8; MAX_MESSAGE], vec![0u8; MAX_MESSAGE]);
+        let n = i.write_message(&[], &mut m).unwrap();
+        r.read_message(&m[..n], &mut p).unwrap();
+        let n = r.write_message(&[], &mut m).unwrap();
+        i.read_message(&m[..n], &mut p).unwrap();
+        let n = i.write_message(&[], &mut m).unwrap();
+        r.read_message(&m[..n], &mut p).unwrap();
+        let (i, r) = (
+            i.into_stateless_transport_mode().unwrap(),
+            r.into_stateless_transport_mode().unwrap(),
+        );
+        let chunk = vec![7u8; CHUNK];
+        let count = 8192u64; // 512 MiB
+        let start = Instant::now();
+        for nonce in 0..count {
+            i.write_message(nonce, &chunk, &mut m).unwrap();
+        }
+        let seal = start.elapsed().as_secs_f64();
+        let n = i.write_message(0, &chunk, &mut m).unwrap();
+        let start = Instant::now();
+        for _ in 0..count {
+            r.read_message(0, &m[..n], &mut p).unwrap();
+        }
+        let open = start.elapsed().as_secs_f64();
+        let mb = (count as usize * CHUNK) as f64 / 1e6;
+        println!("{PATTERN}: seal {:.0} MB/s, open {:.0} MB/s", mb / seal, mb / open);
+    }
+}
