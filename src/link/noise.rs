@@ -7,7 +7,7 @@
 //! most [`CHUNK`] bytes; the receiver checks the length against the message it expects before it
 //! reads on, and grows its buffer only as authenticated chunks arrive.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
@@ -96,11 +96,6 @@ fn write_message(out: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
     out.write_all(&framed)
 }
 
-/// Writes one transport message into a buffered writer (flushed once a frame).
-fn write_buffered(out: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
-    out.write_all(&(msg.len() as u16).to_be_bytes())?;
-    out.write_all(msg)
-}
 
 /// What a finished handshake gives: the peer's proven key and the handshake hash (unique to this
 /// connection: the session binding derives from it).
@@ -241,27 +236,37 @@ impl NoiseTransport {
         let (tx, rx) = channel::<Vec<u8>>();
         let sealer = state.clone();
         let writer = std::thread::spawn(move || {
-            let mut out = BufWriter::with_capacity(1 << 18, out);
+            let mut out = out;
             let mut nonce = 0u64;
-            let mut sealed = vec![0u8; MAX_MESSAGE];
+            // Messages are sealed straight into the outgoing buffer (no copy), which goes out in
+            // writes of about 256 KiB and at the end of each frame.
+            let mut pending: Vec<u8> = Vec::with_capacity(1 << 18);
             for frame in rx {
                 let header = (frame.len() as u64).to_le_bytes();
                 let ok = std::iter::once(&header[..])
                     .chain(frame.chunks(CHUNK))
                     .try_for_each(|part| {
+                        let start = pending.len();
+                        pending.resize(start + 2 + part.len() + 16, 0);
                         let n = sealer
-                            .write_message(nonce, part, &mut sealed)
+                            .write_message(nonce, part, &mut pending[start + 2..])
                             .map_err(|_| std::io::Error::other("encryption failed"))?;
                         nonce += 1;
-                        write_buffered(&mut out, &sealed[..n])
+                        pending[start..start + 2].copy_from_slice(&(n as u16).to_be_bytes());
+                        pending.truncate(start + 2 + n);
+                        if pending.len() >= 1 << 18 {
+                            out.write_all(&pending)?;
+                            pending.clear();
+                        }
+                        Ok(())
                     })
-                    .and_then(|_| out.flush());
+                    .and_then(|_| out.write_all(&pending));
+                pending.clear();
                 if ok.is_err() {
-                    let _ = out.get_ref().shutdown(std::net::Shutdown::Both);
+                    let _ = out.shutdown(std::net::Shutdown::Both);
                     return; // the peer is gone: the next send or receive reports it
                 }
             }
-            let _ = out.flush();
         });
         Ok(Self {
             stream,
@@ -316,14 +321,21 @@ impl Transport for NoiseTransport {
         let mut frame = Vec::new();
         while frame.len() < len {
             let want = (len - frame.len()).min(CHUNK);
-            let chunk = self.open_next(timeout)?;
-            if chunk.len() != want {
+            read_message(&mut self.stream, &mut self.message, timeout)?;
+            // Opened straight into the frame: the buffer grows only by authenticated bytes.
+            let start = frame.len();
+            frame.resize(start + self.message.len(), 0);
+            let n = self
+                .state
+                .read_message(self.recv_nonce, &self.message, &mut frame[start..])
+                .map_err(|e| snow_error("a frame", e))?;
+            self.recv_nonce += 1;
+            frame.truncate(start + n);
+            if n != want {
                 return Err(MpcError::Malformed(format!(
-                    "a frame chunk of {} bytes where {want} were due",
-                    chunk.len()
+                    "a frame chunk of {n} bytes where {want} were due"
                 )));
             }
-            frame.extend_from_slice(chunk);
         }
         Ok(frame)
     }
