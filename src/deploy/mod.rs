@@ -135,3 +135,39 @@ pub fn serve_connections(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_panic_in_one_connection_ends_only_that_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let daemon = Daemon::new(Some(1));
+        let (counter, seen) = (daemon.clone(), Arc::new(AtomicUsize::new(0)));
+        let handled = seen.clone();
+        let accept = std::thread::spawn(move || {
+            serve_connections(listener, "test", daemon, move |mut stream| {
+                if handled.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("a bug in the first connection");
+                }
+                stream.write_all(b"ok")?;
+                counter.session_ended();
+                Ok(true)
+            })
+        });
+        let mut first = TcpStream::connect(addr).unwrap();
+        let mut buf = Vec::new();
+        // The panicking thread drops its stream: the first client sees the end, nothing else.
+        first.read_to_end(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        let mut second = TcpStream::connect(addr).unwrap();
+        second.read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, b"ok");
+        // The daemon served its one session and returned.
+        accept.join().unwrap().unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+    }
+}

@@ -788,3 +788,92 @@ fn hostile_the_dealer_drops_a_party_whose_partner_never_comes() {
     println!("an idle paired session ended after {took:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hostile_the_dealer_binds_roles_to_keys_and_keeps_the_first_connection() {
+    let dir = temp_dir("hostile-pairing");
+    let keys = Keys::new(&dir);
+    let mut dealer = keys.dealer(&["--timeout", "10"]);
+    let tiny = tiny_config();
+    let t = Duration::from_secs(20);
+    // One party's dealer link: `key` is the identity used, `role` the role claimed, `peer` the key
+    // it says it saw on its party link.
+    let party = |key: &str, role: u8, peer: PublicKey, session: [u8; 32]| {
+        let (link, trust, addr) = (keys.link(key), keys.trust("dealer"), dealer.addr.clone());
+        let shape = (role == SERVER_ROLE).then(|| tiny.clone());
+        std::thread::spawn(move || {
+            connect_dealer(&addr, &link, &trust, role, &session, Some(&peer), shape.as_ref(), t)
+                .map(|(_, seed)| seed)
+        })
+    };
+    let (client_key, server_key) = (keys.public_key("client"), keys.public_key("server"));
+    let session = |b: u8| [b; 32];
+
+    // The role comes from the key: a client's key claiming the server's role is refused.
+    let err = party("client", SERVER_ROLE, client_key, session(1))
+        .join()
+        .unwrap()
+        .expect_err("a client key served as a server");
+    assert!(format!("{err:#}").contains("claims the other role"), "{err:#}");
+
+    // A second connection for a taken (session, role) is refused; the first is kept and pairs.
+    let first = party("client", CLIENT_ROLE, server_key, session(2));
+    std::thread::sleep(Duration::from_millis(500));
+    let second = party("client", CLIENT_ROLE, server_key, session(2))
+        .join()
+        .unwrap()
+        .expect_err("a second client for one session");
+    assert!(
+        format!("{second:#}").contains("has a client already; the first connection is kept"),
+        "{second:#}"
+    );
+    let server = party("server", SERVER_ROLE, client_key, session(2));
+    let (a, b) = (first.join().unwrap().unwrap(), server.join().unwrap().unwrap());
+    assert_ne!(a, b, "each party has its own seed");
+
+    // Two parties that did not see each other's keys on their own link are not paired: here the
+    // server names another key than the client's as its peer.
+    let stranger = Identity::generate().unwrap().public;
+    let client = party("client", CLIENT_ROLE, server_key, session(3));
+    let server = party("server", SERVER_ROLE, stranger, session(3));
+    for got in [client.join().unwrap(), server.join().unwrap()] {
+        let err = format!("{:#}", got.expect_err("paired across two links"));
+        assert!(err.contains("did not see each other's keys"), "{err}");
+    }
+    assert!(dealer.alive());
+    assert!(!dealer.log().contains("panicked"), "{}", dealer.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn hostile_an_idle_client_holds_its_slot_only_until_the_timeout() {
+    let dir = temp_dir("hostile-idle-client");
+    let keys = Keys::new(&dir);
+    let dealer = keys.dealer(&[]);
+    let mut server = keys.server(&dealer.addr, &["--max-sessions", "1", "--timeout", "2"]);
+    // A client that completes its set-up, then sends nothing and reads nothing.
+    let idle = library_client(&keys, &server.addr, &dealer.addr);
+    let t = Instant::now();
+    let busy = keys.verify(&server.addr, &dealer.addr, "5,6", 2);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("busy"));
+    // The server's wait for the idle client's next step ends at its --timeout, freeing the slot.
+    let want = oracle("5,6", 2);
+    loop {
+        let out = keys.verify(&server.addr, &dealer.addr, "5,6", 2);
+        if out.status.success() {
+            assert_eq!(output_ids(&out), want);
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "the idle client still holds the only slot after {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    println!("the idle client's slot was free again after {:?}", t.elapsed());
+    drop(idle);
+    assert!(server.alive());
+    let _ = std::fs::remove_dir_all(&dir);
+}
