@@ -378,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn frames_of_every_size_arrive_whole_and_altered_ones_do_not() {
+    fn frames_of_every_size_arrive_whole_and_long_ones_are_refused() {
         let (mut a, mut b) = pair(true);
         let t = Duration::from_secs(10);
         for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7] {
@@ -389,6 +389,52 @@ mod tests {
         // A frame longer than expected is refused before its body is read.
         a.send(vec![7; 100]).unwrap();
         assert!(b.recv(t, 99).unwrap_err().to_string().contains("at most 99"));
+    }
+
+    #[test]
+    fn a_replayed_frame_fails_authentication() {
+        // A relay between the two ends: after the handshake it forwards the initiator's first
+        // frame, then sends the same bytes again.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (addr, relay_addr) = (listener.local_addr().unwrap(), relay.local_addr().unwrap());
+        let t = Duration::from_secs(10);
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let responder = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            respond(stream, &b, b"test", Instant::now() + t, t).unwrap().transport
+        });
+        std::thread::spawn(move || {
+            let (mut front, _) = relay.accept().unwrap();
+            let mut back = TcpStream::connect(addr).unwrap();
+            let mut message = Vec::new();
+            // Handshake: e from the initiator, e, ee, s, es back, s, se on.
+            read_message(&mut front, &mut message, t).unwrap();
+            write_message(&mut back, &message).unwrap();
+            read_message(&mut back, &mut message, t).unwrap();
+            write_message(&mut front, &message).unwrap();
+            read_message(&mut front, &mut message, t).unwrap();
+            write_message(&mut back, &message).unwrap();
+            // The first frame: a header message and one chunk, forwarded twice.
+            let mut frame = Vec::new();
+            for _ in 0..2 {
+                read_message(&mut front, &mut message, t).unwrap();
+                frame.extend_from_slice(&(message.len() as u16).to_be_bytes());
+                frame.extend_from_slice(&message);
+            }
+            back.write_all(&frame).unwrap();
+            back.write_all(&frame).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        let stream = TcpStream::connect(relay_addr).unwrap();
+        let mut initiator = initiate(stream, &a, b"test", Instant::now() + t, t, |_| Ok(()))
+            .unwrap()
+            .transport;
+        let mut responder = responder.join().unwrap();
+        initiator.send(b"pay 10".to_vec()).unwrap();
+        assert_eq!(responder.recv(t, 100).unwrap(), b"pay 10");
+        let replay = responder.recv(t, 100).unwrap_err().to_string();
+        assert!(replay.contains("authentication failed"), "{replay}");
     }
 
     /// `cargo test --release --lib link::noise::tests::throughput -- --ignored --nocapture`:
