@@ -9,6 +9,8 @@ pub mod deploy;
 pub mod link;
 pub mod model;
 pub mod mpc;
+pub mod progress;
+pub mod prompts;
 pub mod report;
 pub mod secure;
 pub mod spec;

@@ -183,7 +183,7 @@ fn prepare_prompts(
         bail!("max_new_tokens {max_new} leaves no room for a prompt in the context window of {window}")
     }
     let vocab = pair.private.config().vocab_size;
-    crate::cli::prompts::read_jsonl(path)?
+    crate::prompts::read_jsonl(path)?
         .iter()
         .take(n)
         .map(|p| {
@@ -216,7 +216,7 @@ pub fn run_grid(grid: &Grid, registry: &Registry, out: &Path) -> Result<Vec<Benc
     let done: HashSet<String> = existing.iter().map(BenchRow::key).collect();
     let cells = grid.cells();
     let multi = indicatif::MultiProgress::new();
-    let overall = multi.add(crate::cli::progress(cells.len(), "cells"));
+    let overall = multi.add(crate::progress::progress(cells.len(), "cells"));
     overall.set_style(
         indicatif::ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} cells, eta {eta} ({elapsed}) {msg}",
@@ -278,7 +278,7 @@ pub fn run_grid(grid: &Grid, registry: &Registry, out: &Path) -> Result<Vec<Benc
         } else {
             missing
         };
-        let bar = multi.add(crate::cli::progress(
+        let bar = multi.add(crate::progress::progress(
             prompts.len() * (1 + draft_lens.len()),
             "prompts",
         ));

@@ -308,7 +308,7 @@ fn teacher_generations(
     seed: u64,
 ) -> Result<Vec<Vec<u32>>> {
     use rand::SeedableRng;
-    let prompts = super::prompts::read_jsonl(path)?;
+    let prompts = crate::prompts::read_jsonl(path)?;
     let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(seed);
     let opts = crate::spec::DecodeOptions {
         draft_len: 0,
@@ -317,7 +317,7 @@ fn teacher_generations(
         stop_token: teacher.config().end_of_text(),
     };
     let window = teacher.config().n_positions;
-    let bar = crate::cli::progress(prompts.len(), "teacher");
+    let bar = crate::progress::progress(prompts.len(), "teacher");
     let mut out = Vec::with_capacity(prompts.len());
     for prompt in &prompts {
         let mut ids = prompt.token_ids(Some(tokenizer))?;

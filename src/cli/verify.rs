@@ -13,11 +13,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::prompts::PromptArgs;
-use super::{progress, DecodeArgs, PairArgs};
+use super::{DecodeArgs, PairArgs};
 use crate::bench::secure::{forward_costs, logit_error};
 use crate::model::loader::{load_model, Registry};
 use crate::model::{Config, Gpt2};
 use crate::mpc::{EngineConfig, LinkModel};
+use crate::progress::progress;
 use crate::secure::{Costs, SecureVerifier};
 use crate::spec::{decode_with, Decoded, Verifier};
 

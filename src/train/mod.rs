@@ -290,7 +290,7 @@ pub fn fit(
         ..Default::default()
     };
     let mut opt = AdamW::new(vars.clone(), params)?;
-    let bar = crate::cli::progress(opts.steps, "train");
+    let bar = crate::progress::progress(opts.steps, "train");
     bar.set_position(start_step as u64);
     let start = Instant::now();
     let (mut tokens, mut last_loss) = (0u64, f64::NAN);
