@@ -334,7 +334,7 @@ fn random_model(reference: &str, registry: &Registry, seed: u64) -> Result<Loade
             (cfg, Tokenizer::from_dir(&resolved.tokenizer_dir)?)
         }
     };
-    let model = crate::train::Trainee::fresh(&cfg, seed)?.model;
+    let model = crate::model::Gpt2::random(&cfg, seed)?;
     Ok(LoadedModel {
         name: reference.to_string(),
         dir: Default::default(),

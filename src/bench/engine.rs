@@ -194,7 +194,7 @@ fn layer_rows(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRow>> {
         vocab_size: 1024,
         ..crate::model::Config::gpt2_small()
     };
-    let model = crate::train::Trainee::fresh(&cfg, 3)?.model;
+    let model = crate::model::Gpt2::random(&cfg, 3)?;
     let links = [(link_name.to_string(), link)];
     let (_, labels) = crate::bench::secure::forward_costs("gpt2-small", &model, &links, 120, &[8])?;
     let labelled = |label: &str, protocol: &str, shape: &str| -> Result<ProtocolRow> {

@@ -596,10 +596,9 @@ fn forward_only(
 ) -> Result<()> {
     let (name, model): (String, Gpt2) = match (&args.model, &args.models.pair, &args.models.private)
     {
-        (Some(m), _, _) if m == RANDOM_GPT2_SMALL => (
-            m.clone(),
-            crate::train::Trainee::fresh(&Config::gpt2_small(), 0)?.model,
-        ),
+        (Some(m), _, _) if m == RANDOM_GPT2_SMALL => {
+            (m.clone(), Gpt2::random(&Config::gpt2_small(), 0)?)
+        }
         (Some(m), _, _) => (m.clone(), load_model(m, registry)?.model),
         (None, Some(_), _) | (None, None, Some(_)) => {
             let pair = args.models.load(registry)?;
