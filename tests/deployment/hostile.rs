@@ -16,7 +16,7 @@ use post::deploy::client::ClientLinks;
 use post::deploy::dealer::{connect_dealer, CLIENT_ROLE, SERVER_ROLE};
 use post::link::{Identity, LinkConfig, PublicKey, Trust};
 use post::model::Config;
-use post::mpc::remote::DealerLink;
+use post::mpc::dealer_wire::DealerLink;
 use post::mpc::{EngineConfig, LinkModel};
 use post::secure::SecureVerifier;
 use post::spec::Verifier;

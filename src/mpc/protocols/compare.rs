@@ -37,8 +37,8 @@
 //! take the comparison's one round instead of two, 8 bytes an element and operand each way.
 
 use super::round::Round;
+use crate::mpc::correlation::Correlation;
 use crate::mpc::dcf;
-use crate::mpc::dealer::Correlation;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::{wide_from_words, RingTensor};
 use rayon::prelude::*;

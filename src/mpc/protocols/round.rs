@@ -20,8 +20,8 @@
 
 use super::compare::{self, LtzProductStage, LtzStage};
 use super::wide::{self, WideStage};
+use crate::mpc::correlation::{masked_cross_terms, Correlation};
 use crate::mpc::dcf;
-use crate::mpc::dealer::{masked_cross_terms, Correlation};
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};

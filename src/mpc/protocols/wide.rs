@@ -22,7 +22,7 @@
 //! a row of u, [`super::round::Round::mul_truncating_rows`]) is masked and opened once per row;
 //! the dealer's cross terms stay one per element.
 
-use crate::mpc::dealer::{wide_operand_lens, Correlation};
+use crate::mpc::correlation::{wide_operand_lens, Correlation};
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::{wide_from_words, RingTensor};

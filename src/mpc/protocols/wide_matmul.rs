@@ -34,7 +34,7 @@
 //! own (its truncation rides in the next protocol's opening).
 
 use super::wide::offset_masked;
-use crate::mpc::dealer::{lanes_add, table_row_words, Correlation};
+use crate::mpc::correlation::{lanes_add, table_row_words, Correlation};
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::matmul::{matmul_full_transposed, matmul_u16};
