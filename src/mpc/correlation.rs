@@ -66,7 +66,7 @@ pub enum Correlation {
     /// r_1 .. r_(k-1), each party's root seeds, shares of m = msb(r_0) and of m r_j, and DCF words
     /// with the payload (1 - 2m) (1, r_0, .., r_(k-1)).
     ComparisonProducts { len: usize, operands: usize },
-    /// Masked openings with products between them (see `protocols::round`): per operand o a uniform
+    /// Masked openings with products between them (see `protocols::masked`): per operand o a uniform
     /// mask r_o and, where `shifts[o]` > 0, a_o = r_o >> shift and b_o = msb(r_o) 2^(64 - shift);
     /// per pair (u, v) the cross terms a_u a_v, a_u b_v, b_u a_v and b_u b_v (those not always zero).
     Masked {

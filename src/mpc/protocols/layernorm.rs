@@ -25,8 +25,9 @@
 //! itself, truncated to f bits for the residual stream, shares round 1. Then d |x| 2^(f + extra)
 //! must stay below 2^61.
 
+use super::masked::Operand;
 use super::reciprocal::{normalise, rsqrt_coefficients, Grid};
-use super::round::{Operand, Round};
+use super::round::Round;
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};

@@ -31,8 +31,9 @@
 
 use super::beaver::{stage_matmul_weight, PreparedWeight};
 use super::layernorm::GRID;
+use super::masked::Operand;
 use super::reciprocal::{rsqrt_coefficients, Grid};
-use super::round::{Operand, Round};
+use super::round::Round;
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};

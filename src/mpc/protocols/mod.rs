@@ -7,6 +7,7 @@ pub mod exp;
 pub mod gelu;
 pub mod layernorm;
 pub mod layernorm_matmul;
+pub mod masked;
 pub mod max;
 pub mod reciprocal;
 pub mod round;
@@ -25,7 +26,8 @@ pub use beaver::{
     PreparedWeight,
 };
 pub use compare::{ltz, ltz_many, not};
-pub use round::{Operand, Round};
+pub use masked::Operand;
+pub use round::Round;
 pub use rows::{append_and_multiply, PreparedRows};
 pub use trunc::{truncate, truncate_many};
 pub use wide_matmul::{matmul_weight_truncating, prepare_weight_wide, WideWeight};

@@ -21,8 +21,9 @@
 //! values product then take softmax's rounds alone (the product and its truncation took 2 more),
 //! and P = e / S is never rounded to f bits before it meets V.
 
+use super::masked::Operand;
 use super::reciprocal::Scaled;
-use super::round::{Operand, Round};
+use super::round::Round;
 use super::rows::{stage_append_and_multiply, PreparedRows};
 use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal, reciprocal::reciprocal_in};
 use crate::mpc::error::MpcError;
