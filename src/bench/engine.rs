@@ -295,7 +295,7 @@ fn row(name: &str, shape: &str, link_name: &str, c0: Span, c1: Span) -> Protocol
 /// A product by a prepared weight as the secure forward could run it: the weight's mask opened
 /// once beforehand (reported apart), then only the activations travel. `one_round`: the weight
 /// lifted to the integers, so that each call truncates in its own round
-/// ([`protocols::wide_matmul`]); otherwise a Beaver product and its truncation.
+/// ([`protocols::lifted_matmul`]); otherwise a Beaver product and its truncation.
 fn weight_matmul_row(
     link_name: &str,
     link: LinkModel,

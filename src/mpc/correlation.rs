@@ -74,7 +74,7 @@ pub enum Correlation {
         shifts: Vec<u32>,
         pairs: Vec<(usize, usize)>,
     },
-    /// A product truncated in Z_2^128 (see `protocols::wide`): per operand o (one for a square, two
+    /// A product truncated in Z_2^128 (see `protocols::truncating_product`): per operand o (one for a square, two
     /// for a product) a uniform mask r_o and 128-bit shares of a_o = r_o >> shifts[o] and of
     /// m_o = msb(r_o); then 128-bit shares of a_u a_v, a_u m_v, m_u a_v and m_u m_v (a square: a^2
     /// and a m, since m^2 = m). With `per_row` above 1 the second operand holds one value per
@@ -86,7 +86,7 @@ pub enum Correlation {
         per_row: usize,
     },
     /// A fixed 128-bit mask B [k, n] for a weight lifted to the integers (see
-    /// `protocols::wide_matmul`), remembered under `id`: a uniform mask r' of the weight's 64-bit
+    /// `protocols::lifted_matmul`), remembered under `id`: a uniform mask r' of the weight's 64-bit
     /// opening, B, 128-bit shares of r' and shares of msb(r').
     WideWeightMask { id: u64, k: usize, n: usize },
     /// For X [m, k] times the wide weight mask `id` (B [k, n]): a uniform mask r, 128-bit shares of

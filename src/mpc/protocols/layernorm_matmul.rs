@@ -13,7 +13,7 @@
 //! - round 1: Q's squares (D truncated in the opening to f + 8 bits, each square truncating itself
 //!   to 2f), and the residual stream truncated to f;
 //! - round 2: Q on the grid (8 points an octave);
-//! - round 3: u = g Q - h and Ds = D s, both truncating in Z_2^128 ([`super::wide`]);
+//! - round 3: u = g Q - h and Ds = D s, both truncating in Z_2^128 ([`super::truncating_product`]);
 //! - round 4: K + u^2, and the opening of Ds - A for the product Ds W_g by the prepared weight;
 //! - round 5: (Ds W_g)(K + u^2), truncating to the caller's fractional bits in the same round.
 //!
