@@ -368,8 +368,8 @@ fn acceptance(
     for ctx in contexts {
         let q = student.forward_rows(ctx, &mut student.new_cache()).unwrap();
         let p = teacher.forward_rows(ctx, &mut teacher.new_cache()).unwrap();
-        let pq = post::spec::sampling::probabilities(q.last().unwrap(), 1.0);
-        let pp = post::spec::sampling::probabilities(p.last().unwrap(), 1.0);
+        let pq = post::decoding::sampling::probabilities(q.last().unwrap(), 1.0);
+        let pp = post::decoding::sampling::probabilities(p.last().unwrap(), 1.0);
         total += pq.iter().zip(&pp).map(|(a, b)| a.min(*b)).sum::<f64>();
     }
     total / contexts.len() as f64

@@ -115,8 +115,8 @@ impl DecodeArgs {
 
     /// Options of the decoding loop with `draft_len` drafts per step, stopping at `eos` unless
     /// --ignore-eos.
-    pub fn options(&self, draft_len: usize, eos: Option<u32>) -> crate::spec::DecodeOptions {
-        crate::spec::DecodeOptions {
+    pub fn options(&self, draft_len: usize, eos: Option<u32>) -> crate::decoding::DecodeOptions {
+        crate::decoding::DecodeOptions {
             draft_len,
             temperature: self.temperature,
             max_new_tokens: self.max_new_tokens,

@@ -15,12 +15,12 @@ use serde_json::Value;
 use super::prompts::PromptArgs;
 use super::{DecodeArgs, PairArgs};
 use crate::bench::secure::{forward_costs, logit_error};
+use crate::decoding::{decode_with, Decoded, Verifier};
 use crate::model::loader::{load_model, Registry};
 use crate::model::{Config, Gpt2};
 use crate::mpc::{EngineConfig, LinkModel};
 use crate::progress::progress;
 use crate::secure::{Costs, SecureVerifier};
-use crate::spec::{decode_with, Decoded, Verifier};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
