@@ -2,7 +2,7 @@
 //!
 //! Layers: [`model`] (GPT-2 in candle, loader, tokenizer, random models), [`decoding`] (the
 //! speculative-sampling rule and the plaintext draft-and-verify decoder), [`mpc`] (the secure
-//! engine), [`secure`] (GPT-2 on secret shares), [`bench`] and [`train`], [`progress`] and
+//! engine), [`secure`] (GPT-2 on secret shares), [`bench`](mod@bench) and [`train`](mod@train), [`progress`] and
 //! [`prompts`] (shared by the library and the command line), [`cli`] (subcommands: the library
 //! never depends on it).
 

@@ -1,7 +1,7 @@
 //! Correlated randomness as the parties ask for it: each [`Correlation`] is a list of components,
 //! some *free* (uniform, drawn from the parties' seeds) and some *derived* from them (c = a b, ...),
 //! each shared as [`Sharing`] says. Both parties and the dealer agree on the components of a
-//! request ([`Correlation::components`]) and check a request before anything is made for it.
+//! request (`Correlation::components`) and check a request before anything is made for it.
 
 use std::collections::HashMap;
 
@@ -93,7 +93,7 @@ pub enum Correlation {
     /// r and of C = r B, shares of msb(r), and the table T[i, k, j] = msb(r[i, k]) B[k, j] mod 2^16
     /// (16-bit lanes, rows of n padded to whole words).
     WideWeightTriple { id: u64, m: usize },
-    /// Per-head products against the row mask `id` ([rows, heads * dh]), see [`head_matmul`]:
+    /// Per-head products against the row mask `id` ([rows, heads * dh]), see [`super::matmul::head_matmul`]:
     /// keys: A [heads, m, dh], C_h = A_h B_h^T; values: A [heads, m, rows], C_h = A_h B_h.
     HeadTriple {
         id: u64,

@@ -4,7 +4,7 @@
 //! Seeds, not tensors, travel (CrypTen's "TTP" pattern): party 0 expands every share it needs from
 //! its own seed and talks to nobody; party 1 expands the *free* components (uniform masks) from its
 //! seed and receives from the dealer only the corrections of the *derived* ones (c = a*b - c0, ...).
-//! The [`Dealer`] mirrors both seed streams, derives every correlation's values from them and holds
+//! The `Dealer` mirrors both seed streams, derives every correlation's values from them and holds
 //! the fixed weight masks; it runs on its own thread ([`super::dealer_handle::start_dealer`]) or
 //! as a process ([`super::remote`]).
 

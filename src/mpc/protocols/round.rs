@@ -2,7 +2,7 @@
 //!
 //! Callers stage independent steps on a [`Round`] (comparisons, products, squares, truncations,
 //! each staged by its protocol's own `impl Round` methods), then [`Round::run`] opens everything
-//! at once: one exchange, one round, however many steps. A step is a [`Stage`]: the values it has
+//! at once: one exchange, one round, however many steps. A step is a `Stage`: the values it has
 //! masked for the opening, and what it makes of them once they are opened.
 
 use crate::mpc::party::{Party, Result};
