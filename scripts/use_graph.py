@@ -152,7 +152,9 @@ def test_spans(code):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", default="src/mpc", help="the module folder to analyse")
+    here = os.path.dirname(os.path.abspath(__file__))
+    default_root = os.path.relpath(os.path.join(here, "..", "src", "mpc"))
+    ap.add_argument("--root", default=default_root, help="the module folder to analyse (default: src/mpc)")
     ap.add_argument("--crate-path", default=None, help="its path from the crate root (default: the folder under src/)")
     ap.add_argument("--edges", action="store_true", help="print every edge")
     ap.add_argument("--no-tests", action="store_true", help="skip #[cfg(test)] modules")
