@@ -3,8 +3,8 @@
 
 mod common;
 
+use post::decoding::sampling::argmax;
 use post::model::loader::{load_model, Registry};
-use post::spec::sampling::argmax;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

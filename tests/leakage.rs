@@ -13,7 +13,7 @@
 mod mpc_common;
 
 use mpc_common::uniform;
-use post::mpc::dealer::Correlation;
+use post::mpc::correlation::Correlation;
 use post::mpc::protocols::{
     append_and_multiply, fixed_matmul_weight, fixed_mul,
     gelu::{gelu, gelu_at},

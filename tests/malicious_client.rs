@@ -7,12 +7,12 @@ mod common;
 
 use std::collections::HashMap;
 
+use post::decoding::sampling::probabilities;
+use post::decoding::{decode_with, speculative_decode, DecodeOptions, Verifier};
 use post::model::Gpt2;
 use post::mpc::{EngineConfig, LinkModel};
 use post::secure::coins::{Coin, PlantedCoin};
 use post::secure::SecureVerifier;
-use post::spec::sampling::probabilities;
-use post::spec::{decode_with, speculative_decode, DecodeOptions, Verifier};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 

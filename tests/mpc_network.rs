@@ -297,7 +297,7 @@ fn first_draws(seed: Option<u64>) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     };
     let ((a0, _), (a1, sent)) = run_two_party(&cfg, |p| {
         let triple = p.deal(
-            &post::mpc::dealer::Correlation::MulTriple { len: 8 },
+            &post::mpc::correlation::Correlation::MulTriple { len: 8 },
             &[&[8], &[8], &[8]],
         )?;
         let input = p.is_client().then(|| RingTensor::zeros(&[8]));

@@ -3,10 +3,10 @@
 
 mod common;
 
+use post::decoding::{decode_with, speculative_decode, DecodeOptions};
 use post::model::loader::{load_pair, Registry};
 use post::mpc::{EngineConfig, LinkModel};
 use post::secure::SecureVerifier;
-use post::spec::{decode_with, speculative_decode, DecodeOptions};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 

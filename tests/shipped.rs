@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use post::decoding::{speculative_decode, DecodeOptions};
 use post::model::loader::{load_named_pair, Registry};
-use post::spec::{speculative_decode, DecodeOptions};
 use post::train::cross_entropy_on;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;

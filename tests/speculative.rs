@@ -5,10 +5,10 @@ mod common;
 
 use std::collections::HashMap;
 
+use post::decoding::sampling::sample;
+use post::decoding::{speculative_decode, verify_drafts, DecodeOptions};
 use post::model::loader::{load_pair, Registry};
 use post::model::Gpt2;
-use post::spec::sampling::sample;
-use post::spec::{speculative_decode, verify_drafts, DecodeOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
@@ -150,7 +150,7 @@ fn temperature_zero_reproduces_private_greedy_for_every_draft_length() {
             let rows = private
                 .forward_rows(&seq, &mut private.new_cache())
                 .unwrap();
-            seq.push(post::spec::sampling::argmax(rows.last().unwrap()) as u32);
+            seq.push(post::decoding::sampling::argmax(rows.last().unwrap()) as u32);
         }
         assert_eq!(want, seq[prompt.len()..]);
         for k in 1..=6 {
@@ -179,10 +179,10 @@ fn temperature_zero_reproduces_private_greedy_for_every_draft_length() {
             max_new_tokens: 24,
             stop_token: None,
         };
-        let mut policy = post::spec::Adaptive::new(6);
-        let out = post::spec::decode_with_policy(
+        let mut policy = post::decoding::Adaptive::new(6);
+        let out = post::decoding::decode_with_policy(
             public,
-            &mut post::spec::PlainVerifier::new(private, 0.0),
+            &mut post::decoding::PlainVerifier::new(private, 0.0),
             &prompt,
             &opts,
             &mut policy,

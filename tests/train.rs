@@ -151,6 +151,31 @@ fn the_same_seed_gives_the_same_weights() {
     assert!(moved > 0.1, "logits moved by only {moved}");
 }
 
+#[test]
+fn a_trainee_starts_from_the_models_random_weights() {
+    // The benchmarks' random models (`Gpt2::random`) and the trainer's starting point are one
+    // initialisation: the same weights for the same seed.
+    let cfg = tiny_cfg(64);
+    for seed in [0, 3] {
+        let model = post::model::Gpt2::random(&cfg, seed).unwrap();
+        let trainee = Trainee::fresh(&cfg, seed).unwrap();
+        let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        assert_eq!(flat(model.wte()), flat(trainee.model.wte()));
+        assert_eq!(flat(model.wpe()), flat(trainee.model.wpe()));
+        assert_eq!(
+            flat(&model.ln_f().weight),
+            flat(&trainee.model.ln_f().weight)
+        );
+        let ids = [5u32, 9, 40, 7];
+        let x = model.forward_rows(&ids, &mut model.new_cache()).unwrap();
+        let y = trainee
+            .model
+            .forward_rows(&ids, &mut trainee.model.new_cache())
+            .unwrap();
+        assert_eq!(x, y, "seed {seed}: every weight agrees");
+    }
+}
+
 fn state(dir: &Path) -> TrainerState {
     serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json")).unwrap()).unwrap()
 }
@@ -343,8 +368,8 @@ fn acceptance(
     for ctx in contexts {
         let q = student.forward_rows(ctx, &mut student.new_cache()).unwrap();
         let p = teacher.forward_rows(ctx, &mut teacher.new_cache()).unwrap();
-        let pq = post::spec::sampling::probabilities(q.last().unwrap(), 1.0);
-        let pp = post::spec::sampling::probabilities(p.last().unwrap(), 1.0);
+        let pq = post::decoding::sampling::probabilities(q.last().unwrap(), 1.0);
+        let pp = post::decoding::sampling::probabilities(p.last().unwrap(), 1.0);
         total += pq.iter().zip(&pp).map(|(a, b)| a.min(*b)).sum::<f64>();
     }
     total / contexts.len() as f64

@@ -13,11 +13,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::decoding::{decode_with_policy, Adaptive, DecodeOptions, DraftPolicy, Fixed};
 use crate::model::loader::{read_config, resolve, LoadedModel, ModelPair, Registry};
 use crate::model::{Config, Tokenizer};
 use crate::mpc::{EngineConfig, LinkModel};
 use crate::secure::{Costs, SecureVerifier};
-use crate::spec::{decode_with_policy, Adaptive, DecodeOptions, DraftPolicy, Fixed};
 
 /// Where a pair's weights come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ impl Weights {
     }
 }
 
-/// Drafts per step: a fixed K, or `auto` (the adaptive policy of `spec/adaptive.rs`, up to
+/// Drafts per step: a fixed K, or `auto` (the adaptive policy of `decoding/adaptive.rs`, up to
 /// [`AUTO_MAX_DRAFT_LEN`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DraftLen {
@@ -338,7 +338,7 @@ fn random_model(reference: &str, registry: &Registry, seed: u64) -> Result<Loade
             (cfg, Tokenizer::from_dir(&resolved.tokenizer_dir)?)
         }
     };
-    let model = crate::train::Trainee::fresh(&cfg, seed)?.model;
+    let model = crate::model::Gpt2::random(&cfg, seed)?;
     Ok(LoadedModel {
         name: reference.to_string(),
         dir: Default::default(),

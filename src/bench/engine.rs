@@ -194,7 +194,7 @@ fn layer_rows(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRow>> {
         vocab_size: 1024,
         ..crate::model::Config::gpt2_small()
     };
-    let model = crate::train::Trainee::fresh(&cfg, 3)?.model;
+    let model = crate::model::Gpt2::random(&cfg, 3)?;
     let links = [(link_name.to_string(), link)];
     let (_, labels) = crate::bench::secure::forward_costs("gpt2-small", &model, &links, 120, &[8])?;
     let labelled = |label: &str, protocol: &str, shape: &str| -> Result<ProtocolRow> {
@@ -295,7 +295,7 @@ fn row(name: &str, shape: &str, link_name: &str, c0: Span, c1: Span) -> Protocol
 /// A product by a prepared weight as the secure forward could run it: the weight's mask opened
 /// once beforehand (reported apart), then only the activations travel. `one_round`: the weight
 /// lifted to the integers, so that each call truncates in its own round
-/// ([`protocols::wide_matmul`]); otherwise a Beaver product and its truncation.
+/// ([`protocols::lifted_matmul`]); otherwise a Beaver product and its truncation.
 fn weight_matmul_row(
     link_name: &str,
     link: LinkModel,

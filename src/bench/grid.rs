@@ -288,7 +288,7 @@ fn prepare_prompts(
         bail!("max_new_tokens {max_new} leaves no room for a prompt in the context window of {window}")
     }
     let vocab = pair.private.config().vocab_size;
-    crate::cli::prompts::read_jsonl(path)?
+    crate::prompts::read_jsonl(path)?
         .iter()
         .take(n)
         .map(|p| {
@@ -340,7 +340,7 @@ pub fn run_grid_sharded(
         eprintln!("shard {shard}: {} of the grid's {all} cells", cells.len());
     }
     let multi = indicatif::MultiProgress::new();
-    let overall = multi.add(crate::cli::progress(cells.len(), "cells"));
+    let overall = multi.add(crate::progress::progress(cells.len(), "cells"));
     overall.set_style(
         indicatif::ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} cells, eta {eta} ({elapsed}) {msg}",
@@ -395,7 +395,7 @@ pub fn run_grid_sharded(
         } else {
             missing
         };
-        let bar = multi.add(crate::cli::progress(
+        let bar = multi.add(crate::progress::progress(
             prompts.len() * (1 + draft_lens.len()),
             "prompts",
         ));

@@ -115,6 +115,74 @@ pub struct ForwardRow {
     pub compute_seconds: f64,
 }
 
+/// Prints the costs [`forward_costs`] measured, as `post verify --forward-only` does: a table of
+/// the rows and the first forward by part, or with `json` one object of the rows and the rounds
+/// per label.
+pub fn print_forward_costs(
+    rows: &[ForwardRow],
+    by_part: &BTreeMap<String, Counters>,
+    json: bool,
+) -> Result<()> {
+    if json {
+        #[derive(Serialize)]
+        struct ForwardReport<'a> {
+            rows: &'a [ForwardRow],
+            rounds_per_label: &'a BTreeMap<String, u64>,
+        }
+        let labels: BTreeMap<String, u64> =
+            by_part.iter().map(|(l, c)| (l.clone(), c.rounds)).collect();
+        let report = ForwardReport {
+            rows,
+            rounds_per_label: &labels,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<6} {:>7} {:>6} {:>7} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "model",
+        "net",
+        "context",
+        "tokens",
+        "rounds",
+        "client MB",
+        "server MB",
+        "dealer MB",
+        "sim s",
+        "compute s"
+    );
+    for r in rows {
+        println!(
+            "{:<18} {:<6} {:>7} {:>6} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>9.3} {:>9.3}",
+            r.model,
+            r.link,
+            r.context,
+            r.new_tokens,
+            r.rounds,
+            r.client_mb,
+            r.server_mb,
+            r.dealer_mb,
+            r.sim_seconds,
+            r.compute_seconds
+        );
+    }
+    println!(
+        "\nthe first forward by part: rounds, MB sent by both parties, the busier party's compute s"
+    );
+    for (label, c) in by_part
+        .iter()
+        .filter(|(l, _)| !l.contains('/') || l.starts_with("block0/"))
+    {
+        println!(
+            "  {label:<32} {:>5} {:>9.3} {:>9.3}",
+            c.rounds,
+            c.bytes_sent as f64 / 1e6,
+            c.compute_time
+        );
+    }
+    Ok(())
+}
+
 /// What one party measured: per (link, tokens) the counters of the forward, and per label of the
 /// first measured forward its counters.
 type Measured = (Vec<Counters>, BTreeMap<String, Counters>);

@@ -353,7 +353,7 @@ fn engine(args: &BenchArgs) -> Result<()> {
     let links = args.links()?;
     let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("results"));
     let shapes = [(768, 768, 768), (768, 768, 3072), (8, 768, 50257)];
-    let bar = crate::cli::progress(shapes.len() + links.len(), "engine");
+    let bar = crate::progress::progress(shapes.len() + links.len(), "engine");
     let mut matmuls = Vec::new();
     for (m, k, n) in shapes {
         bar.set_message(format!("matmul {m}x{k}x{n}"));
@@ -427,7 +427,7 @@ fn perplexity(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
     for name in models.split(',').map(str::trim).filter(|m| !m.is_empty()) {
         let loaded = load_model(name, &registry)?;
         for path in &args.datasets {
-            let prompts = super::prompts::read_jsonl(path)?;
+            let prompts = crate::prompts::read_jsonl(path)?;
             let sequences = prompts
                 .iter()
                 .map(|p| p.token_ids(loaded.tokenizer.as_ref()))

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::prompts::PromptArgs;
 use super::{DecodeArgs, PairArgs};
+use crate::decoding::speculative_decode;
 use crate::model::loader::Registry;
-use crate::spec::speculative_decode;
 
 #[derive(Debug, clap::Args)]
 pub struct DraftArgs {

@@ -115,8 +115,8 @@ impl DecodeArgs {
 
     /// Options of the decoding loop with `draft_len` drafts per step, stopping at `eos` unless
     /// --ignore-eos.
-    pub fn options(&self, draft_len: usize, eos: Option<u32>) -> crate::spec::DecodeOptions {
-        crate::spec::DecodeOptions {
+    pub fn options(&self, draft_len: usize, eos: Option<u32>) -> crate::decoding::DecodeOptions {
+        crate::decoding::DecodeOptions {
             draft_len,
             temperature: self.temperature,
             max_new_tokens: self.max_new_tokens,
@@ -137,20 +137,6 @@ pub fn run(args: Args) -> Result<()> {
         Command::Dealer(dealer) => serve::run_dealer(&dealer),
         Command::Keygen(keygen) => serve::run_keygen(&keygen),
     }
-}
-
-/// One progress bar for long work; hidden when stderr is not a terminal.
-pub fn progress(len: usize, prefix: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar
 }
 
 #[cfg(test)]

@@ -308,21 +308,22 @@ fn teacher_generations(
     seed: u64,
 ) -> Result<Vec<Vec<u32>>> {
     use rand::SeedableRng;
-    let prompts = super::prompts::read_jsonl(path)?;
+    let prompts = crate::prompts::read_jsonl(path)?;
     let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(seed);
-    let opts = crate::spec::DecodeOptions {
+    let opts = crate::decoding::DecodeOptions {
         draft_len: 0,
         temperature: 1.0,
         max_new_tokens: n,
         stop_token: teacher.config().end_of_text(),
     };
     let window = teacher.config().n_positions;
-    let bar = crate::cli::progress(prompts.len(), "teacher");
+    let bar = crate::progress::progress(prompts.len(), "teacher");
     let mut out = Vec::with_capacity(prompts.len());
     for prompt in &prompts {
         let mut ids = prompt.token_ids(Some(tokenizer))?;
         ids.truncate(window.saturating_sub(n).max(1));
-        let generated = crate::spec::speculative_decode(teacher, teacher, &ids, &opts, &mut rng)?;
+        let generated =
+            crate::decoding::speculative_decode(teacher, teacher, &ids, &opts, &mut rng)?;
         ids.extend(generated.output_ids);
         out.push(ids);
         bar.inc(1);

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use super::{serve_connections, Daemon};
 use crate::link::{self, Link, LinkConfig, Listener, PublicKey, Trust};
 use crate::model::Config;
+use crate::mpc::dealer_wire::{recv_seed, DealerLink};
 use crate::mpc::net::Transport;
-use crate::mpc::remote::{recv_seed, run_session, DealerLink, RequestLimits};
+use crate::mpc::remote::{run_session, RequestLimits};
 
 pub const CLIENT_ROLE: u8 = 0;
 pub const SERVER_ROLE: u8 = 1;

@@ -34,11 +34,12 @@ use super::dealer::{limits_for, parse_hex32, DealerHello, DEALER_PROTOCOL, SERVE
 use super::server::{check_hello, ClientHello, ServerHello, PROTOCOL_VERSION};
 use crate::link::{self, noise, Identity, Link, LinkConfig, Listener, Trust};
 use crate::model::Config;
-use crate::mpc::dealer::{Correlation, Dealer, DealerHandle};
+use crate::mpc::correlation::Correlation;
+use crate::mpc::dealer::Dealer;
+use crate::mpc::dealer_handle::DealerHandle;
+use crate::mpc::dealer_wire::{decode_words, encode_words, DealerLink};
 use crate::mpc::net::{too_long, TcpTransport, Transport};
-use crate::mpc::remote::{
-    decode_words, encode_words, DealerLink, RequestLimits, MAX_REQUEST_BYTES,
-};
+use crate::mpc::remote::{RequestLimits, MAX_REQUEST_BYTES};
 use crate::mpc::{EngineConfig, MpcError};
 use crate::secure::step::{Step, MAX_DRAFTS, STEP, STOP, WORDS};
 

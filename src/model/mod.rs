@@ -2,6 +2,7 @@
 
 pub mod gpt2;
 pub mod loader;
+pub mod random;
 pub mod tokenizer;
 
 pub use gpt2::{Config, Gpt2, KvCache};

@@ -39,3 +39,6 @@ pub enum MpcError {
         source: Box<MpcError>,
     },
 }
+
+/// The result of everything in the secure engine.
+pub type Result<T> = std::result::Result<T, MpcError>;

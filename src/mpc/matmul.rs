@@ -169,7 +169,7 @@ pub fn matmul_u64_with(
 }
 
 /// C = A B over Z_2^128 for 128-bit B (A: m x k of u64 or u128, B: k x n, row-major): the
-/// dealer's C = r B for [`crate::mpc::protocols::wide_matmul`]. A plain loop over blocks of
+/// dealer's C = r B for [`crate::mpc::protocols::lifted_matmul`]. A plain loop over blocks of
 /// columns; a u64 left operand costs two multiplications a product, a u128 one three.
 pub fn matmul_wide<T: Copy + Sync + Into<u128>>(
     a: &[T],
@@ -213,7 +213,7 @@ pub fn matmul_wide<T: Copy + Sync + Into<u128>>(
 /// The exact products A B as 128-bit integers, summed mod 2^128, for 64-bit A (m x k) and B given
 /// transposed (B^T: n x k): each output is a dot product of two contiguous rows, its 128-bit sum
 /// kept in registers (one full 64 x 64 multiplication a product). With [`matmul_u16`] for the
-/// high parts, this is how a party forms a product mod 2^80 ([`crate::mpc::protocols::wide_matmul`]).
+/// high parts, this is how a party forms a product mod 2^80 ([`crate::mpc::protocols::lifted_matmul`]).
 pub fn matmul_full_transposed(a: &[u64], bt: &[u64], m: usize, k: usize, n: usize) -> Vec<u128> {
     assert_eq!(a.len(), m * k, "matmul_full_transposed: A is not m x k");
     assert_eq!(bt.len(), k * n, "matmul_full_transposed: B^T is not n x k");

@@ -6,13 +6,14 @@
 use rand::RngCore;
 use rand_chacha::ChaCha12Rng;
 
-use super::dealer::{Correlation, DealerHandle};
+use super::correlation::Correlation;
+use super::dealer_handle::DealerHandle;
 use super::error::MpcError;
 use super::fixed::FixedPoint;
 use super::net::Channel;
 use super::ring::{wide_from_words, words_from_wide, RingTensor};
 
-pub type Result<T> = std::result::Result<T, MpcError>;
+pub use super::error::Result;
 
 /// Party 0 is the client (prompt owner), party 1 the server (model owner).
 pub const CLIENT: usize = 0;

@@ -11,67 +11,14 @@ use std::time::Duration;
 use rand::{SeedableRng, TryRngCore};
 use rand_chacha::ChaCha12Rng;
 
-use super::dealer::{Correlation, Dealer};
-use super::error::MpcError;
+use super::correlation::Correlation;
+use super::dealer::Dealer;
+use super::dealer_wire::encode_words;
+use super::error::{MpcError, Result};
 use super::net::Transport;
-use super::party::Result;
 
 /// The longest correlation request a server may send (JSON of a few numbers).
 pub const MAX_REQUEST_BYTES: usize = 64 << 10;
-
-/// Words of several components: `[count, len_0.., words_0.., words_1.., ...]`, little-endian.
-pub fn encode_words(parts: &[Vec<u64>]) -> Vec<u8> {
-    let total: usize = parts.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(8 * (1 + parts.len() + total));
-    out.extend((parts.len() as u64).to_le_bytes());
-    for p in parts {
-        out.extend((p.len() as u64).to_le_bytes());
-    }
-    for p in parts {
-        for w in p {
-            out.extend(w.to_le_bytes());
-        }
-    }
-    out
-}
-
-/// The inverse of [`encode_words`]; a frame whose lengths do not add up is an error.
-pub fn decode_words(bytes: &[u8]) -> Result<Vec<Vec<u64>>> {
-    let bad = || MpcError::Malformed(format!("a dealer frame of {} bytes", bytes.len()));
-    if !bytes.len().is_multiple_of(8) || bytes.len() < 8 {
-        return Err(bad());
-    }
-    let words: Vec<u64> = bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
-    let count = words[0] as usize;
-    if count > words.len() - 1 {
-        return Err(bad());
-    }
-    let lens = &words[1..1 + count];
-    let mut offset = 1 + count;
-    let mut out = Vec::with_capacity(count);
-    for &len in lens {
-        let end = offset.checked_add(len as usize).ok_or_else(bad)?;
-        if end > words.len() {
-            return Err(bad());
-        }
-        out.push(words[offset..end].to_vec());
-        offset = end;
-    }
-    if offset != words.len() {
-        return Err(bad());
-    }
-    Ok(out)
-}
-
-/// A party's connection to the dealer process, opened and paired by the caller.
-pub struct DealerLink {
-    pub transport: Box<dyn Transport>,
-    /// How long to wait for each of the dealer's frames.
-    pub timeout: Duration,
-}
 
 /// What the dealer lets one session ask for, from the shape of the model its server serves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -174,14 +121,6 @@ pub fn run_session(
     }
 }
 
-/// Receives a party's 32-byte seed.
-pub fn recv_seed(transport: &mut dyn Transport, timeout: Duration) -> Result<[u8; 32]> {
-    transport
-        .recv(timeout, 32)?
-        .try_into()
-        .map_err(|_| MpcError::Malformed("the dealer's seed is not 32 bytes".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,24 +159,13 @@ mod tests {
         ];
         assert!(swapped.iter().all(|c| dealer.check_mask(c).is_err()));
     }
-
-    #[test]
-    fn word_frames_round_trip_and_reject_bad_lengths() {
-        let parts = vec![vec![1, 2, 3], vec![], vec![u64::MAX]];
-        let bytes = encode_words(&parts);
-        assert_eq!(decode_words(&bytes).unwrap(), parts);
-        assert!(decode_words(&bytes[..bytes.len() - 8]).is_err());
-        assert!(decode_words(&bytes[..5]).is_err());
-        let mut lying = bytes.clone();
-        lying[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(decode_words(&lying).is_err());
-    }
 }
 
 #[cfg(test)]
 mod session_tests {
     use super::*;
-    use crate::mpc::dealer::DealerHandle;
+    use crate::mpc::dealer_handle::DealerHandle;
+    use crate::mpc::dealer_wire::{recv_seed, DealerLink};
     use crate::mpc::net::TcpTransport;
     use std::net::{TcpListener, TcpStream};
 

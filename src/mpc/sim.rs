@@ -3,7 +3,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
-use super::dealer::start_dealer;
+use super::dealer_handle::start_dealer;
 use super::error::MpcError;
 use super::fixed::FixedPoint;
 use super::net::{sim_pair, tcp_pair, Channel, LinkModel};

@@ -1,9 +1,11 @@
 //! The private model on secret shares: a secure GPT-2 forward ([`gpt2`]), private sampling
 //! ([`sampling`]) with the session's joint randomness ([`coins`]), and the session that runs them
-//! for the decoding loop ([`session`]), whose step requests [`step`] checks.
+//! for the decoding loop ([`session`]), whose step requests [`step`] checks; secure generation over
+//! a set of prompts and its report rows ([`generation`]).
 //! Built from `mpc` protocols; the protocols know nothing of GPT-2.
 
 pub mod coins;
+pub mod generation;
 pub mod gpt2;
 pub mod sampling;
 pub mod session;

@@ -41,6 +41,7 @@
 //! product by 1/T.
 
 use super::coins::StepUniforms;
+use crate::decoding::Verdict;
 use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
 use crate::mpc::protocols::{
@@ -50,7 +51,6 @@ use crate::mpc::protocols::{
     mul_many, not, truncate, Operand, Round,
 };
 use crate::mpc::{Party, RingTensor, CLIENT};
-use crate::spec::Verdict;
 
 /// What the client brings to one sampling step (the uniforms are the session's, not its own).
 #[derive(Debug, Clone)]

@@ -22,10 +22,10 @@ pub use super::sampling::check_temperature;
 use super::sampling::{private_sample_at, ClientDraws};
 use super::step::Step;
 
+use crate::decoding::{Verdict, Verifier};
 use crate::model::{Config, Gpt2};
 use crate::mpc::net::Counters;
 use crate::mpc::{make_parties, EngineConfig, Party, CLIENT};
-use crate::spec::{Verdict, Verifier};
 
 /// Costs of a stretch of a session, both parties together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]

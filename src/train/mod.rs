@@ -15,10 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use rand::SeedableRng;
-use rand_chacha::ChaCha12Rng;
-use rand_distr::{Distribution, Normal};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Config, Gpt2, Tokenizer};
@@ -86,36 +83,9 @@ pub struct Trainee {
 }
 
 impl Trainee {
-    /// GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer),
-    /// LayerNorm gains 1, biases 0; drawn from `seed`.
+    /// GPT-2's initialisation drawn from `seed` ([`Gpt2::random`]), with the weights as variables.
     pub fn fresh(cfg: &Config, seed: u64) -> Result<Self> {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = Gpt2::load(vb, cfg)?;
-        let mut rng = ChaCha12Rng::seed_from_u64(seed);
-        let data = varmap.data().lock().expect("varmap lock");
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort();
-        for name in names {
-            let var = &data[name];
-            let shape = var.as_tensor().dims().to_vec();
-            let n: usize = shape.iter().product();
-            let values: Vec<f32> = if name.contains("ln_") && name.ends_with(".weight") {
-                vec![1.0; n]
-            } else if name.ends_with(".bias") {
-                vec![0.0; n]
-            } else {
-                let std = if name.ends_with("c_proj.weight") {
-                    0.02 / (2.0 * cfg.n_layer as f32).sqrt()
-                } else {
-                    0.02
-                };
-                let normal = Normal::new(0.0f32, std).expect("positive std");
-                (0..n).map(|_| normal.sample(&mut rng)).collect()
-            };
-            var.set(&Tensor::from_vec(values, shape, &Device::Cpu)?)?;
-        }
-        drop(data);
+        let (model, varmap) = Gpt2::random_with_vars(cfg, seed)?;
         Ok(Self {
             varmap,
             model,
@@ -290,7 +260,7 @@ pub fn fit(
         ..Default::default()
     };
     let mut opt = AdamW::new(vars.clone(), params)?;
-    let bar = crate::cli::progress(opts.steps, "train");
+    let bar = crate::progress::progress(opts.steps, "train");
     bar.set_position(start_step as u64);
     let start = Instant::now();
     let (mut tokens, mut last_loss) = (0u64, f64::NAN);

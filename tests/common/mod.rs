@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use post::decoding::sampling::probabilities;
 use post::model::{Config, Gpt2};
-use post::spec::sampling::probabilities;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, Normal};

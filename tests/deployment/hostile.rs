@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use post::decoding::Verifier;
 use post::deploy::client::ClientLinks;
 use post::deploy::dealer::{connect_dealer, CLIENT_ROLE, SERVER_ROLE};
 use post::link::{Identity, LinkConfig, PublicKey, Trust};
 use post::model::Config;
-use post::mpc::remote::DealerLink;
+use post::mpc::dealer_wire::DealerLink;
 use post::mpc::{EngineConfig, LinkModel};
 use post::secure::SecureVerifier;
-use post::spec::Verifier;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
@@ -280,14 +280,14 @@ fn library_client(keys: &Keys, server: &str, dealer: &str) -> SecureVerifier {
 fn decode(verifier: &mut SecureVerifier, prompt: &[u32], tokens: usize) -> Vec<u64> {
     let registry = post::model::Registry::locate(None).unwrap();
     let public = post::model::load_model("tiny-public", &registry).unwrap();
-    let opts = post::spec::DecodeOptions {
+    let opts = post::decoding::DecodeOptions {
         draft_len: 3,
         temperature: 0.0,
         max_new_tokens: tokens,
         stop_token: None,
     };
     let mut rng = ChaCha12Rng::seed_from_u64(0);
-    post::spec::decode_with(&public.model, verifier, prompt, &opts, &mut rng)
+    post::decoding::decode_with(&public.model, verifier, prompt, &opts, &mut rng)
         .unwrap()
         .output_ids
         .into_iter()

@@ -800,7 +800,7 @@ fn words(bytes: &[u8]) -> Vec<u64> {
 }
 
 /// A party's share of the token table's mask B, from its seed: each party draws the free
-/// components of its requests from ChaCha12(seed) in order (mpc/dealer.rs `draw`); the first
+/// components of its requests from ChaCha12(seed) in order (mpc/correlation.rs `draw`); the first
 /// request is the LM head's mask (d x vocab words), the second the token table's (vocab x d).
 fn mask_share(seed: [u8; 32], v: usize, d: usize) -> Vec<u64> {
     let mut rng = ChaCha12Rng::from_seed(seed);

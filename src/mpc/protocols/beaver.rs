@@ -8,7 +8,7 @@
 //! Cost: 1 round; each way 8 bytes per element of x and y (elementwise), 8 (m k + k n) per matmul,
 //! or 8 m k against a prepared weight whose mask was opened once.
 
-use crate::mpc::dealer::Correlation;
+use crate::mpc::correlation::Correlation;
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;

@@ -14,14 +14,14 @@
 //! bytes an element); each party's root seeds and shares of r come from its own seed. Evaluating a
 //! key takes 189 AES blocks per element and party. The Kogge-Stone circuit this replaces took
 //! 8 rounds and 192 bytes an element each way. The opening can share a round with other protocols
-//! ([`super::round::Round::ltz`]).
+//! ([`Round::ltz`]).
 //!
-//! Bounded inputs ([`super::round::Round::ltz_bounded`]): when x is known to lie in
+//! Bounded inputs ([`Round::ltz_bounded`]): when x is known to lie in
 //! [-2^k, 2^k), its sign is bit k of x, so the same construction on bit k and the low k bits
 //! (m = bit k of r, a DCF over k bits) is exact with a key of k levels instead of 63: evaluation
 //! and key bytes shrink by k / 63.
 //!
-//! Coarse comparisons ([`super::round::Round::ltz_coarse`]): a key may also skip the low s bits,
+//! Coarse comparisons ([`Round::ltz_coarse`]): a key may also skip the low s bits,
 //! comparing y_lo >> s with r_lo >> s (k - s levels). That borrow differs from the exact one only
 //! when the two agree above bit s and y_lo < r_lo, i.e. when x lies in (-2^s, 0) or (2^k - 2^s,
 //! 2^k): there the bit may read 0. So on [-2^k, 2^k - 2^s] the answer is exact except within 2^s
@@ -36,9 +36,10 @@
 //! alike (payload word (1 - 2m) r_w). So select(t, a, b) and max(a, b) = a - [a - b < 0] (a - b)
 //! take the comparison's one round instead of two, 8 bytes an element and operand each way.
 
-use super::round::Round;
+use super::round::{Round, Slot, Stage};
+use crate::mpc::correlation::Correlation;
 use crate::mpc::dcf;
-use crate::mpc::dealer::Correlation;
+use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::{wide_from_words, RingTensor};
 use rayon::prelude::*;
@@ -160,7 +161,7 @@ pub(crate) fn stage_products(
     let operands = 1 + others.len();
     let width = 1 + operands;
     if width > dcf::MAX_WIDTH {
-        return Err(crate::mpc::error::MpcError::BadConfig(format!(
+        return Err(MpcError::BadConfig(format!(
             "a comparison multiplies at most {} values in its round, got {operands}",
             dcf::MAX_WIDTH - 1
         )));
@@ -185,7 +186,7 @@ pub(crate) fn stage_products(
     let mut masked = Vec::with_capacity(len * operands);
     for (v, r) in std::iter::once(x).chain(others.iter().copied()).zip(&masks) {
         if v.len() != len {
-            return Err(crate::mpc::error::MpcError::ShapeMismatch {
+            return Err(MpcError::ShapeMismatch {
                 op: "comparison products",
                 left: vec![len],
                 right: vec![v.len()],
@@ -243,6 +244,106 @@ impl LtzProductStage {
             }
         }
         out
+    }
+}
+
+/// The slots of a comparison with products ([`Round::ltz_products`]).
+pub struct LtzProducts {
+    /// Shares of t = [x < 0].
+    pub bit: Slot,
+    /// Shares of t x.
+    pub times_x: Slot,
+    /// Shares of t w for each other value w.
+    pub times: Vec<Slot>,
+}
+
+/// A staged comparison and the shape of its input, as a round runs it.
+struct LtzJob(LtzStage, Vec<usize>);
+
+impl Stage for LtzJob {
+    fn finish(self: Box<Self>, party: usize, opened: &[u64]) -> Result<Vec<RingTensor>> {
+        let LtzJob(stage, shape) = *self;
+        Ok(vec![RingTensor::new(&shape, stage.finish(party, opened))?])
+    }
+}
+
+/// A staged comparison with products and the shape of its input, as a round runs it.
+struct LtzProductsJob(LtzProductStage, Vec<usize>);
+
+impl Stage for LtzProductsJob {
+    fn outputs(&self) -> usize {
+        self.0.outputs()
+    }
+
+    fn finish(self: Box<Self>, party: usize, opened: &[u64]) -> Result<Vec<RingTensor>> {
+        let LtzProductsJob(stage, shape) = *self;
+        stage
+            .finish(party, opened)
+            .into_iter()
+            .map(|out| RingTensor::new(&shape, out))
+            .collect()
+    }
+}
+
+impl Round {
+    /// Shares of [x < 0] (see the module doc).
+    pub fn ltz(&mut self, p: &mut Party, x: &RingTensor) -> Result<Slot> {
+        self.ltz_bounded(p, x, dcf::BITS as u32)
+    }
+
+    /// Shares of [x < 0] for x known to lie in [-2^bits, 2^bits): the comparison's key covers the
+    /// low `bits` bits only (one level of key evaluation a bit, 63 for a whole ring element).
+    /// Elements outside that range get a wrong bit.
+    pub fn ltz_bounded(&mut self, p: &mut Party, x: &RingTensor, bits: u32) -> Result<Slot> {
+        self.ltz_coarse(p, x, bits, 0)
+    }
+
+    /// [`Self::ltz_bounded`] at the resolution of 2^`skip`: the key skips the low `skip` bits
+    /// (`bits - skip` levels). Exact on [-2^bits, 2^bits - 2^skip] except that x in (-2^skip, 0)
+    /// may read as non-negative (see the module doc): for functions whose pieces agree near
+    /// their cut-offs.
+    pub fn ltz_coarse(
+        &mut self,
+        p: &mut Party,
+        x: &RingTensor,
+        bits: u32,
+        skip: u32,
+    ) -> Result<Slot> {
+        if !(1..=dcf::BITS as u32).contains(&bits) || skip >= bits {
+            return Err(MpcError::BadConfig(format!(
+                "a comparison over {bits} bits skipping {skip}: at most {} bits, and fewer skipped",
+                dcf::BITS
+            )));
+        }
+        let (masked, stage) = stage(p, x.data(), bits as usize, skip as usize)?;
+        Ok(self.push(masked, Box::new(LtzJob(stage, x.shape().to_vec()))))
+    }
+
+    /// Shares of t = [x < 0], of t x and of t w for each of `others` (same shape as x), all from
+    /// the comparison's own opening (see [`stage_products`]).
+    pub fn ltz_products(
+        &mut self,
+        p: &mut Party,
+        x: &RingTensor,
+        others: &[&RingTensor],
+    ) -> Result<LtzProducts> {
+        for w in others {
+            if w.shape() != x.shape() {
+                return Err(MpcError::ShapeMismatch {
+                    op: "comparison products",
+                    left: x.shape().to_vec(),
+                    right: w.shape().to_vec(),
+                });
+            }
+        }
+        let data: Vec<&[u64]> = others.iter().map(|w| w.data()).collect();
+        let (masked, stage) = stage_products(p, x.data(), &data)?;
+        let first = self.push(masked, Box::new(LtzProductsJob(stage, x.shape().to_vec())));
+        Ok(LtzProducts {
+            bit: first,
+            times_x: first.offset(1),
+            times: (0..others.len()).map(|j| first.offset(2 + j)).collect(),
+        })
     }
 }
 

@@ -23,7 +23,8 @@
 //! f + extra <= 2B + 1, and the first square truncates it in its opening.
 
 use super::compare::not;
-use super::round::{Operand, Round};
+use super::masked::Operand;
+use super::round::Round;
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;

@@ -27,7 +27,8 @@
 //! linear terms use x as it is, so the matmul's truncation costs no round of its own.
 
 use super::compare::not;
-use super::round::{Operand, Round};
+use super::masked::Operand;
+use super::round::Round;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 

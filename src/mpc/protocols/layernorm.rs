@@ -12,7 +12,7 @@
 //! - round 2: Q on a grid of 8 points an octave (one comparison per point and row);
 //! - round 3: xn = Q s, and D gamma times c1, c2, c3;
 //! - round 4: (D gamma c2) xn and xn^2;
-//! - round 5: (D gamma c3) xn^2 truncated to f bits in Z_2^128 ([`super::wide`], xn^2 opened once
+//! - round 5: (D gamma c3) xn^2 truncated to f bits in Z_2^128 ([`super::truncating_product`], xn^2 opened once
 //!   a row), and the other two terms truncated to f bits in the same opening.
 //!
 //! Domain: every row whose Q fits the fixed-point range, Q < 2^(61 - 2f) (for f = 16 and d = 768,
@@ -25,8 +25,9 @@
 //! itself, truncated to f bits for the residual stream, shares round 1. Then d |x| 2^(f + extra)
 //! must stay below 2^61.
 
+use super::masked::Operand;
 use super::reciprocal::{normalise, rsqrt_coefficients, Grid};
-use super::round::{Operand, Round};
+use super::round::Round;
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};

@@ -13,7 +13,7 @@
 //! - round 1: Q's squares (D truncated in the opening to f + 8 bits, each square truncating itself
 //!   to 2f), and the residual stream truncated to f;
 //! - round 2: Q on the grid (8 points an octave);
-//! - round 3: u = g Q - h and Ds = D s, both truncating in Z_2^128 ([`super::wide`]);
+//! - round 3: u = g Q - h and Ds = D s, both truncating in Z_2^128 ([`super::truncating_product`]);
 //! - round 4: K + u^2, and the opening of Ds - A for the product Ds W_g by the prepared weight;
 //! - round 5: (Ds W_g)(K + u^2), truncating to the caller's fractional bits in the same round.
 //!
@@ -31,8 +31,9 @@
 
 use super::beaver::{stage_matmul_weight, PreparedWeight};
 use super::layernorm::GRID;
+use super::masked::Operand;
 use super::reciprocal::{rsqrt_coefficients, Grid};
-use super::round::{Operand, Round};
+use super::round::Round;
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};

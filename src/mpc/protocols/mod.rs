@@ -7,15 +7,16 @@ pub mod exp;
 pub mod gelu;
 pub mod layernorm;
 pub mod layernorm_matmul;
+pub mod lifted_matmul;
+pub mod masked;
 pub mod max;
 pub mod reciprocal;
 pub mod round;
-pub mod rows;
+pub mod row_cache;
 pub mod select;
 pub mod softmax;
 pub mod trunc;
-pub mod wide;
-pub mod wide_matmul;
+pub mod truncating_product;
 
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
@@ -25,13 +26,14 @@ pub use beaver::{
     PreparedWeight,
 };
 pub use compare::{ltz, ltz_many, not};
-pub use round::{Operand, Round};
-pub use rows::{append_and_multiply, PreparedRows};
+pub use lifted_matmul::{matmul_weight_truncating, prepare_weight_wide, WideWeight};
+pub use masked::Operand;
+pub use round::Round;
+pub use row_cache::{append_and_multiply, PreparedRows};
 pub use trunc::{truncate, truncate_many};
-pub use wide_matmul::{matmul_weight_truncating, prepare_weight_wide, WideWeight};
 
 /// Fixed-point products of several pairs, each truncated in its own round (1 round in all, see
-/// [`wide`]); inputs below 2^61 in the ring.
+/// [`truncating_product`]); inputs below 2^61 in the ring.
 pub fn fixed_mul_many(
     p: &mut Party,
     pairs: &[(&RingTensor, &RingTensor)],
@@ -50,7 +52,7 @@ pub fn fixed_mul(p: &mut Party, x: &RingTensor, y: &RingTensor) -> Result<RingTe
     Ok(fixed_mul_many(p, &[(x, y)])?.remove(0))
 }
 
-/// One product truncated by `shift` bits (1 round, see [`wide`]).
+/// One product truncated by `shift` bits (1 round, see [`truncating_product`]).
 pub fn mul_trunc(p: &mut Party, x: &RingTensor, y: &RingTensor, shift: u32) -> Result<RingTensor> {
     let mut round = Round::new();
     let z = round.mul_truncating(p, Operand::plain(x), Operand::plain(y), shift)?;

@@ -20,7 +20,8 @@
 //! Cost: 4 rounds (CrypTen: 10 Newton iterations; this engine before: 17 and 24).
 
 use super::compare::not;
-use super::round::{Operand, Outputs, Round, Slot};
+use super::masked::Operand;
+use super::round::{Outputs, Round, Slot};
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};

@@ -6,7 +6,7 @@
 //! 3. S = sum(e) lies in [1, n] (the maximum contributes exp(0) = 1), so 1/S comes from the
 //!    grid-and-series reciprocal on [1/2, n + 1] (4 rounds), left at many fractional bits;
 //!    out = e * (1/S) is one masked product that truncates 1/S in its opening and its own result
-//!    in Z_2^128 ([`super::wide`]): one round, 1/S opened once a row.
+//!    in Z_2^128 ([`super::truncating_product`]): one round, 1/S opened once a row.
 //!
 //! [`softmax_at`] takes x at f + `extra` fractional bits (attention scores before their
 //! truncation): the max runs at that scale and exp truncates in its first opening.
@@ -16,14 +16,15 @@
 //!
 //! Attention ([`softmax_values_at`]) needs softmax(x) V for the value rows V of a KV cache, and
 //! 1/S is per row, so softmax(x) V = (1/S) (e V): the product e V (appending the new value rows,
-//! [`super::rows`]) needs only e, so it shares the reciprocal's first opening, and the last
+//! [`super::row_cache`]) needs only e, so it shares the reciprocal's first opening, and the last
 //! round multiplies e V by 1/S instead of e, truncating e V in its opening. Softmax and the
 //! values product then take softmax's rounds alone (the product and its truncation took 2 more),
 //! and P = e / S is never rounded to f bits before it meets V.
 
+use super::masked::Operand;
 use super::reciprocal::Scaled;
-use super::round::{Operand, Round};
-use super::rows::{stage_append_and_multiply, PreparedRows};
+use super::round::Round;
+use super::row_cache::{stage_append_and_multiply, PreparedRows};
 use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal, reciprocal::reciprocal_in};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
@@ -52,7 +53,7 @@ pub fn softmax_at(
 
 /// softmax(x) V per head, at f bits: x [heads, m, rows] the scores at f + `extra` bits (with
 /// `mask` as in [`softmax_at`]), V the value rows of a KV cache after appending `new` to them
-/// (see [`super::rows::append_and_multiply`]). Softmax's rounds, and no more. e V at 2f bits must
+/// (see [`super::row_cache::append_and_multiply`]). Softmax's rounds, and no more. e V at 2f bits must
 /// stay below 2^61 for its truncation: values below 2^(61 - 2f) / n in magnitude (2^19 at f = 16
 /// and 1,024 positions).
 pub fn softmax_values_at(

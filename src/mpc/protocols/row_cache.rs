@@ -10,7 +10,7 @@
 //! Cost: 1 round; each way 8 bytes per new element (t * width) and per element of L.
 //! Rolling back rows ([`PreparedRows::truncate`]) is local; re-appended rows get fresh masks.
 
-use crate::mpc::dealer::Correlation;
+use crate::mpc::correlation::Correlation;
 use crate::mpc::error::MpcError;
 use crate::mpc::matmul::head_matmul;
 use crate::mpc::party::{Party, Result};

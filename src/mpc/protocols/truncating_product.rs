@@ -1,7 +1,7 @@
 //! A fixed-point product that truncates its own result in the round that multiplies: the product
 //! is formed in Z_2^128, where each party can truncate its share locally.
 //!
-//! [`super::round`]'s masked product opens c = u + 2^61 + r per operand (|u| < 2^61) and gets
+//! [`super::masked`]'s masked product opens c = u + 2^61 + r per operand (|u| < 2^61) and gets
 //!   T = P - R,   P = (c >> s) - 2^(61 - s)   (public),   R = a - w m 2^(64 - s)   (shared),
 //! with a = r >> s, m = msb(r) and w = [msb(c) = 0]. T is floor(u / 2^s) or one more *as an
 //! integer*, not only mod 2^64: u + 2^61 is below 2^62, so c wraps past 2^64 exactly when m = 1 and
@@ -18,14 +18,18 @@
 //! Cost: 1 round (a Beaver product and its truncation took 2), 8 bytes per element and operand each
 //! way. Dealer bytes: party 1 gets 16 bytes per element for each of a, m (per operand) and each
 //! cross term: 128 an element for a product, 64 for a square. The opening can share a round with
-//! other protocols ([`super::round::Round::mul_truncating`]). A factor per row (one value of v for
-//! a row of u, [`super::round::Round::mul_truncating_rows`]) is masked and opened once per row;
+//! other protocols ([`Round::mul_truncating`]). A factor per row (one value of v for
+//! a row of u, [`Round::mul_truncating_rows`]) is masked and opened once per row;
 //! the dealer's cross terms stay one per element.
 
-use crate::mpc::dealer::{wide_operand_lens, Correlation};
+use super::masked::{check_operands, Operand};
+use super::round::{Round, Slot, Stage};
+use crate::mpc::correlation::{wide_operand_lens, Correlation};
+use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::{wide_from_words, RingTensor};
+use crate::mpc::CLIENT;
 
 /// A truncating product waiting for its opening: this party's dealer shares.
 pub(crate) struct WideStage {
@@ -38,6 +42,76 @@ pub(crate) struct WideStage {
     parts: Vec<(Vec<u128>, Vec<u128>)>,
     /// Shares of a_u a_v, a_u m_v, then (two operands) m_u a_v and m_u m_v.
     cross: Vec<Vec<u128>>,
+}
+
+impl Round {
+    /// The product of two operands truncated by `shift` more bits in the same round (computed in
+    /// Z_2^128, see the module doc): floor(T_u T_v / 2^shift) or one more, T being each operand
+    /// after its own shift. |u| and |v| must be below 2^61.
+    pub fn mul_truncating(
+        &mut self,
+        p: &mut Party,
+        u: Operand,
+        v: Operand,
+        shift: u32,
+    ) -> Result<Slot> {
+        self.wide_job(p, &[u, v], shift)
+    }
+
+    /// The square of an operand truncated by `shift` more bits in the same round (one opening).
+    pub fn square_truncating(&mut self, p: &mut Party, u: Operand, shift: u32) -> Result<Slot> {
+        self.wide_job(p, &[u], shift)
+    }
+
+    /// [`Self::mul_truncating`] of u [.., n] by one factor per row, v [.., 1]: v is masked and
+    /// opened once per row instead of n times.
+    pub fn mul_truncating_rows(
+        &mut self,
+        p: &mut Party,
+        u: Operand,
+        v: Operand,
+        shift: u32,
+    ) -> Result<Slot> {
+        let n = u.value.last_dim();
+        let mut rows = u.value.shape().to_vec();
+        if let Some(last) = rows.last_mut() {
+            *last = 1;
+        }
+        if v.value.shape() != rows.as_slice() {
+            return Err(MpcError::ShapeMismatch {
+                op: "product by a factor per row",
+                left: u.value.shape().to_vec(),
+                right: v.value.shape().to_vec(),
+            });
+        }
+        // Each operand on its own: their shapes differ by design.
+        check_operands(&[u])?;
+        check_operands(&[v])?;
+        self.wide_job_rows(p, &[u, v], shift, n.max(1))
+    }
+
+    fn wide_job(&mut self, p: &mut Party, operands: &[Operand], shift: u32) -> Result<Slot> {
+        check_operands(operands)?;
+        self.wide_job_rows(p, operands, shift, 1)
+    }
+
+    fn wide_job_rows(
+        &mut self,
+        p: &mut Party,
+        operands: &[Operand],
+        shift: u32,
+        per_row: usize,
+    ) -> Result<Slot> {
+        if !(1..=64).contains(&shift) {
+            return Err(MpcError::BadConfig(format!(
+                "truncation of a product by {shift} bits: the shift must be in 1..=64"
+            )));
+        }
+        let values: Vec<&RingTensor> = operands.iter().map(|o| o.value).collect();
+        let shifts: Vec<u32> = operands.iter().map(|o| o.shift).collect();
+        let (masked, stage) = stage(p, &values, &shifts, shift, per_row)?;
+        Ok(self.push(masked, Box::new(stage)))
+    }
 }
 
 /// Deals the masks for the product of `operands` (one: a square) whose ring values are shifted
@@ -100,6 +174,12 @@ fn power(e: u32) -> u128 {
         0
     } else {
         1u128 << e
+    }
+}
+
+impl Stage for WideStage {
+    fn finish(self: Box<Self>, party: usize, opened: &[u64]) -> Result<Vec<RingTensor>> {
+        Ok(vec![(*self).finish(party == CLIENT, opened)?])
     }
 }
 

@@ -1,7 +1,7 @@
 //! A fixed-point product by a prepared weight that truncates itself in the round that multiplies:
 //! X W at f bits in one round a call (a Beaver product and its truncation take two).
 //!
-//! [`super::wide`]'s construction carried over to a matrix product. The opening
+//! [`super::truncating_product`]'s construction carried over to a matrix product. The opening
 //! c = X + 2^61 + r (|X| < 2^61, r uniform) gives X exactly as an integer:
 //!   X = P - R,   P = c - 2^61 (public),   R = r - 2^64 w m (shared),
 //! with m = msb(r) and w = [msb(c) = 0] (c wraps past 2^64 exactly when m = 1 and msb(c) = 0).
@@ -33,8 +33,8 @@
 //! Not used by the secure forward: every product there already takes one round or none of its
 //! own (its truncation rides in the next protocol's opening).
 
-use super::wide::offset_masked;
-use crate::mpc::dealer::{lanes_add, table_row_words, Correlation};
+use super::truncating_product::offset_masked;
+use crate::mpc::correlation::{lanes_add, table_row_words, Correlation};
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::matmul::{matmul_full_transposed, matmul_u16};
