@@ -4,9 +4,10 @@
 test:
     cargo test --release
 
-# The main job: secure generation on the shipped aligned pair, standard vs POST, LAN and WAN.
+# The main job: secure generation on the shipped aligned pair, standard vs POST, LAN and WAN, at
+# T = 0.6 (greedy continuations of the small private model loop; see docs/guide.md).
 verify limit="3":
-    cargo run --release -- verify --pair default-aligned --prompts datasets/code-completion.jsonl --limit {{limit}} --truncate-prompts --net lan --net wan
+    cargo run --release -- verify --pair default-aligned --prompts datasets/code-completion.jsonl --limit {{limit}} --truncate-prompts --temperature 0.6 --net lan --net wan
 
 # Plaintext draft-and-verify on the shipped default pair.
 draft prompt="def load(path):":

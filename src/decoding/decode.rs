@@ -44,6 +44,9 @@ pub struct Decoded {
     pub drafted: usize,
     /// Drafts accepted over all steps.
     pub accepted: usize,
+    /// For each generated token: whether it was a draft the verifier accepted (otherwise the
+    /// verifier sampled it itself).
+    pub from_draft: Vec<bool>,
 }
 
 impl Decoded {
@@ -220,6 +223,7 @@ pub fn decode_with_policy(
         steps: 0,
         drafted: 0,
         accepted: 0,
+        from_draft: Vec::new(),
     };
     // The last token is fed at position tokens.len() - 1, which must lie inside the private window.
     while out.output_ids.len() < opts.max_new_tokens && tokens.len() <= private_window {
@@ -263,6 +267,8 @@ pub fn decode_with_policy(
             emitted.truncate(i + 1);
         }
         tokens.extend(&emitted);
+        out.from_draft
+            .extend((0..emitted.len()).map(|i| i < verdict.accepted));
         out.output_ids.extend(&emitted);
         if stop_at.is_some() {
             break;

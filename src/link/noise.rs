@@ -96,7 +96,6 @@ fn write_message(out: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
     out.write_all(&framed)
 }
 
-
 /// What a finished handshake gives: the peer's proven key and the handshake hash (unique to this
 /// connection: the session binding derives from it).
 pub struct Handshake {
@@ -388,7 +387,11 @@ mod tests {
         }
         // A frame longer than expected is refused before its body is read.
         a.send(vec![7; 100]).unwrap();
-        assert!(b.recv(t, 99).unwrap_err().to_string().contains("at most 99"));
+        assert!(b
+            .recv(t, 99)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 99"));
     }
 
     #[test]
@@ -402,7 +405,9 @@ mod tests {
         let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
         let responder = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            respond(stream, &b, b"test", Instant::now() + t, t).unwrap().transport
+            respond(stream, &b, b"test", Instant::now() + t, t)
+                .unwrap()
+                .transport
         });
         std::thread::spawn(move || {
             let (mut front, _) = relay.accept().unwrap();
@@ -508,6 +513,10 @@ mod cipher_speed {
         }
         let open = start.elapsed().as_secs_f64();
         let mb = (count as usize * CHUNK) as f64 / 1e6;
-        println!("{PATTERN}: seal {:.0} MB/s, open {:.0} MB/s", mb / seal, mb / open);
+        println!(
+            "{PATTERN}: seal {:.0} MB/s, open {:.0} MB/s",
+            mb / seal,
+            mb / open
+        );
     }
 }

@@ -19,10 +19,12 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use sha2::{Digest, Sha256};
 
-use super::sampling::PROB_BITS;
 use crate::mpc::error::MpcError;
 use crate::mpc::party::Result;
 use crate::mpc::{Party, CLIENT, SERVER};
+
+/// Fractional bits of the step's uniforms and of the client's probabilities (sampling.rs).
+pub const PROB_BITS: u32 = 24;
 
 /// One party's contribution to the toss.
 pub type Coin = [u8; 32];

@@ -299,7 +299,8 @@ pub fn generate_simulated(
                     None => None,
                 };
                 if plan.print_rows {
-                    bar.suspend(|| print_row(&row, text.as_deref(), &decoded.output_ids));
+                    let shown = shown(tokenizer, ids, &decoded)?;
+                    bar.suspend(|| print_row(&row, shown.as_deref(), &decoded.output_ids));
                 }
                 results.push(VerifyResult {
                     id: id.clone(),
@@ -358,7 +359,11 @@ pub fn generate_connected(
                 None => None,
             };
             if plan.print_rows {
-                print_row(&row, text.as_deref(), &decoded.output_ids);
+                print_row(
+                    &row,
+                    shown(tokenizer, ids, &decoded)?.as_deref(),
+                    &decoded.output_ids,
+                );
             }
             results.push(VerifyResult {
                 id: Value::String(id.clone()),
@@ -384,10 +389,35 @@ pub fn id_string(id: &Value) -> String {
     }
 }
 
-/// One generation, as `post verify` prints it.
+/// A generation shown after its prompt (see [`super::show`]), when there is a tokenizer.
+fn shown(
+    tokenizer: Option<&Tokenizer>,
+    prompt: &[u32],
+    decoded: &Decoded,
+) -> Result<Option<String>> {
+    tokenizer
+        .map(|tok| {
+            super::show::prompt_and_completion(
+                tok,
+                prompt,
+                &decoded.output_ids,
+                &decoded.from_draft,
+                super::show::styled(),
+            )
+        })
+        .transpose()
+}
+
+/// One generation, as `post verify` prints it: a header line, the prompt's end and the
+/// completion, then its costs.
 pub fn print_row(row: &VerifyRow, text: Option<&str>, ids: &[u32]) {
+    static LEGEND: std::sync::Once = std::sync::Once::new();
+    if text.is_some() && super::show::styled() {
+        LEGEND.call_once(|| println!("{}\n", super::show::legend()));
+    }
     let shown = text.map_or_else(|| format!("{ids:?}"), str::to_string);
-    println!("[{} {} {}] {shown}", row.id, row.method, row.net);
+    println!("[{} {} {}]", row.id, row.method, row.net);
+    println!("{shown}");
     println!(
         "  tokens {} | secure forwards {} | accepted/step {:.2} | rounds {} | MB {:.2} up {:.2} down | sim {:.2} s ({:.3} s/token)",
         row.tokens,

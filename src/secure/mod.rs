@@ -9,6 +9,7 @@ pub mod generation;
 pub mod gpt2;
 pub mod sampling;
 pub mod session;
+pub mod show;
 pub mod step;
 
 pub use coins::StepUniforms;

@@ -79,8 +79,7 @@ impl Outcome {
     }
 }
 
-/// Fractional bits of the client's probabilities and of the step's uniforms.
-pub const PROB_BITS: u32 = 24;
+pub use super::coins::PROB_BITS;
 /// Fractional bits of 1/T (z = logits / T comes out at f + TEMPERATURE_BITS, within exp's input).
 const TEMPERATURE_BITS: u32 = 24;
 

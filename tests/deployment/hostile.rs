@@ -802,8 +802,17 @@ fn hostile_the_dealer_binds_roles_to_keys_and_keeps_the_first_connection() {
         let (link, trust, addr) = (keys.link(key), keys.trust("dealer"), dealer.addr.clone());
         let shape = (role == SERVER_ROLE).then(|| tiny.clone());
         std::thread::spawn(move || {
-            connect_dealer(&addr, &link, &trust, role, &session, Some(&peer), shape.as_ref(), t)
-                .map(|(_, seed)| seed)
+            connect_dealer(
+                &addr,
+                &link,
+                &trust,
+                role,
+                &session,
+                Some(&peer),
+                shape.as_ref(),
+                t,
+            )
+            .map(|(_, seed)| seed)
         })
     };
     let (client_key, server_key) = (keys.public_key("client"), keys.public_key("server"));
@@ -814,7 +823,10 @@ fn hostile_the_dealer_binds_roles_to_keys_and_keeps_the_first_connection() {
         .join()
         .unwrap()
         .expect_err("a client key served as a server");
-    assert!(format!("{err:#}").contains("claims the other role"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("claims the other role"),
+        "{err:#}"
+    );
 
     // A second connection for a taken (session, role) is refused; the first is kept and pairs.
     let first = party("client", CLIENT_ROLE, server_key, session(2));
@@ -828,7 +840,10 @@ fn hostile_the_dealer_binds_roles_to_keys_and_keeps_the_first_connection() {
         "{second:#}"
     );
     let server = party("server", SERVER_ROLE, client_key, session(2));
-    let (a, b) = (first.join().unwrap().unwrap(), server.join().unwrap().unwrap());
+    let (a, b) = (
+        first.join().unwrap().unwrap(),
+        server.join().unwrap().unwrap(),
+    );
     assert_ne!(a, b, "each party has its own seed");
 
     // Two parties that did not see each other's keys on their own link are not paired: here the
@@ -872,7 +887,10 @@ fn hostile_an_idle_client_holds_its_slot_only_until_the_timeout() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    println!("the idle client's slot was free again after {:?}", t.elapsed());
+    println!(
+        "the idle client's slot was free again after {:?}",
+        t.elapsed()
+    );
     drop(idle);
     assert!(server.alive());
     let _ = std::fs::remove_dir_all(&dir);
