@@ -109,6 +109,9 @@ pub struct ForwardRow {
     pub server_mb: f64,
     /// Dealer corrections (offline), MB.
     pub dealer_mb: f64,
+    /// Seconds the busier party spent getting dealer material (offline: its seed's expansion and
+    /// the dealer's derivation of its corrections), not in `sim_seconds`.
+    pub dealer_seconds: f64,
     /// Simulated seconds on the link.
     pub sim_seconds: f64,
     /// Measured local compute seconds of the busier party.
@@ -253,6 +256,7 @@ pub fn forward_costs(
                 client_mb: c.bytes_sent as f64 / 1e6,
                 server_mb: s.bytes_sent as f64 / 1e6,
                 dealer_mb: (c.dealer_bytes + s.dealer_bytes) as f64 / 1e6,
+                dealer_seconds: c.dealer_time.max(s.dealer_time),
                 sim_seconds: c.sim_time.max(s.sim_time),
                 compute_seconds: c.compute_time.max(s.compute_time),
             });
@@ -273,6 +277,7 @@ pub fn forward_costs(
                 sim_time: c.sim_time.max(s.sim_time),
                 compute_time: c.compute_time.max(s.compute_time),
                 dealer_bytes: c.dealer_bytes + s.dealer_bytes,
+                dealer_time: c.dealer_time.max(s.dealer_time),
             };
             (label.clone(), both)
         })
@@ -293,6 +298,25 @@ pub struct LatencyRow {
     pub rounds: u64,
     pub online_mb: f64,
     pub ratio_to_1: f64,
+    /// Dealer (offline) MB of the forward, and the seconds the busier party spent getting them.
+    pub dealer_mb: f64,
+    pub dealer_seconds: f64,
+    /// Peak resident memory of the whole process so far (all parties and the dealer in one
+    /// process), MB; 0 where /proc is not there.
+    pub peak_rss_mb: f64,
+}
+
+/// The process's peak resident set so far (VmHWM), MB (10^6 bytes); 0 without /proc.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb * 1024.0 / 1e6)
 }
 
 /// The latency table from forward measurements that include one new token per link.
@@ -314,6 +338,9 @@ pub fn latency_rows(forward: &[ForwardRow], weights: &str) -> Result<Vec<Latency
                 rounds: r.rounds,
                 online_mb: r.client_mb + r.server_mb,
                 ratio_to_1: r.sim_seconds / one.sim_seconds,
+                dealer_mb: r.dealer_mb,
+                dealer_seconds: r.dealer_seconds,
+                peak_rss_mb: peak_rss_mb(),
             })
         })
         .collect()

@@ -266,6 +266,9 @@ fn latency(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
             "online_mb",
             "sim_seconds",
             "ratio_to_1",
+            "dealer_mb",
+            "dealer_seconds",
+            "peak_rss_mb",
         ],
     )?;
     println!("rows appended to {}", out.display());

@@ -35,6 +35,22 @@ impl LinkModel {
         }
     }
 
+    /// The POST paper's LAN: 1 Gbps, 20 ms RTT.
+    pub fn paper_lan() -> Self {
+        Self {
+            rtt: 20e-3,
+            bandwidth: 1e9 / 8.0,
+        }
+    }
+
+    /// The POST paper's WAN: 400 Mbps, 80 ms RTT.
+    pub fn paper_wan() -> Self {
+        Self {
+            rtt: 80e-3,
+            bandwidth: 400e6 / 8.0,
+        }
+    }
+
     /// 100 Mbps, 80 ms RTT.
     pub fn wan() -> Self {
         Self {
@@ -51,17 +67,20 @@ impl LinkModel {
         }
     }
 
-    /// `lan`, `wan`, `ideal`, or `bw=200mbps,rtt=40ms` (units: bps/kbps/mbps/gbps, us/ms/s).
+    /// `lan`, `wan`, `paper-lan`, `paper-wan` (the POST paper's two settings), `ideal`, or
+    /// `bw=200mbps,rtt=40ms` (units: bps/kbps/mbps/gbps, us/ms/s).
     pub fn parse(spec: &str) -> Result<Self> {
         match spec.trim() {
             "lan" => return Ok(Self::lan()),
             "wan" => return Ok(Self::wan()),
+            "paper-lan" => return Ok(Self::paper_lan()),
+            "paper-wan" => return Ok(Self::paper_wan()),
             "ideal" => return Ok(Self::ideal()),
             _ => {}
         }
         let bad = |why: &str| {
             MpcError::BadConfig(format!(
-                "--net {spec:?}: {why} (expected lan, wan or bw=200mbps,rtt=40ms)"
+                "--net {spec:?}: {why} (expected lan, wan, paper-lan, paper-wan or bw=200mbps,rtt=40ms)"
             ))
         };
         let (mut rtt, mut bandwidth) = (None, None);
@@ -317,6 +336,9 @@ pub struct Counters {
     pub compute_time: f64,
     /// Bytes of dealer corrections received (offline).
     pub dealer_bytes: u64,
+    /// Seconds spent getting dealer material: expanding this party's seed and, for the server,
+    /// waiting for the dealer to derive its corrections (offline, left out of the clock).
+    pub dealer_time: f64,
 }
 
 impl Counters {
@@ -329,6 +351,7 @@ impl Counters {
             sim_time: self.sim_time - before.sim_time,
             compute_time: self.compute_time - before.compute_time,
             dealer_bytes: self.dealer_bytes - before.dealer_bytes,
+            dealer_time: self.dealer_time - before.dealer_time,
         }
     }
 }
@@ -407,6 +430,11 @@ impl Channel {
 
     pub fn record_dealer_bytes(&mut self, bytes: usize) {
         self.record(|c| c.dealer_bytes += bytes as u64);
+    }
+
+    /// Counts `seconds` spent getting dealer material (not on the clock).
+    pub fn record_dealer_time(&mut self, seconds: f64) {
+        self.record(|c| c.dealer_time += seconds);
     }
 
     pub fn push_label(&mut self, label: &str) {
@@ -601,5 +629,22 @@ impl Transport for Box<dyn Transport> {
 
     fn recv(&mut self, timeout: Duration, limit: usize) -> Result<Vec<u8>> {
         (**self).recv(timeout, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_papers_profiles_are_named_and_equal_their_custom_spelling() {
+        let lan = LinkModel::parse("paper-lan").unwrap();
+        let wan = LinkModel::parse("paper-wan").unwrap();
+        assert_eq!(lan, LinkModel::parse("bw=1gbps,rtt=20ms").unwrap());
+        assert_eq!(wan, LinkModel::parse("bw=400mbps,rtt=80ms").unwrap());
+        assert_eq!((lan.rtt, lan.bandwidth), (0.02, 125e6));
+        assert_eq!((wan.rtt, wan.bandwidth), (0.08, 50e6));
+        let err = LinkModel::parse("paper").unwrap_err().to_string();
+        assert!(err.contains("paper-wan"), "{err}");
     }
 }

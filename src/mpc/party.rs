@@ -104,9 +104,11 @@ impl Party {
     pub fn deal(&mut self, corr: &Correlation, shapes: &[&[usize]]) -> Result<Vec<RingTensor>> {
         self.net.clock();
         let before = self.dealer.bytes_received;
+        let started = std::time::Instant::now();
         let parts = self.dealer.get(corr)?;
         self.net
             .record_dealer_bytes((self.dealer.bytes_received - before) as usize);
+        self.net.record_dealer_time(started.elapsed().as_secs_f64());
         self.net.skip_time();
         parts
             .into_iter()
