@@ -3,16 +3,14 @@
 
 mod common;
 
+use common::{registry, two_sample_chi_square, uniformity_chi_square};
+
 use post::decoding::{decode_with, speculative_decode, DecodeOptions};
-use post::model::loader::{load_pair, Registry};
+use post::model::loader::load_pair;
 use post::mpc::{EngineConfig, LinkModel};
 use post::secure::SecureVerifier;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
-
-fn registry() -> Registry {
-    Registry::from_file(&common::models_dir().join("registry.json")).unwrap()
-}
 
 /// No latency, and a fixed simulation seed so that a run is reproducible (the one-ulp truncation
 /// noise of the engine depends on the dealer's randomness).
@@ -112,27 +110,6 @@ fn secure_post_decoding_emits_the_private_distribution() {
         "{accepted}/{drafted}, {bonus} bonus"
     );
     verifier.finish().unwrap();
-}
-
-fn uniformity_chi_square(bytes: &[u8]) -> f64 {
-    let mut h = [0.0f64; 256];
-    bytes.iter().for_each(|&b| h[b as usize] += 1.0);
-    let expected = bytes.len() as f64 / 256.0;
-    h.iter().map(|c| (c - expected).powi(2) / expected).sum()
-}
-
-/// Two-sample chi-square between the byte histograms of two transcripts of any lengths.
-fn two_sample_chi_square(a: &[u8], b: &[u8]) -> f64 {
-    let (mut ha, mut hb) = ([0.0f64; 256], [0.0f64; 256]);
-    a.iter().for_each(|&x| ha[x as usize] += 1.0);
-    b.iter().for_each(|&x| hb[x as usize] += 1.0);
-    let (na, nb) = (a.len() as f64, b.len() as f64);
-    let (ka, kb) = ((nb / na).sqrt(), (na / nb).sqrt());
-    ha.iter()
-        .zip(&hb)
-        .filter(|(x, y)| *x + *y > 0.0)
-        .map(|(x, y)| (ka * x - kb * y).powi(2) / (x + y))
-        .sum()
 }
 
 #[test]

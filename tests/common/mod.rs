@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: tiny random GPT-2 models made in Rust, temp folders,
-//! and runs of the `post` binary.
+//! and runs of the `post` binary; `mpc`: protocols run on shares by two threads.
 #![allow(dead_code)]
+
+pub mod mpc;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -116,6 +118,11 @@ pub fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
 }
 
+/// The registry of `models/`: the shipped pairs and the tiny test models.
+pub fn registry() -> post::model::loader::Registry {
+    post::model::loader::Registry::from_file(&models_dir().join("registry.json")).unwrap()
+}
+
 /// Exact joint probability of the first `len` tokens after `prompt` under `model` at `temperature`.
 pub fn exact_distribution(
     model: &Gpt2,
@@ -142,6 +149,28 @@ pub fn exact_distribution(
         joint = next;
     }
     joint
+}
+
+/// Pearson's statistic of a byte string against uniform bytes (255 dof).
+pub fn uniformity_chi_square(bytes: &[u8]) -> f64 {
+    let mut h = [0.0f64; 256];
+    bytes.iter().for_each(|&b| h[b as usize] += 1.0);
+    let expected = bytes.len() as f64 / 256.0;
+    h.iter().map(|c| (c - expected).powi(2) / expected).sum()
+}
+
+/// Two-sample chi-square between the byte histograms of two transcripts of any lengths.
+pub fn two_sample_chi_square(a: &[u8], b: &[u8]) -> f64 {
+    let (mut ha, mut hb) = ([0.0f64; 256], [0.0f64; 256]);
+    a.iter().for_each(|&x| ha[x as usize] += 1.0);
+    b.iter().for_each(|&x| hb[x as usize] += 1.0);
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let (ka, kb) = ((nb / na).sqrt(), (na / nb).sqrt());
+    ha.iter()
+        .zip(&hb)
+        .filter(|(x, y)| *x + *y > 0.0)
+        .map(|(x, y)| (ka * x - kb * y).powi(2) / (x + y))
+        .sum()
 }
 
 /// Upper quantile of chi-square with `dof` degrees of freedom at z standard deviations (Wilson-Hilferty).

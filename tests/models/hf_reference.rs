@@ -1,10 +1,10 @@
 //! The candle GPT-2 against Hugging Face `transformers`: logits and greedy tokens of a tiny random
 //! model, saved by scripts/make_tiny_fixtures.py, loaded here through the real loader.
 
-mod common;
+use crate::common;
 
 use post::decoding::sampling::argmax;
-use post::model::loader::{load_model, Registry};
+use post::model::loader::load_model;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -36,8 +36,7 @@ fn max_abs_diff(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
 }
 
 fn tiny() -> post::model::LoadedModel {
-    let registry = Registry::from_file(&common::models_dir().join("registry.json")).unwrap();
-    load_model("tiny-private", &registry).unwrap()
+    load_model("tiny-private", &common::registry()).unwrap()
 }
 
 #[test]

@@ -10,9 +10,7 @@
 //! attention against a KV cache (keys appended with the scores' product, values appended and
 //! multiplied inside softmax).
 
-mod mpc_common;
-
-use mpc_common::uniform;
+use crate::common::mpc::uniform;
 use post::mpc::correlation::Correlation;
 use post::mpc::protocols::{
     append_and_multiply, fixed_matmul_weight, fixed_mul,

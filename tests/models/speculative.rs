@@ -1,7 +1,7 @@
 //! The speculative sampler emits exactly the private model's distribution, and temperature 0
 //! reproduces the private model's greedy output for every draft length.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -1,15 +1,11 @@
 //! The secure GPT-2 forward against candle: logits opened from shares, through the shared KV cache
 //! (the first tokens in one forward, the rest in a second one).
 
-mod common;
+use crate::common::registry;
 
 use post::bench::secure::{logit_error, LogitError};
-use post::model::loader::{load_model, Registry};
+use post::model::loader::load_model;
 use post::mpc::EngineConfig;
-
-fn registry() -> Registry {
-    Registry::from_file(&common::models_dir().join("registry.json")).unwrap()
-}
 
 /// Absolute logit error of a model over a sequence split in two forwards.
 fn error_of(name: &str, len: usize, split: usize) -> LogitError {

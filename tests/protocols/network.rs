@@ -2,11 +2,9 @@
 //! virtual clock against its formula, TCP carrying the same bytes as the simulation, hang-ups and
 //! timeouts, and what the server sees.
 
-mod mpc_common;
-
 use std::time::Duration;
 
-use mpc_common::{decode_at, encode, run, uniform};
+use crate::common::mpc::{decode_at, encode, run, uniform};
 use post::mpc::net::{sim_pair, tcp_pair};
 use post::mpc::protocols::{self, softmax::softmax};
 use post::mpc::{

@@ -1,18 +1,14 @@
 //! The trained models that ship in `models/`: both pairs load, share one tokenizer, draft, and the
 //! private model is the better one on the code domain it was specialised to.
 
+use crate::common::registry;
 use std::path::Path;
 
 use post::decoding::{speculative_decode, DecodeOptions};
-use post::model::loader::{load_named_pair, Registry};
+use post::model::loader::load_named_pair;
 use post::train::cross_entropy_on;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
-
-fn registry() -> Registry {
-    Registry::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/registry.json"))
-        .unwrap()
-}
 
 fn prompts(name: &str, tokenizer: &post::model::Tokenizer, n: usize) -> Vec<Vec<u32>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,11 @@
+//! The models and decoding in plaintext and on shares, one binary: candle against Hugging Face
+//! (`hf_reference`), the secure forward against candle (`secure_forward`), the speculative sampler's
+//! distribution (`speculative`) and the trained models that ship in `models/` (`shipped`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod hf_reference;
+mod secure_forward;
+mod shipped;
+mod speculative;
