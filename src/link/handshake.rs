@@ -87,21 +87,26 @@ fn prologue(listener: Listener) -> Vec<u8> {
     p
 }
 
-fn write_timeout_until(stream: &TcpStream, deadline: Instant) -> Result<Duration> {
-    // Handshake messages are small and answered at once: no Nagle delay on them.
+/// Readies a stream for the handshake: writes fail at `deadline` (reads take their timeout from
+/// it one by one), and no Nagle delay on its small messages, answered at once.
+fn for_handshake(stream: &TcpStream, deadline: Instant) -> Result<()> {
     stream.set_nodelay(true)?;
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(MpcError::Timeout(Duration::ZERO));
-    }
-    stream.set_write_timeout(Some(left))?;
-    stream.set_read_timeout(Some(left))?;
-    Ok(left)
+    stream.set_write_timeout(Some(noise::time_left(deadline)?))?;
+    Ok(())
 }
 
-fn read_preamble(stream: &mut TcpStream, timeout: Duration) -> Result<(bool, u8)> {
+/// The link of a plaintext connection (no handshake beyond the preamble).
+fn plaintext(stream: TcpStream, cfg: &LinkConfig) -> Result<Link> {
+    Ok(Link {
+        transport: Box::new(TcpTransport::new(stream, cfg.io_timeout)?),
+        peer: None,
+        hash: [0; 32],
+    })
+}
+
+fn read_preamble(stream: &mut TcpStream, deadline: Instant) -> Result<(bool, u8)> {
     // The magic first: a peer that speaks something else is dropped at once, not at the deadline.
-    let deadline = noise::deadline_after(timeout);
+    let timeout = noise::time_left(deadline)?;
     let mut buf = [0u8; 9];
     noise::read_exact_by(stream, &mut buf[..8], deadline, timeout)?;
     let encrypted = match &buf[..8] {
@@ -136,9 +141,9 @@ pub fn connect(addr: &str, cfg: &LinkConfig, listener: Listener, trust: &Trust) 
     let mut stream = TcpStream::connect_timeout(&target, cfg.handshake_timeout).map_err(|e| {
         MpcError::BadConfig(format!("cannot reach {} at {addr}: {e}", listener.name()))
     })?;
-    let timeout = write_timeout_until(&stream, deadline)?;
+    for_handshake(&stream, deadline)?;
     stream.write_all(&preamble(cfg.encrypted(), listener))?;
-    let (theirs, role) = read_preamble(&mut stream, timeout)?;
+    let (theirs, role) = read_preamble(&mut stream, deadline)?;
     if Listener::from_byte(role) != Some(listener) {
         return Err(MpcError::BadConfig(format!(
             "{addr} is not {}",
@@ -159,11 +164,7 @@ pub fn connect(addr: &str, cfg: &LinkConfig, listener: Listener, trust: &Trust) 
         _ => {}
     }
     let Some(me) = &cfg.identity else {
-        return Ok(Link {
-            transport: Box::new(TcpTransport::new(stream, cfg.io_timeout)?),
-            peer: None,
-            hash: [0; 32],
-        });
+        return plaintext(stream, cfg);
     };
     if trust.is_open() {
         return Err(MpcError::BadConfig(format!(
@@ -215,8 +216,8 @@ pub fn accept(
     admits: impl Fn(&PublicKey) -> bool,
 ) -> Result<Link> {
     let deadline = Instant::now() + cfg.handshake_timeout;
-    let timeout = write_timeout_until(&stream, deadline)?;
-    let (theirs, role) = read_preamble(&mut stream, timeout)?;
+    for_handshake(&stream, deadline)?;
+    let (theirs, role) = read_preamble(&mut stream, deadline)?;
     stream.write_all(&preamble(cfg.encrypted(), listener))?;
     if Listener::from_byte(role) != Some(listener) {
         return Err(MpcError::BadConfig(format!(
@@ -237,11 +238,7 @@ pub fn accept(
         _ => {}
     }
     let Some(me) = &cfg.identity else {
-        return Ok(Link {
-            transport: Box::new(TcpTransport::new(stream, cfg.io_timeout)?),
-            peer: None,
-            hash: [0; 32],
-        });
+        return plaintext(stream, cfg);
     };
     let hs = noise::respond(stream, me, &prologue(listener), deadline, cfg.io_timeout)?;
     let mut transport = hs.transport;

@@ -104,13 +104,12 @@ pub struct Handshake {
     pub hash: [u8; 32],
 }
 
-/// Sets the read timeout to what is left before `deadline`.
-fn until(stream: &TcpStream, deadline: Instant) -> Result<Duration> {
+/// What is left before `deadline` (each read sets its own timeout from it: [`read_exact_by`]).
+pub(super) fn time_left(deadline: Instant) -> Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(MpcError::Timeout(Duration::ZERO));
     }
-    stream.set_read_timeout(Some(left))?;
     Ok(left)
 }
 
@@ -133,7 +132,7 @@ pub fn initiate(
         .write_message(&[], &mut out)
         .map_err(|e| snow_error("handshake", e))?;
     write_message(&mut stream, &out[..n])?;
-    let timeout = until(&stream, deadline)?;
+    let timeout = time_left(deadline)?;
     read_message(&mut stream, &mut msg, timeout)?;
     hs.read_message(&msg, &mut out)
         .map_err(|e| snow_error("handshake", e))?;
@@ -160,7 +159,7 @@ pub fn respond(
         .map_err(|e| snow_error("handshake", e))?;
     let mut out = vec![0u8; MAX_MESSAGE];
     let mut msg = Vec::new();
-    let timeout = until(&stream, deadline)?;
+    let timeout = time_left(deadline)?;
     read_message(&mut stream, &mut msg, timeout)?;
     hs.read_message(&msg, &mut out)
         .map_err(|e| snow_error("handshake", e))?;
@@ -168,7 +167,7 @@ pub fn respond(
         .write_message(&[], &mut out)
         .map_err(|e| snow_error("handshake", e))?;
     write_message(&mut stream, &out[..n])?;
-    let timeout = until(&stream, deadline)?;
+    let timeout = time_left(deadline)?;
     read_message(&mut stream, &mut msg, timeout)?;
     hs.read_message(&msg, &mut out)
         .map_err(|e| snow_error("handshake", e))?;

@@ -179,12 +179,14 @@ mod session_tests {
         }
     }
 
-    /// A dealer session on a thread, joined to both parties by TCP on loopback; returns the
-    /// parties' handles and the dealer thread.
+    /// A dealer session on a thread, joined to both parties by TCP on loopback; returns each
+    /// party's seed and handle (client, server) and the dealer thread. Both handles may be used
+    /// from one thread: per request, the server's first (its request makes the client's public
+    /// words, which wait in the client's socket).
     fn session(
         limits: RequestLimits,
     ) -> (
-        [std::thread::JoinHandle<DealerHandle>; 2],
+        [([u8; 32], DealerHandle); 2],
         std::thread::JoinHandle<Result<()>>,
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -197,7 +199,7 @@ mod session_tests {
                     timeout: T,
                 };
                 let seed = recv_seed(link.transport.as_mut(), T).unwrap();
-                DealerHandle::remote(link, seed, role)
+                (seed, DealerHandle::remote(link, seed, role))
             })
         };
         // The client connects first, so the first accepted connection is the client's.
@@ -205,43 +207,20 @@ mod session_tests {
         let (a, _) = listener.accept().unwrap();
         let server = party(1);
         let (b, _) = listener.accept().unwrap();
-        let parties = [client, server];
         let dealer = std::thread::spawn(move || {
             let mut a = TcpTransport::new(a, T)?;
             let mut b = TcpTransport::new(b, T)?;
             run_session(&mut a, &mut b, T, &limits)
         });
-        (parties, dealer)
+        ([client.join().unwrap(), server.join().unwrap()], dealer)
     }
 
     #[test]
     fn a_dealer_session_serves_both_parties_consistent_triples() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let party = |role: u64| {
-            std::thread::spawn(move || {
-                let stream = TcpStream::connect(addr).unwrap();
-                let mut link = DealerLink {
-                    transport: Box::new(TcpTransport::new(stream, T).unwrap()),
-                    timeout: T,
-                };
-                let seed = recv_seed(link.transport.as_mut(), T).unwrap();
-                let mut h = DealerHandle::remote(link, seed, role);
-                (seed, h.get(&Correlation::MulTriple { len: 5 }))
-            })
-        };
-        let client = party(0);
-        let (c, _) = listener.accept().unwrap();
-        let server = party(1);
-        let (s, _) = listener.accept().unwrap();
-        let dealer = std::thread::spawn(move || {
-            let mut c = TcpTransport::new(c, T)?;
-            let mut s = TcpTransport::new(s, T)?;
-            run_session(&mut c, &mut s, T, &open())
-        });
-        let (seed0, a) = client.join().unwrap();
-        let (seed1, b) = server.join().unwrap();
-        let (a, b) = (a.unwrap(), b.unwrap());
+        let ([(seed0, mut client), (seed1, mut server)], dealer) = session(open());
+        let triple = Correlation::MulTriple { len: 5 };
+        let b = server.get(&triple).unwrap();
+        let a = client.get(&triple).unwrap();
         assert_ne!(seed0, seed1, "each party has its own seed");
         for i in 0..5 {
             let x = a[0][i].wrapping_add(b[0][i]);
@@ -249,6 +228,7 @@ mod session_tests {
             let z = a[2][i].wrapping_add(b[2][i]);
             assert_eq!(x.wrapping_mul(y), z);
         }
+        drop((client, server));
         dealer.join().unwrap().unwrap();
     }
 
@@ -261,8 +241,7 @@ mod session_tests {
             max_request_words: 10_000,
             max_mask_words: 10_000,
         };
-        let ([_client, server], dealer) = session(limits);
-        let mut h = server.join().unwrap();
+        let ([_client, (_, mut h)], dealer) = session(limits);
         assert!(h.get(&Correlation::MulTriple { len: 100 }).is_ok());
         drop(h.get(&Correlation::MulTriple { len: 1 << 37 }));
         let err = dealer.join().unwrap().unwrap_err().to_string();
@@ -284,32 +263,13 @@ mod session_tests {
                 skip: 0,
             },
         ];
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let party = move |role: u64| {
-            let requests = requests.clone();
-            std::thread::spawn(move || {
-                let stream = TcpStream::connect(addr).unwrap();
-                let mut link = DealerLink {
-                    transport: Box::new(TcpTransport::new(stream, T).unwrap()),
-                    timeout: T,
-                };
-                let seed = recv_seed(link.transport.as_mut(), T).unwrap();
-                let mut h = DealerHandle::remote(link, seed, role);
-                let got: Vec<_> = requests.iter().map(|c| h.get(c).unwrap()).collect();
-                (seed, got)
-            })
-        };
-        let client = party(0);
-        let (c, _) = listener.accept().unwrap();
-        let server = party(1);
-        let (s, _) = listener.accept().unwrap();
-        let dealer = std::thread::spawn(move || {
-            let mut c = TcpTransport::new(c, T)?;
-            let mut s = TcpTransport::new(s, T)?;
-            run_session(&mut c, &mut s, T, &open())
-        });
-        let ((seed0, view0), (seed1, view1)) = (client.join().unwrap(), server.join().unwrap());
+        let ([(seed0, mut client), (seed1, mut server)], dealer) = session(open());
+        let (mut view0, mut view1) = (Vec::new(), Vec::new());
+        for c in &requests {
+            view1.push(server.get(c).unwrap());
+            view0.push(client.get(c).unwrap());
+        }
+        drop((client, server));
         dealer.join().unwrap().unwrap();
         assert_ne!(seed0, seed1, "each party has its own seed");
         // The client, pretending to be the server with its own seed, gets other words.
