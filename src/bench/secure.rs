@@ -170,16 +170,18 @@ pub fn print_forward_costs(
         );
     }
     println!(
-        "\nthe first forward by part: rounds, MB sent by both parties, the busier party's compute s"
+        "\nthe first forward by part: rounds, MB sent by both parties, dealer MB to both, \
+         the busier party's compute s"
     );
     for (label, c) in by_part
         .iter()
         .filter(|(l, _)| !l.contains('/') || l.starts_with("block0/"))
     {
         println!(
-            "  {label:<32} {:>5} {:>9.3} {:>9.3}",
+            "  {label:<32} {:>5} {:>9.3} {:>9.3} {:>9.3}",
             c.rounds,
             c.bytes_sent as f64 / 1e6,
+            c.dealer_bytes as f64 / 1e6,
             c.compute_time
         );
     }
