@@ -108,3 +108,72 @@ fn gelu_matches_gpt2_tanh_form() {
     );
     assert_costs(&out, 4, 1231960, 32744200);
 }
+
+fn silu_ref(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+/// SiLU's inputs: LLaMA's gate values (mostly within +-20), its cut-offs (+-2.375, +-12) and the
+/// values just left of them, where a comparison may pick the piece on the right, and the tails.
+fn silu_inputs(rng: &mut ChaCha12Rng) -> Vec<f64> {
+    let mut x = uniform(rng, 4000, -20.0, 20.0);
+    x.extend(uniform(rng, 4000, -5.0, 5.0));
+    x.extend([
+        -12.0, -2.375, 2.375, 12.0, 0.0, -100.0, 100.0, -8000.0, 8000.0,
+    ]);
+    for t in [-12.0, -2.375, 2.375, 12.0] {
+        x.extend((1..=16).map(|j| t - j as f64 / 4096.0));
+        x.extend((1..=8).map(|j| t - j as f64 / 64.0));
+    }
+    x
+}
+
+#[test]
+fn silu_matches_f64_and_gates_a_product() {
+    let mut rng = ChaCha12Rng::seed_from_u64(26);
+    let x = silu_inputs(&mut rng);
+    let n = x.len();
+    let up = uniform(&mut rng, n, -4.0, 4.0);
+    let want: Vec<f64> = x.iter().map(|&v| silu_ref(v)).collect();
+    // Fit error 7.5e-5 (the sides), 7.4e-5 past T; the input's half ulp moves SiLU by at most
+    // 1.1 times that, and the rounding of the powers and of the output adds a few ulps.
+    let bound = 7.5e-5 + 4.0 * ulp();
+
+    let out = run(&cfg(), vec![encode(fp(), &[n], &x)], |p, s| {
+        Ok(vec![protocols::silu::silu(p, &s[0])?])
+    });
+    assert_close("silu", &decode_at(&out.outputs[0], 16), &want, bound, 0.0);
+    assert_costs(&out, 4, 1815520, 34300360);
+
+    // The gate and up given at 2f bits, as the projections before them hand them on.
+    let at_2f = |v: &[f64]| {
+        let words = v.iter().map(|x| (x * 2f64.powi(32)).round() as i64 as u64);
+        RingTensor::new(&[n], words.collect()).unwrap()
+    };
+    let out = run(&cfg(), vec![at_2f(&x)], |p, s| {
+        Ok(vec![protocols::silu::silu_at(p, &s[0], 16)?])
+    });
+    assert_close(
+        "silu at 2f",
+        &decode_at(&out.outputs[0], 16),
+        &want,
+        bound,
+        0.0,
+    );
+    assert_costs(&out, 4, 1815520, 23018200);
+
+    let out = run(&cfg(), vec![at_2f(&x), at_2f(&up)], |p, s| {
+        Ok(vec![protocols::silu::silu_mul_at(p, &s[0], &s[1], 16)?])
+    });
+    let got = decode_at(&out.outputs[0], 16);
+    for (i, ((g, w), u)) in got.iter().zip(&want).zip(&up).enumerate() {
+        // SiLU's error scaled by |up|, up's rounding (2^-8 ulp) times |SiLU|, the product's.
+        let b = bound * u.abs() + ulp() * (w.abs() / 256.0 + 2.0);
+        assert!(
+            (g - w * u).abs() <= b,
+            "silu(g) up [{i}]: got {g}, want {}",
+            w * u
+        );
+    }
+    assert_costs(&out, 4, 2334240, 27167960);
+}

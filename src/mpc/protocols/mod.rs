@@ -14,6 +14,7 @@ pub mod reciprocal;
 pub mod round;
 pub mod row_cache;
 pub mod select;
+pub mod silu;
 pub mod softmax;
 pub mod trunc;
 pub mod truncating_product;
