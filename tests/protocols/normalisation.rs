@@ -104,3 +104,71 @@ fn layernorm_and_the_next_product_in_five_rounds() {
     }
     assert!(check(768, 16, 1e-12).is_err());
 }
+
+/// RMSNorm (no gain) in f64 over rows of `d`: x / sqrt(mean(x^2) + eps).
+fn rms_normalised_ref(x: &[f64], d: usize, eps: f64) -> Vec<f64> {
+    x.chunks(d)
+        .flat_map(|row| {
+            let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
+            row.iter().map(move |v| v / (ms + eps).sqrt())
+        })
+        .collect()
+}
+
+#[test]
+fn rmsnorm_and_the_next_product_in_five_rounds() {
+    use protocols::layernorm_matmul::{norm_matmul_at, NormKind};
+    let mut rng = ChaCha12Rng::seed_from_u64(26);
+    let (d, n, eps) = (64, 24, 1e-6);
+    // Mean squares from 1e-3 to 1e6, centred rows and one offset row (LLaMA's residual stream at
+    // 2f bits), and a zero row (eps alone).
+    let mut x = Vec::new();
+    for s in [0.03, 0.3, 1.0, 10.0, 100.0, 1000.0] {
+        x.extend(uniform(&mut rng, d, -1.7, 1.7).iter().map(|v| v * s));
+    }
+    x.extend(uniform(&mut rng, d, -1.0, 1.0).iter().map(|v| v + 5.0));
+    x.extend(vec![0.0; d]);
+    let rows = x.len() / d;
+    let gamma = uniform(&mut rng, d, 0.5, 1.5);
+    let w = uniform(&mut rng, d * n, -0.3, 0.3);
+    let folded: Vec<f64> = (0..d * n).map(|i| gamma[i / n] * w[i]).collect();
+    let out = run(
+        &cfg(),
+        vec![at_2f(&[rows, d], &x), encode(fp(), &[d, n], &folded)],
+        move |p, s| {
+            let w = protocols::prepare_weight(p, &s[1])?;
+            let at_f = norm_matmul_at(p, &s[0], 16, &w, 16, eps, NormKind::Rms)?;
+            let at_2f = norm_matmul_at(p, &s[0], 16, &w, 32, eps, NormKind::Rms)?;
+            Ok(vec![at_f.0, at_2f.0])
+        },
+    );
+    let xe: Vec<f64> = x
+        .iter()
+        .map(|v| (v * 2f64.powi(32)).round() / 2f64.powi(32))
+        .collect();
+    let normed = rms_normalised_ref(&xe, d, eps);
+    let we = encoded(&folded);
+    let want = matmul_f64(&normed, &we, rows, d, n);
+    let abs_normed: Vec<f64> = normed.iter().map(|v| v.abs()).collect();
+    let abs_w: Vec<f64> = we.iter().map(|v| v.abs()).collect();
+    let scale = matmul_f64(&abs_normed, &abs_w, rows, d, n);
+    for (name, got, bits) in [
+        ("rmsnorm and product", &out.outputs[0], 16),
+        ("rmsnorm and product at 2f", &out.outputs[1], 32),
+    ] {
+        let got = decode_at(got, bits);
+        let mut worst = 0f64;
+        for (i, ((g, w), s)) in got.iter().zip(&want).zip(&scale).enumerate() {
+            // As LayerNorm's: 1/sqrt's 2.5e-5 relative error scales each output, plus rounding.
+            let bound = 3e-5 * s + 4.0 * ulp();
+            assert!(
+                (g - w).abs() <= bound,
+                "{name}[{i}]: got {g}, want {w} (bound {bound:.2e})"
+            );
+            worst = worst.max((g - w).abs() / bound);
+        }
+        println!("{name}: worst error {worst:.2} of its bound");
+    }
+    // The weight's preparation (1 round), then 5 rounds a call.
+    assert_costs(&out, 11, 92672, 8696832);
+}

@@ -26,6 +26,10 @@
 //! one word a row, [`super::round::Round::mul_truncating_rows`]), plus d for the residual stream
 //! when it arrives at 2f bits; LayerNorm alone opened about 14 d.
 //!
+//! RMSNorm (LLaMA's, x / sqrt(mean(x^2) + eps), [`NormKind::Rms`]) is the same protocol with
+//! D = a x instead of a (x - mean): then Q = a^2 d (mean(x^2) + eps) and D r = x / sqrt(mean(x^2)
+//! + eps), with the same grid, series and rounds.
+//!
 //! Domain: as [`super::layernorm`] (Q below 2^(61 - 2f), d |x| 2^(f + extra) below 2^61), and
 //! |D s W_g| below 2^(61 - 2f) for the product (any real weight: |D s| <= 1 per element).
 
@@ -117,6 +121,15 @@ pub fn check_layernorm_matmul(d: usize, frac_bits: u32, eps: f64) -> Result<()> 
     plan(&Grid::plan(floor, top, GRID)?, d).map(|_| ())
 }
 
+/// Which normalisation precedes the product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// LayerNorm: (x - mean) / sqrt(var + eps).
+    Centred,
+    /// RMSNorm: x / sqrt(mean(x^2) + eps).
+    Rms,
+}
+
 /// (x - mean) / sqrt(var + eps) times the prepared weight `w` (gain folded in by its owner), at
 /// `out_bits` fractional bits, for x at f + `extra` bits; also x truncated to f bits (x itself
 /// when `extra` is 0), as [`super::layernorm::layernorm_at`] returns it.
@@ -128,7 +141,25 @@ pub fn layernorm_matmul_at(
     out_bits: u32,
     eps: f64,
 ) -> Result<(RingTensor, RingTensor)> {
-    p.labelled("layernorm_matmul", |p| {
+    norm_matmul_at(p, x, extra, w, out_bits, eps, NormKind::Centred)
+}
+
+/// [`layernorm_matmul_at`] for either normalisation: RMSNorm(x) W (gain folded in) when `kind` is
+/// [`NormKind::Rms`].
+pub fn norm_matmul_at(
+    p: &mut Party,
+    x: &RingTensor,
+    extra: u32,
+    w: &PreparedWeight,
+    out_bits: u32,
+    eps: f64,
+    kind: NormKind,
+) -> Result<(RingTensor, RingTensor)> {
+    let label = match kind {
+        NormKind::Centred => "layernorm_matmul",
+        NormKind::Rms => "rmsnorm_matmul",
+    };
+    p.labelled(label, |p| {
         let d = x.last_dim();
         if d == 0 || w.shape()[0] != d {
             return Err(MpcError::ShapeMismatch {
@@ -147,7 +178,11 @@ pub fn layernorm_matmul_at(
         let k = d.next_power_of_two().trailing_zeros();
         let (floor, top) = q_range(d, f, eps);
         let plan = plan(&Grid::plan(floor, top, GRID)?, d)?;
-        let spread = x.scale(d as u64).sub(&x.sum_last().expand_last(d))?;
+        // d x - sum(x) = 2^k a (x - mean), or d x = 2^k a x for RMSNorm.
+        let spread = match kind {
+            NormKind::Centred => x.scale(d as u64).sub(&x.sum_last().expand_last(d))?,
+            NormKind::Rms => x.scale(d as u64),
+        };
 
         let mut round = Round::new();
         // D keeps SQUARE_BITS more bits into its square, which truncates itself back to 2f: D
