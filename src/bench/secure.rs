@@ -9,31 +9,35 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
-use crate::model::Gpt2;
+use crate::model::{LanguageModel, Model};
 use crate::mpc::net::{Counters, LinkModel};
 use crate::mpc::{make_parties, EngineConfig, Party};
-use crate::secure::SecureGpt2;
+use crate::secure::{PrivateModel, SecureModel};
 
 /// Runs `f` as both parties, each with its side of the shared model set up first.
 /// Returns (client's result, server's result).
-pub fn with_secure_model<T, F>(model: &Gpt2, engine: &EngineConfig, f: F) -> Result<(T, T)>
+pub fn with_secure_model<T, F>(
+    model: &(impl PrivateModel + ?Sized),
+    engine: &EngineConfig,
+    f: F,
+) -> Result<(T, T)>
 where
     T: Send + 'static,
-    F: Fn(&mut Party, &SecureGpt2) -> Result<T> + Send + Sync + 'static,
+    F: Fn(&mut Party, &SecureModel) -> Result<T> + Send + Sync + 'static,
 {
     let (client, server) = make_parties(engine)?;
     let f = Arc::new(f);
-    let cfg = model.config().clone();
-    let spawn = |mut party: Party, weights: Option<Gpt2>| {
-        let (f, cfg) = (f.clone(), cfg.clone());
+    let shape = model.shape();
+    let spawn = |mut party: Party, weights: Option<Model>| {
+        let (f, shape) = (f.clone(), shape.clone());
         std::thread::spawn(move || -> Result<T> {
-            let secure = SecureGpt2::setup(&mut party, &cfg, weights.as_ref())?;
+            let secure = SecureModel::setup(&mut party, &shape, weights.as_ref())?;
             drop(weights);
             f(&mut party, &secure)
         })
     };
     let h0 = spawn(client, None);
-    let h1 = spawn(server, Some(model.clone()));
+    let h1 = spawn(server, Some(model.to_model()));
     let r0 = h0.join().map_err(|_| anyhow!("the client panicked"))?;
     let r1 = h1.join().map_err(|_| anyhow!("the server panicked"))?;
     Ok((r0?, r1?))
@@ -42,13 +46,13 @@ where
 /// Secure logits [ids.len(), vocab] opened from shares: the first `split` tokens in one forward,
 /// the rest in a second one through the shared KV cache.
 pub fn secure_logits(
-    model: &Gpt2,
+    model: &(impl PrivateModel + ?Sized),
     engine: &EngineConfig,
     ids: &[u32],
     split: usize,
 ) -> Result<Vec<Vec<f64>>> {
     let ids = ids.to_vec();
-    let vocab = model.config().vocab_size;
+    let vocab = model.shape().vocab_size();
     let (rows, _) = with_secure_model(model, engine, move |p, m| {
         let mut cache = m.new_cache(p)?;
         let mut out = Vec::new();
@@ -67,13 +71,14 @@ pub fn secure_logits(
 
 /// Max and mean absolute difference between secure and candle logits over every position.
 pub fn logit_error(
-    model: &Gpt2,
+    model: &(impl PrivateModel + ?Sized),
     engine: &EngineConfig,
     ids: &[u32],
     split: usize,
 ) -> Result<LogitError> {
     let secure = secure_logits(model, engine, ids, split)?;
-    let plain = model.forward_rows(ids, &mut model.new_cache())?;
+    let plain = model.to_model();
+    let plain = plain.forward_rows(ids, &mut plain.new_cache())?;
     let mut out = LogitError::default();
     let mut n = 0usize;
     for (s, c) in secure.iter().flatten().zip(plain.iter().flatten()) {
@@ -198,23 +203,23 @@ type Measured = (Vec<Counters>, BTreeMap<String, Counters>);
 /// the first measured forward, both parties' counters together.
 pub fn forward_costs(
     name: &str,
-    model: &Gpt2,
+    model: &(impl PrivateModel + ?Sized),
     links: &[(String, LinkModel)],
     context: usize,
     tokens: &[usize],
 ) -> Result<(Vec<ForwardRow>, BTreeMap<String, Counters>)> {
-    let cfg = model.config().clone();
+    let shape = model.shape();
+    let (window, vocab) = (shape.window(), shape.vocab_size());
     let max_new = tokens.iter().copied().max().unwrap_or(1);
-    if tokens.contains(&0) || context + max_new > cfg.n_positions {
+    if tokens.contains(&0) || context + max_new > window {
         anyhow::bail!(
-            "--context {context} + {max_new} new tokens must fit the context window of {} (and every count be at least 1)",
-            cfg.n_positions
+            "--context {context} + {max_new} new tokens must fit the context window of {window} (and every count be at least 1)"
         )
     }
     let (engine, link_list) = (EngineConfig::default(), links.to_vec());
     let token_list = tokens.to_vec();
     let (client, server): (Measured, Measured) = with_secure_model(model, &engine, move |p, m| {
-        let width = cfg.n_embd;
+        let width = shape.kv_width();
         let mut rng = ChaCha12Rng::seed_from_u64(7);
         let kv: Vec<f64> = (0..context * width)
             .map(|_| rng.random_range(-1.0..1.0))
@@ -228,9 +233,7 @@ pub fn forward_costs(
                 if context > 0 {
                     cache.fill(p, (!p.is_client()).then_some(&kv[..]), context)?;
                 }
-                let ids: Vec<u32> = (0..t)
-                    .map(|i| ((i * 7919 + 13) % cfg.vocab_size) as u32)
-                    .collect();
+                let ids: Vec<u32> = (0..t).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
                 let (before, labels_before) = (p.net.total(), p.net.counters().clone());
                 m.forward(p, p.is_client().then_some(&ids[..]), t, &mut cache)?;
                 per_call.push(p.net.total().since(&before));

@@ -31,7 +31,6 @@
 //! gains a level (1 round) each time the context passes a power of 2.
 
 use anyhow::bail;
-use candle_core::{DType, Tensor};
 
 use crate::model::gpt2::{Conv1D, LayerNorm};
 use crate::model::{Config, Gpt2};
@@ -43,31 +42,17 @@ use crate::mpc::protocols::{
     layernorm_matmul::{check_layernorm_matmul, layernorm_matmul_at},
     matmul_weight, matmul_weight_client_input, prepare_weight,
     softmax::softmax_values_at,
-    PreparedRows, PreparedWeight,
+    PreparedWeight,
 };
-use crate::mpc::{Party, RingTensor, SERVER};
+use crate::mpc::{Party, RingTensor};
 
-fn values(t: &Tensor) -> anyhow::Result<Vec<f64>> {
-    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
-}
-
-/// The server's weight as a share: the weight itself on the server, zeros on the client.
-fn server_share(
-    p: &Party,
-    values: Option<Vec<f64>>,
-    shape: &[usize],
-) -> anyhow::Result<RingTensor> {
-    match values {
-        Some(v) if p.id == SERVER => Ok(p.fp.encode(shape, &v)?),
-        None if p.id != SERVER => Ok(RingTensor::zeros(shape)),
-        _ => bail!("the server, and only the server, supplies the weights"),
-    }
-}
+use super::cache::SecureKvCache;
+use super::layers::{merge_heads, one_hot, server_share, split_heads, values};
 
 /// A linear layer with a prepared weight [d_in, d_out] and a shared bias.
-struct SecureConv1D {
-    weight: PreparedWeight,
-    bias: RingTensor,
+pub(crate) struct SecureConv1D {
+    pub(crate) weight: PreparedWeight,
+    pub(crate) bias: RingTensor,
 }
 
 /// The server's conv weight [d_in, d_out] and bias as reals, the first `n` output columns
@@ -100,7 +85,7 @@ impl SecureConv1D {
         Self::from_values(p, w, b, d_in, d_out)
     }
 
-    fn from_values(
+    pub(crate) fn from_values(
         p: &mut Party,
         w: Option<Vec<f64>>,
         b: Option<Vec<f64>>,
@@ -115,7 +100,7 @@ impl SecureConv1D {
     }
 
     /// The output at 2f fractional bits, for the next step's opening to truncate (1 round).
-    fn forward_untruncated(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
+    pub(crate) fn forward_untruncated(&self, p: &mut Party, xs: &RingTensor) -> Result<RingTensor> {
         let f = p.fp.frac_bits;
         matmul_weight(p, xs, &self.weight)?.add_row(&self.bias.scale(1 << f))
     }
@@ -186,76 +171,6 @@ impl SecureNormLinear {
     }
 }
 
-/// One layer's keys and values, each a [positions, n_embd] matrix whose rows were opened masked once.
-pub struct LayerCache {
-    keys: PreparedRows,
-    values: PreparedRows,
-}
-
-/// The shared KV cache of every layer; rows of rejected drafts are dropped with [`Self::truncate`].
-pub struct SecureKvCache {
-    layers: Vec<LayerCache>,
-}
-
-impl SecureKvCache {
-    pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.keys.rows())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Keeps the first `len` positions (both parties call it with the same length).
-    pub fn truncate(&mut self, p: &mut Party, len: usize) -> Result<()> {
-        for layer in &mut self.layers {
-            layer.keys.truncate(p, len)?;
-            layer.values.truncate(p, len)?;
-        }
-        Ok(())
-    }
-
-    /// Appends `rows` positions of given keys and values to every layer (1 round per matrix): fills a
-    /// context for cost measurements without running the forward over it. The server supplies the
-    /// values; the client passes `None`.
-    pub fn fill(&mut self, p: &mut Party, kv: Option<&[f64]>, rows: usize) -> anyhow::Result<()> {
-        for layer in &mut self.layers {
-            let width = layer.keys.width();
-            let shape = [rows, width];
-            let share = server_share(p, kv.map(|v| v[..rows * width].to_vec()), &shape)?;
-            layer.keys.append(p, &share)?;
-            layer.values.append(p, &share)?;
-        }
-        Ok(())
-    }
-}
-
-/// [t, heads * dh] -> [heads, t, dh].
-fn split_heads(x: &RingTensor, heads: usize) -> Result<RingTensor> {
-    let (t, d) = (x.len() / x.last_dim().max(1), x.last_dim());
-    let dh = d / heads;
-    let mut out = Vec::with_capacity(x.len());
-    for h in 0..heads {
-        for row in x.data().chunks(d) {
-            out.extend_from_slice(&row[h * dh..(h + 1) * dh]);
-        }
-    }
-    RingTensor::new(&[heads, t, dh], out)
-}
-
-/// [heads, t, dh] -> [t, heads * dh].
-fn merge_heads(x: &RingTensor) -> Result<RingTensor> {
-    let (heads, t, dh) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-    let mut out = vec![0u64; x.len()];
-    for h in 0..heads {
-        for i in 0..t {
-            let src = &x.data()[(h * t + i) * dh..(h * t + i + 1) * dh];
-            out[i * heads * dh + h * dh..i * heads * dh + (h + 1) * dh].copy_from_slice(src);
-        }
-    }
-    RingTensor::new(&[t, heads * dh], out)
-}
-
 struct SecureAttention {
     c_proj: SecureConv1D,
     n_head: usize,
@@ -268,7 +183,7 @@ impl SecureAttention {
         &self,
         p: &mut Party,
         qkv: &RingTensor,
-        cache: &mut LayerCache,
+        cache: &mut super::cache::LayerCache,
     ) -> Result<RingTensor> {
         let d = qkv.last_dim() / 3;
         let t = qkv.len() / (3 * d);
@@ -308,7 +223,7 @@ impl SecureBlock {
         p: &mut Party,
         xs: &RingTensor,
         extra: u32,
-        cache: &mut LayerCache,
+        cache: &mut super::cache::LayerCache,
     ) -> Result<RingTensor> {
         let f = p.fp.frac_bits;
         let (qkv, xs) = p.labelled("ln_1+c_attn", |p| self.ln_1_attn.forward(p, xs, extra, f))?;
@@ -402,15 +317,7 @@ impl SecureGpt2 {
     }
 
     pub fn new_cache(&self, p: &mut Party) -> Result<SecureKvCache> {
-        let layers = (0..self.cfg.n_layer)
-            .map(|_| {
-                Ok(LayerCache {
-                    keys: PreparedRows::new(p, self.cfg.n_embd, self.cfg.n_head)?,
-                    values: PreparedRows::new(p, self.cfg.n_embd, self.cfg.n_head)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(SecureKvCache { layers })
+        SecureKvCache::new(p, self.cfg.n_layer, self.cfg.n_embd, self.cfg.n_head)
     }
 
     /// Shared logits [t, vocab] (f fractional bits) for `t` new tokens after the cached positions.
@@ -457,26 +364,7 @@ impl SecureGpt2 {
                 self.cfg.n_positions
             )));
         }
-        // The client's one-hot rows (integers, so the product needs no truncation).
-        let mut one_hot = RingTensor::zeros(&[t, v]);
-        if p.is_client() {
-            let ids =
-                ids.ok_or_else(|| MpcError::BadConfig("the client must pass its tokens".into()))?;
-            if ids.len() != t {
-                return Err(MpcError::BadConfig(format!(
-                    "{} ids for {t} tokens",
-                    ids.len()
-                )));
-            }
-            for (i, &id) in ids.iter().enumerate() {
-                if id as usize >= v {
-                    return Err(MpcError::BadConfig(format!(
-                        "token id {id} is outside the vocabulary of {v}"
-                    )));
-                }
-                one_hot.data_mut()[i * v + id as usize] = 1;
-            }
-        }
+        let one_hot = one_hot(p, ids, t, v)?;
         let tokens = p.labelled("embed", |p| {
             matmul_weight_client_input(p, &one_hot, &self.wte)
         })?;

@@ -4,16 +4,23 @@
 //! a set of prompts and its report rows ([`generation`]).
 //! Built from `mpc` protocols; the protocols know nothing of GPT-2.
 
+pub mod cache;
 pub mod coins;
 pub mod generation;
 pub mod gpt2;
+mod layers;
+pub mod llama;
+pub mod model;
 pub mod sampling;
 pub mod session;
 pub mod show;
 pub mod step;
 
+pub use cache::SecureKvCache;
 pub use coins::StepUniforms;
-pub use gpt2::{SecureGpt2, SecureKvCache};
+pub use gpt2::SecureGpt2;
+pub use llama::SecureLlama;
+pub use model::{PrivateModel, SecureModel, SecureShape};
 pub use sampling::{
     check_temperature, private_sample, private_sample_at, ClientDraws, Outcome, MIN_TEMPERATURE,
 };

@@ -16,14 +16,15 @@ use anyhow::{anyhow, bail, Context, Result};
 use rand::RngCore;
 use serde::Serialize;
 
+use super::cache::SecureKvCache;
 use super::coins::{self, PlantedCoin, Seed, StepUniforms};
-use super::gpt2::{SecureGpt2, SecureKvCache};
+use super::model::{PrivateModel, SecureForward, SecureModel, SecureShape};
 pub use super::sampling::check_temperature;
 use super::sampling::{private_sample_at, ClientDraws};
 use super::step::Step;
 
 use crate::decoding::{Verdict, Verifier};
-use crate::model::{Config, Gpt2};
+use crate::model::Config;
 use crate::mpc::net::Counters;
 use crate::mpc::{make_parties, EngineConfig, Party, CLIENT};
 
@@ -81,16 +82,16 @@ pub struct ServerView {
 
 /// The server's side of a session: the coin toss, then steps until the client stops. Each step
 /// request is checked ([`Step::decode`]) against the positions verified so far.
-fn serve(
+fn serve<M: SecureForward>(
     p: &mut Party,
-    model: &SecureGpt2,
+    model: &M,
     temperature: f64,
     reports: &Sender<Counters>,
 ) -> Result<ServerView> {
     let seed = coins::toss(p, None).context("coin toss")?;
     let mut cache = model.new_cache(p)?;
     let _ = reports.send(p.net.total());
-    let window = model.config().n_positions;
+    let window = model.window();
     let (mut committed, mut steps, mut accepted) = (0usize, 0u64, Vec::new());
     loop {
         let msg = p.announce(CLIENT, &[], Step::stop().len())?;
@@ -123,7 +124,7 @@ fn serve(
 /// The client's end of a secure session, usable as the decoding loop's verifier.
 pub struct SecureVerifier {
     party: Party,
-    model: SecureGpt2,
+    model: SecureModel,
     cache: SecureKvCache,
     /// Cached positions to keep at the next step (the loop's rollback, applied when announced).
     keep: usize,
@@ -147,7 +148,11 @@ pub struct SecureVerifier {
 
 /// The server's side of a session with a client process, once the weights are shared: steps
 /// until the client stops.
-pub(crate) fn serve_client(p: &mut Party, model: &SecureGpt2, temperature: f64) -> Result<()> {
+pub(crate) fn serve_client(
+    p: &mut Party,
+    model: &impl SecureForward,
+    temperature: f64,
+) -> Result<()> {
     let (reports, _) = channel();
     serve(p, model, temperature, &reports)?;
     Ok(())
@@ -156,14 +161,18 @@ pub(crate) fn serve_client(p: &mut Party, model: &SecureGpt2, temperature: f64) 
 impl SecureVerifier {
     /// Starts the server thread with `model`, shares and prepares its weights, and returns the
     /// client's end. `temperature` is public and fixed for the session.
-    pub fn start(model: &Gpt2, engine: &EngineConfig, temperature: f64) -> Result<Self> {
+    pub fn start(
+        model: &(impl PrivateModel + ?Sized),
+        engine: &EngineConfig,
+        temperature: f64,
+    ) -> Result<Self> {
         Self::start_recording(model, engine, temperature, false)
     }
 
     /// Like [`Self::start`]; with `record_server`, the server keeps everything it receives from the
     /// first message of the setup on, and [`Self::finish`] returns it (for the leakage tests).
     pub fn start_recording(
-        model: &Gpt2,
+        model: &(impl PrivateModel + ?Sized),
         engine: &EngineConfig,
         temperature: f64,
         record_server: bool,
@@ -175,7 +184,7 @@ impl SecureVerifier {
     /// play a client choosing its coin, or revealing another than it committed to.
     #[doc(hidden)]
     pub fn start_with_coin(
-        model: &Gpt2,
+        model: &(impl PrivateModel + ?Sized),
         engine: &EngineConfig,
         temperature: f64,
         record_server: bool,
@@ -185,7 +194,7 @@ impl SecureVerifier {
     }
 
     fn start_inner(
-        model: &Gpt2,
+        model: &(impl PrivateModel + ?Sized),
         engine: &EngineConfig,
         temperature: f64,
         record_server: bool,
@@ -193,38 +202,38 @@ impl SecureVerifier {
     ) -> Result<Self> {
         check_temperature(temperature).map_err(|why| anyhow!(why))?;
         let (client, mut server) = make_parties(engine)?;
-        let cfg = model.config().clone();
-        let (server_model, server_cfg) = (model.clone(), cfg.clone());
+        let shape = model.shape();
+        let (server_model, server_shape) = (model.to_model(), shape.clone());
         let (tx, reports) = channel();
         if record_server {
             server.net.record_transcript();
         }
         let handle = std::thread::spawn(move || -> Result<ServerView> {
-            let secure = SecureGpt2::setup(&mut server, &server_cfg, Some(&server_model))?;
+            let secure = SecureModel::setup(&mut server, &server_shape, Some(&server_model))?;
             drop(server_model);
             serve(&mut server, &secure, temperature, &tx)
         });
-        Self::set_up(client, &cfg, temperature, Some(handle), reports, coin)
+        Self::set_up(client, &shape, temperature, Some(handle), reports, coin)
     }
 
     /// The client's end of a session with a server process, over `client`'s link.
     pub(crate) fn from_remote(client: Party, cfg: &Config, temperature: f64) -> Result<Self> {
         check_temperature(temperature).map_err(|why| anyhow!(why))?;
         let (_, reports) = channel();
-        Self::set_up(client, cfg, temperature, None, reports, None)
+        Self::set_up(client, &cfg.into(), temperature, None, reports, None)
     }
 
     /// The client's half of the weight sharing and of the coin toss, then its end of the session;
     /// `server` is the in-process server thread (None: the server is another process).
     fn set_up(
         mut client: Party,
-        cfg: &Config,
+        shape: &SecureShape,
         temperature: f64,
         server: Option<JoinHandle<Result<ServerView>>>,
         reports: Receiver<Counters>,
         coin: Option<PlantedCoin>,
     ) -> Result<Self> {
-        let model = SecureGpt2::setup(&mut client, cfg, None).context("weight sharing")?;
+        let model = SecureModel::setup(&mut client, shape, None).context("weight sharing")?;
         let seed = coins::toss(&mut client, coin.as_ref()).context("coin toss")?;
         let cache = model.new_cache(&mut client)?;
         let remote = server.is_none();
@@ -260,7 +269,7 @@ impl SecureVerifier {
 
     /// The private model's end-of-text token (from the shape the server announced).
     pub fn end_of_text(&self) -> Option<u32> {
-        self.model.config().end_of_text()
+        self.model.end_of_text()
     }
 
     /// Both parties' costs since the session started.
@@ -330,7 +339,7 @@ impl SecureVerifier {
 
 impl Verifier for SecureVerifier {
     fn window(&self) -> usize {
-        self.model.config().n_positions
+        self.model.window()
     }
 
     fn clock(&mut self) -> Option<f64> {
@@ -338,7 +347,7 @@ impl Verifier for SecureVerifier {
     }
 
     fn vocab_size(&self) -> usize {
-        self.model.config().vocab_size
+        self.model.vocab_size()
     }
 
     fn reset(&mut self) -> Result<()> {

@@ -49,3 +49,104 @@ fn secure_logits_match_candle_on_the_shipped_models() {
         );
     }
 }
+
+/// A tiny random LLaMA: GQA with 2 key-value heads for 4 query heads, untied head, vocabulary
+/// 256; a wide initialisation so that its logits spread over a few units.
+fn tiny_llama() -> post::model::Llama {
+    let mut cfg = post::model::LlamaConfig::sized(64, 160, 2, 4, 2);
+    cfg.vocab_size = 256;
+    cfg.max_position_embeddings = 128;
+    cfg.initializer_range = 0.15;
+    post::model::Llama::random(&cfg, 26).unwrap()
+}
+
+/// Greedy decoding of the plaintext model, every step a fresh forward over the whole sequence.
+fn greedy(model: &post::model::Llama, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut ids = prompt.to_vec();
+    for _ in 0..n {
+        let rows = model.forward_rows(&ids, &mut model.new_cache()).unwrap();
+        let last = rows.last().unwrap();
+        let best = (0..last.len()).fold(0, |b, i| if last[i] > last[b] { i } else { b });
+        ids.push(best as u32);
+    }
+    ids[prompt.len()..].to_vec()
+}
+
+#[test]
+fn secure_llama_logits_match_candle_on_a_tiny_model() {
+    use post::bench::secure::forward_costs;
+    use post::mpc::LinkModel;
+    let model = tiny_llama();
+    let ids: Vec<u32> = (0..24).map(|i| ((i * 7919 + 11) % 256) as u32).collect();
+    let engine = EngineConfig {
+        seed: Some(1),
+        ..EngineConfig::default()
+    };
+    let e = logit_error(&model, &engine, &ids, 17).unwrap();
+    println!(
+        "tiny llama: max |error| {:.2e}, mean {:.2e}, largest |logit| {:.1}",
+        e.max, e.mean, e.max_abs_logit
+    );
+    // GPT-2's bound for its tiny random model; logits here reach a few units.
+    assert!(e.max_abs_logit > 1.0, "{e:?}");
+    assert!(e.max < 1e-2 && e.mean < 1e-3, "{e:?}");
+
+    // Rounds: at a context of 96 + 4 (softmax's tournament over 65-128 positions: 7 levels) a
+    // layer takes GPT-2's 37, and the forward 2 x 37 + 1 + 5.
+    let links = [("ideal".to_string(), LinkModel::ideal())];
+    let (rows, parts) = forward_costs("tiny-llama", &model, &links, 96, &[4]).unwrap();
+    let layer = |i: usize| parts[&format!("block{i}")].rounds;
+    println!(
+        "tiny llama: {} rounds a forward, {} a layer",
+        rows[0].rounds,
+        layer(0)
+    );
+    for (label, want) in [
+        ("block0/norm+qkv", 5),
+        ("block0/attn/scores", 1),
+        ("block0/attn/softmax", 20),
+        ("block0/attn/o_proj", 1),
+        ("block0/norm+gate_up", 5),
+        ("block0/mlp/silu_mul", 4),
+        ("block0/mlp/down_proj", 1),
+    ] {
+        assert_eq!(parts[label].rounds, want, "{label}");
+    }
+    assert_eq!((layer(0), layer(1)), (37, 37));
+    assert_eq!(rows[0].rounds, 2 * 37 + 1 + 5);
+}
+
+#[test]
+fn secure_llama_decoding_at_t0_gives_the_plaintext_tokens() {
+    use post::decoding::{decode_with, DecodeOptions};
+    use post::mpc::LinkModel;
+    use post::secure::SecureVerifier;
+    use rand::SeedableRng;
+    let private = tiny_llama();
+    // The drafter: a random GPT-2 over the same vocabulary (its drafts are mostly rejected, so
+    // both the accepting and the rejecting paths run).
+    let public =
+        crate::common::random_model(&crate::common::tiny_config(256, 32, 1, 2, 128), 3, 0.3);
+    let engine = EngineConfig {
+        link: LinkModel::ideal(),
+        seed: Some(1),
+        ..EngineConfig::default()
+    };
+    let mut verifier = SecureVerifier::start(&private, &engine, 0.0).unwrap();
+    for prompt in [vec![7u32], vec![1, 2, 3, 4, 200]] {
+        let want = greedy(&private, &prompt, 12);
+        for k in [0, 3] {
+            let opts = DecodeOptions {
+                draft_len: k,
+                temperature: 0.0,
+                max_new_tokens: 12,
+                stop_token: None,
+            };
+            let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(0);
+            let got = decode_with(&public, &mut verifier, &prompt, &opts, &mut rng).unwrap();
+            assert_eq!(got.output_ids, want, "K={k}, prompt {prompt:?}");
+            println!("K={k}: steps {}, accepted {}", got.steps, got.accepted);
+        }
+    }
+    verifier.finish().unwrap();
+}

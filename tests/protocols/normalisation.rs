@@ -137,8 +137,8 @@ fn rmsnorm_and_the_next_product_in_five_rounds() {
         vec![at_2f(&[rows, d], &x), encode(fp(), &[d, n], &folded)],
         move |p, s| {
             let w = protocols::prepare_weight(p, &s[1])?;
-            let at_f = norm_matmul_at(p, &s[0], 16, &w, 16, eps, NormKind::Rms)?;
-            let at_2f = norm_matmul_at(p, &s[0], 16, &w, 32, eps, NormKind::Rms)?;
+            let at_f = norm_matmul_at(p, &s[0], 16, &w, 16, eps, NormKind::Rms, None)?;
+            let at_2f = norm_matmul_at(p, &s[0], 16, &w, 32, eps, NormKind::Rms, None)?;
             Ok(vec![at_f.0, at_2f.0])
         },
     );

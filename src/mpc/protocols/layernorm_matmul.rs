@@ -38,6 +38,7 @@ use super::layernorm::GRID;
 use super::masked::Operand;
 use super::reciprocal::{rsqrt_coefficients, Grid};
 use super::round::Round;
+use super::truncating_product::WideMix;
 use crate::mpc::error::MpcError;
 use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};
@@ -141,11 +142,14 @@ pub fn layernorm_matmul_at(
     out_bits: u32,
     eps: f64,
 ) -> Result<(RingTensor, RingTensor)> {
-    norm_matmul_at(p, x, extra, w, out_bits, eps, NormKind::Centred)
+    norm_matmul_at(p, x, extra, w, out_bits, eps, NormKind::Centred, None)
 }
 
 /// [`layernorm_matmul_at`] for either normalisation: RMSNorm(x) W (gain folded in) when `kind` is
-/// [`NormKind::Rms`].
+/// [`NormKind::Rms`]. `mix`: a public linear map on the product's rows and its factors'
+/// fractional bits (rotary embeddings, [`super::rotary::Rotary::mix`]), applied before the last
+/// truncation, which also drops those bits: no round of its own.
+#[allow(clippy::too_many_arguments)]
 pub fn norm_matmul_at(
     p: &mut Party,
     x: &RingTensor,
@@ -154,6 +158,7 @@ pub fn norm_matmul_at(
     out_bits: u32,
     eps: f64,
     kind: NormKind,
+    mix: Option<(WideMix, u32)>,
 ) -> Result<(RingTensor, RingTensor)> {
     let label = match kind {
         NormKind::Centred => "layernorm_matmul",
@@ -241,12 +246,17 @@ pub fn norm_matmul_at(
             .add(&grid.piecewise(p, |k| factor(k)[3], 2 * ROOT_BITS))?;
 
         let mut round = Round::new();
-        let y = round.mul_truncating_rows(
-            p,
+        let (product, bracket) = (
             Operand::truncated(&product, NORMED_BITS + f - PRODUCT_BITS),
             Operand::truncated(&bracket, 2 * ROOT_BITS - BRACKET_BITS),
-            PRODUCT_BITS + BRACKET_BITS - out_bits,
-        )?;
+        );
+        let shift = PRODUCT_BITS + BRACKET_BITS - out_bits;
+        let y = match mix {
+            None => round.mul_truncating_rows(p, product, bracket, shift)?,
+            Some((mix, bits)) => {
+                round.mul_truncating_rows_mixed(p, product, bracket, shift + bits, mix)?
+            }
+        };
         Ok((round.run(p)?.take(y), input))
     })
 }

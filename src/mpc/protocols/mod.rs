@@ -11,6 +11,7 @@ pub mod lifted_matmul;
 pub mod masked;
 pub mod max;
 pub mod reciprocal;
+pub mod rotary;
 pub mod round;
 pub mod row_cache;
 pub mod select;

@@ -20,7 +20,9 @@
 //! cross term: 128 an element for a product, 64 for a square. The opening can share a round with
 //! other protocols ([`Round::mul_truncating`]). A factor per row (one value of v for
 //! a row of u, [`Round::mul_truncating_rows`]) is masked and opened once per row;
-//! the dealer's cross terms stay one per element.
+//! the dealer's cross terms stay one per element. A public linear map may act on the exact
+//! products before the truncation ([`Round::mul_truncating_rows_mixed`]: rotary embeddings, whose
+//! angles are public), so that its own fixed-point factors cost no truncation of their own.
 
 use super::masked::{check_operands, Operand};
 use super::round::{Round, Slot, Stage};
@@ -31,8 +33,13 @@ use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::{wide_from_words, RingTensor};
 use crate::mpc::CLIENT;
 
+/// A public linear map on the exact products (mod 2^128) of one call, before their truncation.
+pub type WideMix = std::sync::Arc<dyn Fn(&mut [u128]) + Send + Sync>;
+
 /// A truncating product waiting for its opening: this party's dealer shares.
 pub(crate) struct WideStage {
+    /// Applied to the products before the truncation (shares: the map must be linear).
+    mix: Option<WideMix>,
     shape: Vec<usize>,
     shifts: Vec<u32>,
     out_shift: u32,
@@ -87,12 +94,30 @@ impl Round {
         // Each operand on its own: their shapes differ by design.
         check_operands(&[u])?;
         check_operands(&[v])?;
-        self.wide_job_rows(p, &[u, v], shift, n.max(1))
+        self.wide_job_rows(p, &[u, v], shift, n.max(1), None)
+    }
+
+    /// [`Self::mul_truncating_rows`] with the public linear map `mix` applied to the exact
+    /// products (the whole [.., n] result, mod 2^128) before their truncation by `shift`: `mix`'s
+    /// fixed-point factors are truncated with the product. The mixed values must stay far below
+    /// 2^127 (the local truncation fails with probability |value| / 2^128).
+    pub fn mul_truncating_rows_mixed(
+        &mut self,
+        p: &mut Party,
+        u: Operand,
+        v: Operand,
+        shift: u32,
+        mix: WideMix,
+    ) -> Result<Slot> {
+        let n = u.value.last_dim();
+        check_operands(&[u])?;
+        check_operands(&[v])?;
+        self.wide_job_rows(p, &[u, v], shift, n.max(1), Some(mix))
     }
 
     fn wide_job(&mut self, p: &mut Party, operands: &[Operand], shift: u32) -> Result<Slot> {
         check_operands(operands)?;
-        self.wide_job_rows(p, operands, shift, 1)
+        self.wide_job_rows(p, operands, shift, 1, None)
     }
 
     fn wide_job_rows(
@@ -101,6 +126,7 @@ impl Round {
         operands: &[Operand],
         shift: u32,
         per_row: usize,
+        mix: Option<WideMix>,
     ) -> Result<Slot> {
         if !(1..=64).contains(&shift) {
             return Err(MpcError::BadConfig(format!(
@@ -109,7 +135,8 @@ impl Round {
         }
         let values: Vec<&RingTensor> = operands.iter().map(|o| o.value).collect();
         let shifts: Vec<u32> = operands.iter().map(|o| o.shift).collect();
-        let (masked, stage) = stage(p, &values, &shifts, shift, per_row)?;
+        let (masked, mut stage) = stage(p, &values, &shifts, shift, per_row)?;
+        stage.mix = mix;
         Ok(self.push(masked, Box::new(stage)))
     }
 }
@@ -149,6 +176,7 @@ pub(crate) fn stage(
         masked.extend(offset_masked(p.is_client(), o.data(), r));
     }
     let stage = WideStage {
+        mix: None,
         shape: operands[0].shape().to_vec(),
         shifts: shifts.to_vec(),
         out_shift,
@@ -221,7 +249,7 @@ impl WideStage {
         let square = u == v;
         let t = self.out_shift;
         let per_row = self.per_row;
-        let out: Vec<u64> = (0..len)
+        let mut exact: Vec<u128> = (0..len)
             .map(|i| {
                 // The second operand's element for element i of the first.
                 let j = i / per_row;
@@ -244,6 +272,15 @@ impl WideStage {
                         .wrapping_sub(wu[i].wrapping_mul(ma))
                         .wrapping_add(wu[i].wrapping_mul(wv[j]).wrapping_mul(mm));
                 }
+                z
+            })
+            .collect();
+        if let Some(mix) = &self.mix {
+            mix(&mut exact);
+        }
+        let out: Vec<u64> = exact
+            .into_iter()
+            .map(|z| {
                 let truncated = if client {
                     z >> t
                 } else {
