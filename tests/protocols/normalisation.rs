@@ -172,3 +172,65 @@ fn rmsnorm_and_the_next_product_in_five_rounds() {
     // The weight's preparation (1 round), then 5 rounds a call.
     assert_costs(&out, 11, 92672, 8696832);
 }
+
+#[test]
+fn rotary_embeddings_ride_in_the_norms_last_truncation() {
+    use protocols::layernorm_matmul::{norm_matmul_at, NormKind};
+    use protocols::rotary::{Rotary, ROTARY_BITS};
+    let mut rng = ChaCha12Rng::seed_from_u64(27);
+    // Rows [t, 3 heads of 8] at positions 40..46: two rotated heads (a query and a key head) and
+    // one left alone (a value head), LLaMA's theta.
+    let (d, dh, past, t, theta) = (64, 8, 40, 6, 10000.0);
+    let n = 3 * dh;
+    let x = uniform(&mut rng, t * d, -2.0, 2.0);
+    let w = uniform(&mut rng, d * n, -0.3, 0.3);
+    let rotary = Rotary::new(dh, theta).unwrap();
+    let out = run(
+        &cfg(),
+        vec![at_2f(&[t, d], &x), encode(fp(), &[d, n], &w)],
+        move |p, s| {
+            let w = protocols::prepare_weight(p, &s[1])?;
+            let mix = rotary.mix(past, t, n, 2)?;
+            let (y, _) = norm_matmul_at(
+                p,
+                &s[0],
+                16,
+                &w,
+                16,
+                1e-6,
+                NormKind::Rms,
+                Some((mix, ROTARY_BITS)),
+            )?;
+            Ok(vec![y])
+        },
+    );
+    let xe: Vec<f64> = x
+        .iter()
+        .map(|v| (v * 2f64.powi(32)).round() / 2f64.powi(32))
+        .collect();
+    let plain = matmul_f64(&rms_normalised_ref(&xe, d, 1e-6), &encoded(&w), t, d, n);
+    // Hugging Face's rotate_half: x cos + [-x2, x1] sin per head, angle pos theta^(-2i / dh).
+    let mut want = plain.clone();
+    for r in 0..t {
+        for h in 0..2 {
+            for i in 0..dh / 2 {
+                let angle = (past + r) as f64 * f64::powf(theta, -((2 * i) as f64) / dh as f64);
+                let (c, s) = (angle.cos(), angle.sin());
+                let (a, b) = (r * n + h * dh + i, r * n + h * dh + i + dh / 2);
+                want[a] = plain[a] * c - plain[b] * s;
+                want[b] = plain[b] * c + plain[a] * s;
+            }
+        }
+    }
+    // The norm's error (3e-5 relative of outputs up to ~3), cos and sin's rounding (2^-21 each),
+    // and the output's ulps.
+    assert_close(
+        "rotated rmsnorm product",
+        &decode_at(&out.outputs[0], 16),
+        &want,
+        1e-4 + 4.0 * ulp(),
+        0.0,
+    );
+    // The rotation adds no round: the weight's preparation, then the norm's 5.
+    assert_eq!(out.client.rounds, 6);
+}
