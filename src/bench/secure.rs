@@ -121,6 +121,10 @@ pub struct ForwardRow {
     pub sim_seconds: f64,
     /// Measured local compute seconds of the busier party.
     pub compute_seconds: f64,
+    /// Measured on this many decoder layers and projected to the full model by the last measured
+    /// layer's costs: rounds, bytes and dealer bytes exactly from 2 layers on (the layers are
+    /// identical), seconds as measured.
+    pub projected_from_layers: Option<usize>,
 }
 
 /// Prints the costs [`forward_costs`] measured, as `post verify --forward-only` does: a table of
@@ -174,6 +178,11 @@ pub fn print_forward_costs(
             r.compute_seconds
         );
     }
+    if let Some(n) = rows.first().and_then(|r| r.projected_from_layers) {
+        println!(
+            "(projected_from_layers = {n}: measured on {n} decoder layers, the by-part table too)"
+        );
+    }
     println!(
         "\nthe first forward by part: rounds, MB sent by both parties, dealer MB to both, \
          the busier party's compute s"
@@ -193,9 +202,23 @@ pub fn print_forward_costs(
     Ok(())
 }
 
-/// What one party measured: per (link, tokens) the counters of the forward, and per label of the
-/// first measured forward its counters.
-type Measured = (Vec<Counters>, BTreeMap<String, Counters>);
+/// What one party measured: per (link, tokens) the counters of the forward and of its last
+/// layer, and per label of the first measured forward its counters.
+type Measured = (Vec<(Counters, Counters)>, BTreeMap<String, Counters>);
+
+/// `c` plus `k` times `layer`.
+fn plus_layers(c: &Counters, layer: &Counters, k: usize) -> Counters {
+    let (k64, kf) = (k as u64, k as f64);
+    Counters {
+        rounds: c.rounds + k64 * layer.rounds,
+        bytes_sent: c.bytes_sent + k64 * layer.bytes_sent,
+        bytes_recv: c.bytes_recv + k64 * layer.bytes_recv,
+        sim_time: c.sim_time + kf * layer.sim_time,
+        compute_time: c.compute_time + kf * layer.compute_time,
+        dealer_bytes: c.dealer_bytes + k64 * layer.dealer_bytes,
+        dealer_time: c.dealer_time + kf * layer.dealer_time,
+    }
+}
 
 /// Costs of one secure forward over each of `tokens` new tokens after `context` positions, on each
 /// link. The context is filled with random keys and values (1 round per matrix, not counted), so a
@@ -208,6 +231,25 @@ pub fn forward_costs(
     context: usize,
     tokens: &[usize],
 ) -> Result<(Vec<ForwardRow>, BTreeMap<String, Counters>)> {
+    forward_costs_by_layers(name, model, links, context, tokens, None)
+}
+
+/// [`forward_costs`], with `layers = Some(n)` measured on the model's first n decoder layers (at
+/// full width, with the embedding, final norm and head) and projected to all of them: rows
+/// labelled `projected_from_layers = n`; the by-part counters are the measured model's.
+pub fn forward_costs_by_layers(
+    name: &str,
+    model: &(impl PrivateModel + ?Sized),
+    links: &[(String, LinkModel)],
+    context: usize,
+    tokens: &[usize],
+    layers: Option<usize>,
+) -> Result<(Vec<ForwardRow>, BTreeMap<String, Counters>)> {
+    let full = model.shape().layers();
+    let (model, measured) = match layers {
+        Some(n) => (model.with_layers(n)?, n),
+        None => (model.to_model(), full),
+    };
     let shape = model.shape();
     let (window, vocab) = (shape.window(), shape.vocab_size());
     let max_new = tokens.iter().copied().max().unwrap_or(1);
@@ -218,40 +260,53 @@ pub fn forward_costs(
     }
     let (engine, link_list) = (EngineConfig::default(), links.to_vec());
     let token_list = tokens.to_vec();
-    let (client, server): (Measured, Measured) = with_secure_model(model, &engine, move |p, m| {
-        let width = shape.kv_width();
-        let mut rng = ChaCha12Rng::seed_from_u64(7);
-        let kv: Vec<f64> = (0..context * width)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
-        let mut per_call = Vec::new();
-        let mut labels = BTreeMap::new();
-        for (_, link) in &link_list {
-            p.net.link = *link;
-            for &t in &token_list {
-                let mut cache = m.new_cache(p)?;
-                if context > 0 {
-                    cache.fill(p, (!p.is_client()).then_some(&kv[..]), context)?;
-                }
-                let ids: Vec<u32> = (0..t).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
-                let (before, labels_before) = (p.net.total(), p.net.counters().clone());
-                m.forward(p, p.is_client().then_some(&ids[..]), t, &mut cache)?;
-                per_call.push(p.net.total().since(&before));
-                if labels.is_empty() {
-                    for (label, c) in p.net.counters() {
-                        let old = labels_before.get(label).copied().unwrap_or_default();
-                        labels.insert(label.clone(), c.since(&old));
+    // The last measured layer stands for the rest: from the second on, a layer takes the residual
+    // stream at 2f bits (the first at f, one opening fewer), so with n >= 2 the projection of
+    // rounds and bytes is exact.
+    let last_layer = format!("block{}", measured.saturating_sub(1));
+    let (client, server): (Measured, Measured) =
+        with_secure_model(&model, &engine, move |p, m| {
+            let width = shape.kv_width();
+            let mut rng = ChaCha12Rng::seed_from_u64(7);
+            let kv: Vec<f64> = (0..context * width)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let mut per_call = Vec::new();
+            let mut labels = BTreeMap::new();
+            for (_, link) in &link_list {
+                p.net.link = *link;
+                for &t in &token_list {
+                    let mut cache = m.new_cache(p)?;
+                    if context > 0 {
+                        cache.fill(p, (!p.is_client()).then_some(&kv[..]), context)?;
+                    }
+                    let ids: Vec<u32> = (0..t).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
+                    let (before, labels_before) = (p.net.total(), p.net.counters().clone());
+                    m.forward(p, p.is_client().then_some(&ids[..]), t, &mut cache)?;
+                    let layer = |labels: &BTreeMap<String, Counters>| {
+                        labels.get(&last_layer).copied().unwrap_or_default()
+                    };
+                    let first = layer(p.net.counters()).since(&layer(&labels_before));
+                    per_call.push((p.net.total().since(&before), first));
+                    if labels.is_empty() {
+                        for (label, c) in p.net.counters() {
+                            let old = labels_before.get(label).copied().unwrap_or_default();
+                            labels.insert(label.clone(), c.since(&old));
+                        }
                     }
                 }
             }
-        }
-        Ok((per_call, labels))
-    })?;
+            Ok((per_call, labels))
+        })?;
     let mut rows = Vec::new();
     let mut i = 0;
     for (link_name, _) in links {
         for &t in tokens {
-            let (c, s) = (&client.0[i], &server.0[i]);
+            let ((c, c_layer), (s, s_layer)) = (&client.0[i], &server.0[i]);
+            let (c, s) = (
+                plus_layers(c, c_layer, full - measured),
+                plus_layers(s, s_layer, full - measured),
+            );
             rows.push(ForwardRow {
                 model: name.to_string(),
                 link: link_name.clone(),
@@ -264,6 +319,7 @@ pub fn forward_costs(
                 dealer_seconds: c.dealer_time.max(s.dealer_time),
                 sim_seconds: c.sim_time.max(s.sim_time),
                 compute_seconds: c.compute_time.max(s.compute_time),
+                projected_from_layers: layers,
             });
             i += 1;
         }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::bench::decoding::{DraftLen, Weights};
 use crate::bench::grid::{dataset_label, run_grid_sharded, Grid, Shard};
-use crate::bench::secure::{forward_costs, latency_rows, LatencyRow};
+use crate::bench::secure::{forward_costs_by_layers, latency_rows, LatencyRow};
 use crate::bench::{engine, plot};
 use crate::model::loader::{load_model, Registry};
 use crate::mpc::LinkModel;
@@ -88,6 +88,11 @@ pub struct BenchArgs {
     /// Forward, latency: positions already in the KV cache (default 32 / min(128, window - max tokens)).
     #[arg(long)]
     pub context: Option<usize>,
+    /// Latency: measure the model's first N decoder layers at full width (with the embedding,
+    /// final norm and head) and project the full model's costs (rounds exactly, bytes and time by
+    /// layer); LLaMA-style models.
+    #[arg(long, value_name = "N")]
+    pub layers: Option<usize>,
     /// Forward: timed calls per token count (the median is reported); engine: matmul repeats.
     #[arg(long, default_value_t = 20)]
     pub repeats: usize,
@@ -251,7 +256,8 @@ fn latency(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
         "{name} ({} weights): one secure forward per (net, N) at context {context}",
         args.weights.name()
     );
-    let (forward, _) = forward_costs(&name, &model, &links, context, &tokens)?;
+    let (forward, _) =
+        forward_costs_by_layers(&name, &model, &links, context, &tokens, args.layers)?;
     let rows = latency_rows(&forward, args.weights.name())?;
     append_csv(&out, &rows)?;
     print_table(

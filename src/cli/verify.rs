@@ -11,15 +11,17 @@ use serde_json::Value;
 
 use super::prompts::PromptArgs;
 use super::{DecodeArgs, PairArgs};
-use crate::bench::secure::{forward_costs, logit_error, print_forward_costs};
+use crate::bench::secure::{forward_costs_by_layers, logit_error, print_forward_costs};
 use crate::decoding::Verifier;
 use crate::model::loader::{load_model, Registry};
 use crate::model::{Config, Gpt2};
+use crate::model::{Llama, LlamaConfig, Model};
 use crate::mpc::{EngineConfig, LinkModel};
 use crate::secure::generation::{
     generate_connected, generate_simulated, id_string, print_summary, summarise, Generation,
     VerifyReport, VerifyRow,
 };
+use crate::secure::PrivateModel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
@@ -61,9 +63,15 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub context: Option<usize>,
     /// With --forward-only: the model to measure instead of the pair's private one: a model
-    /// reference, or `random-gpt2-small` (GPT-2 small's shape with GPT-2's random initialisation).
+    /// reference, `random-gpt2-small` (GPT-2 small's shape with GPT-2's random initialisation) or
+    /// `random-llama-68m` (JackFram/llama-68m's shape, random).
     #[arg(long, value_name = "MODEL", conflicts_with_all = ["pair", "public", "private"])]
     pub model: Option<String>,
+    /// With --forward-only: measure the model's first N decoder layers at full width (with the
+    /// embedding, final norm and head) and project the full model's costs from them (rounds
+    /// exactly, bytes and time by layer); LLaMA-style models.
+    #[arg(long, value_name = "N", requires = "forward_only")]
+    pub layers: Option<usize>,
     /// Run the client party against a server process (`post serve`) at this address, with the
     /// public model of --public (the private model stays on the server).
     #[arg(long, value_name = "ADDR", requires = "dealer", conflicts_with_all = ["forward_only", "pair", "private"])]
@@ -257,25 +265,36 @@ fn run_connected(args: &VerifyArgs, registry: &Registry, addr: &str) -> Result<(
 
 /// GPT-2 small's shape with GPT-2's random initialisation (no download needed).
 pub const RANDOM_GPT2_SMALL: &str = "random-gpt2-small";
+/// The shape of JackFram/llama-68m (the POST paper's drafter) with LLaMA's random
+/// initialisation.
+pub const RANDOM_LLAMA_68M: &str = "random-llama-68m";
+
+fn llama_68m() -> LlamaConfig {
+    LlamaConfig::sized(768, 3072, 2, 12, 12)
+}
 
 fn forward_only(
     args: &VerifyArgs,
     registry: &Registry,
     links: &[(String, LinkModel)],
 ) -> Result<()> {
-    let (name, model): (String, Gpt2) = match (&args.model, &args.models.pair, &args.models.private)
-    {
-        (Some(m), _, _) if m == RANDOM_GPT2_SMALL => {
-            (m.clone(), Gpt2::random(&Config::gpt2_small(), 0)?)
-        }
-        (Some(m), _, _) => (m.clone(), load_model(m, registry)?.model),
-        (None, Some(_), _) | (None, None, Some(_)) => {
-            let pair = args.models.load(registry)?;
-            (pair.private.name.clone(), pair.private.model)
-        }
-        _ => bail!("--forward-only needs --model MODEL, --pair NAME or --private MODEL"),
-    };
-    let window = model.config().n_positions;
+    let (name, model): (String, Model) =
+        match (&args.model, &args.models.pair, &args.models.private) {
+            (Some(m), _, _) if m == RANDOM_GPT2_SMALL => {
+                (m.clone(), Gpt2::random(&Config::gpt2_small(), 0)?.into())
+            }
+            (Some(m), _, _) if m == RANDOM_LLAMA_68M => {
+                (m.clone(), Llama::random(&llama_68m(), 0)?.into())
+            }
+            (Some(m), _, _) => (m.clone(), load_model(m, registry)?.model.into()),
+            (None, Some(_), _) | (None, None, Some(_)) => {
+                let pair = args.models.load(registry)?;
+                (pair.private.name.clone(), pair.private.model.into())
+            }
+            _ => bail!("--forward-only needs --model MODEL, --pair NAME or --private MODEL"),
+        };
+    let shape = model.shape();
+    let window = shape.window();
     let max_new = args.tokens.iter().copied().max().unwrap_or(1);
     let context = args
         .context
@@ -287,7 +306,7 @@ fn forward_only(
     if args.logit_error {
         let len = 32.min(window);
         let ids: Vec<u32> = (0..len)
-            .map(|i| ((i * 7919 + 11) % model.config().vocab_size) as u32)
+            .map(|i| ((i * 7919 + 11) % shape.vocab_size()) as u32)
             .collect();
         let e = logit_error(&model, &EngineConfig::default(), &ids, len * 3 / 4)?;
         println!(
@@ -295,7 +314,8 @@ fn forward_only(
             e.max, e.mean, e.max_abs_logit
         );
     }
-    let (rows, by_part) = forward_costs(&name, &model, links, context, &args.tokens)?;
+    let (rows, by_part) =
+        forward_costs_by_layers(&name, &model, links, context, &args.tokens, args.layers)?;
     if let Some(path) = &args.csv {
         crate::report::append_csv(path, &rows)?;
     }

@@ -74,6 +74,28 @@ pub trait PrivateModel {
     fn shape(&self) -> SecureShape;
     /// The model as the toolkit's one type (cheap: candle tensors are shared, not copied).
     fn to_model(&self) -> Model;
+
+    /// Its first `n` decoder layers at full width, with the embedding, final norm and head: for
+    /// costs measured by layer (the layers are identical in shape). LLaMA-style models only.
+    fn with_layers(&self, n: usize) -> anyhow::Result<Model> {
+        match self.to_model() {
+            Model::Llama(mut m) => {
+                if n == 0 || n > m.layers.len() {
+                    bail!(
+                        "--layers {n}: the model has {} decoder layers",
+                        m.layers.len()
+                    );
+                }
+                m.layers.truncate(n);
+                m.cfg.num_hidden_layers = n;
+                Ok(Model::Llama(m))
+            }
+            other => bail!(
+                "--layers runs LLaMA-style models only, and this one is a {} model",
+                other.architecture()
+            ),
+        }
+    }
 }
 
 impl PrivateModel for Gpt2 {

@@ -150,3 +150,44 @@ fn secure_llama_decoding_at_t0_gives_the_plaintext_tokens() {
     }
     verifier.finish().unwrap();
 }
+
+#[test]
+fn costs_measured_on_two_layers_project_the_full_model() {
+    use post::bench::secure::{forward_costs, forward_costs_by_layers};
+    use post::mpc::LinkModel;
+    let mut cfg = post::model::LlamaConfig::sized(64, 160, 4, 4, 2);
+    cfg.vocab_size = 256;
+    cfg.max_position_embeddings = 128;
+    let model = post::model::Llama::random(&cfg, 27).unwrap();
+    let links = [("lan".to_string(), LinkModel::lan())];
+    let (full, _) = forward_costs("tiny-llama", &model, &links, 40, &[1, 4]).unwrap();
+    let (projected, parts) =
+        forward_costs_by_layers("tiny-llama", &model, &links, 40, &[1, 4], Some(2)).unwrap();
+    assert!(parts.contains_key("block1") && !parts.contains_key("block2"));
+    for (f, p) in full.iter().zip(&projected) {
+        assert_eq!(p.projected_from_layers, Some(2));
+        // Layers from the second on are identical: rounds and bytes project exactly.
+        assert_eq!(
+            (p.rounds, p.client_mb, p.server_mb, p.dealer_mb),
+            (f.rounds, f.client_mb, f.server_mb, f.dealer_mb),
+            "{} tokens",
+            f.new_tokens
+        );
+        // Time is measured compute plus the link: close, not equal.
+        let ratio = p.sim_seconds / f.sim_seconds;
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "sim seconds {} vs {}",
+            p.sim_seconds,
+            f.sim_seconds
+        );
+        println!(
+            "{} tokens: {} rounds, sim {:.4} s projected, {:.4} s measured",
+            f.new_tokens, f.rounds, p.sim_seconds, f.sim_seconds
+        );
+    }
+    // GPT-2 has no by-layer path: a clear error.
+    let gpt2 = crate::common::random_model(&crate::common::tiny_config(16, 16, 1, 2, 16), 1, 0.3);
+    let err = forward_costs_by_layers("gpt2", &gpt2, &links, 2, &[1], Some(1)).unwrap_err();
+    assert!(err.to_string().contains("LLaMA-style"), "{err}");
+}
