@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::DType;
 
 use crate::model::loader::{load_pair, Registry};
-use crate::model::{Config, Tokenizer};
+use crate::model::{Config, LanguageModel, Tokenizer};
 use crate::train::data::TokenStream;
 use crate::train::distill::{loss_fn, DistillLoss};
 use crate::train::{existing_files, fit, next_token_loss, read_state, TrainOptions, Trainee};
@@ -136,7 +136,7 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
     let (trainee, start) = match &state {
         Some(state) => {
             let trainee = Trainee::from_dir(&args.out)?;
-            if trainee.cfg != cfg {
+            if trainee.cfg != cfg.clone().into() {
                 bail!("the checkpoint in {} has another shape ({:?}) than asked for ({:?}): incompatible, not resumed", args.out.display(), trainee.cfg, cfg)
             }
             if state.step >= opts.steps {
@@ -180,11 +180,7 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
 }
 
 pub fn parameter_count(cfg: &Config) -> usize {
-    let (d, m) = (cfg.n_embd, cfg.mlp_dim());
-    cfg.vocab_size * d
-        + cfg.n_positions * d
-        + 2 * d
-        + cfg.n_layer * (4 * d + d * 3 * d + 3 * d + d * d + d + d * m + m + m * d + d)
+    crate::model::any::ModelConfig::from(cfg).parameter_count()
 }
 
 #[derive(Debug, clap::Args)]
@@ -239,7 +235,7 @@ pub fn run_distill(args: &DistillArgs, registry_path: Option<&Path>) -> Result<(
         .context("distillation needs a tokenizer in the student's or teacher's folder")?;
     let student = Trainee::from_dir(&pair.public.dir)?;
     let teacher = &pair.private.model;
-    if args.optim.seq_len > student.cfg.n_positions.min(teacher.config().n_positions) {
+    if args.optim.seq_len > student.cfg.shape().n_positions.min(teacher.window()) {
         bail!(
             "--seq-len {} exceeds a model's context window",
             args.optim.seq_len
@@ -301,7 +297,7 @@ pub fn run_distill(args: &DistillArgs, registry_path: Option<&Path>) -> Result<(
 
 /// The teacher's own continuations of each prompt (sampled at temperature 1): sequence-level KD data.
 fn teacher_generations(
-    teacher: &crate::model::Gpt2,
+    teacher: &dyn LanguageModel,
     tokenizer: &Tokenizer,
     path: &Path,
     n: usize,
@@ -314,9 +310,9 @@ fn teacher_generations(
         draft_len: 0,
         temperature: 1.0,
         max_new_tokens: n,
-        stop_token: teacher.config().end_of_text(),
+        stop_token: teacher.end_of_text(),
     };
-    let window = teacher.config().n_positions;
+    let window = teacher.window();
     let bar = crate::progress::progress(prompts.len(), "teacher");
     let mut out = Vec::with_capacity(prompts.len());
     for prompt in &prompts {
