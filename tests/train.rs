@@ -431,19 +431,18 @@ fn distilling_a_llama_student_lowers_the_loss_and_raises_acceptance() {
         .map(|_| (0..10).map(|_| rng.random_range(0..40)).collect())
         .collect();
     let loss = loss_fn(&teacher, DistillLoss::ForwardKl, 1.0);
-    let (x, y) = stream.batch(1, 0, 8, 16).unwrap();
-    let first = loss(&student.model, &x, &y)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64;
+    // One held batch, scored before and after (the last training batch's loss is noisier).
+    let (x, y) = stream.batch(99, 0, 8, 16).unwrap();
+    let kl = |m: &Model| loss(m, &x, &y).unwrap().to_scalar::<f32>().unwrap() as f64;
+    let first = kl(&student.model);
     let before = acceptance(&student.model, &teacher, &contexts);
     let tokenizer = Tokenizer::train_bpe(&[corpus(&dir)], 300).unwrap();
     let opts = TrainOptions {
-        steps: 60,
-        lr: 5e-3,
-        ..options(60)
+        steps: 80,
+        lr: 1e-2,
+        ..options(80)
     };
-    let report = fit(
+    fit(
         &student,
         &tokenizer,
         &opts,
@@ -452,22 +451,19 @@ fn distilling_a_llama_student_lowers_the_loss_and_raises_acceptance() {
         "test",
         DType::F32,
         |step| stream.batch(1, step, 8, 16),
-        loss,
+        &loss,
     )
     .unwrap();
-    assert!(
-        report.final_loss < first * 0.7,
-        "loss {first:.4} -> {:.4}",
-        report.final_loss
-    );
+    let last = kl(&student.model);
+    assert!(last < first * 0.8, "forward KL {first:.4} -> {last:.4}");
     let after = acceptance(&student.model, &teacher, &contexts);
     assert!(
         after > before + 0.05,
         "acceptance {before:.3} -> {after:.3}"
     );
     // The checkpoint is a LLaMA folder the loader reads back to the same logits.
-    let ckpt = dir.join("student");
-    let loaded = load_dir("student", &ckpt, &ckpt).unwrap();
+    // (Its tokenizer, trained only to be written, is larger than the 40-token vocabulary.)
+    let loaded = load_dir("student", &dir.join("student"), &dir).unwrap();
     assert!(matches!(loaded.model, Model::Llama(_)));
     let a = loaded
         .model
