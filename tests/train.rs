@@ -206,6 +206,51 @@ fn tiny_train_args<'a>(corpus: &'a str, out: &'a str) -> [&'a str; 21] {
 }
 
 #[test]
+fn post_train_trains_a_llama_with_grouped_query_attention() {
+    let dir = common::temp_dir("train-llama");
+    let file = corpus(&dir);
+    let out = dir.join("run");
+    let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = tiny_train_args(f, o).to_vec();
+    let heads = args.iter().position(|&a| a == "--n-head").unwrap() + 1;
+    args[heads] = "4";
+    args.extend([
+        "--arch",
+        "llama",
+        "--n-kv-head",
+        "2",
+        "--steps",
+        "60",
+        "--warmup",
+        "5",
+        "--lr",
+        "1e-2",
+    ]);
+    let stdout = common::post_ok(&args);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let loaded = load_dir("run", &out, &out).unwrap();
+    let Model::Llama(llama) = &loaded.model else {
+        panic!(
+            "post train --arch llama wrote a {} model",
+            loaded.model.architecture()
+        )
+    };
+    assert_eq!(
+        (llama.cfg.num_attention_heads, llama.cfg.num_kv_heads()),
+        (4, 2)
+    );
+    assert_eq!(llama.cfg.intermediate_size, 32 * 8 / 3);
+    // 60 steps of a 300-token BPE: well below the uniform guess's ln(300) = 5.7 nats.
+    let loss = report["final_loss"].as_f64().unwrap();
+    assert!(loss < 4.5, "final loss {loss}");
+    let e = String::from_utf8_lossy(
+        &post(&[&tiny_train_args(f, o)[..], &["--n-kv-head", "2"]].concat()).stderr,
+    )
+    .to_string();
+    assert!(e.contains("--arch llama"), "{e}");
+}
+
+#[test]
 fn an_interrupted_run_resumes_from_its_checkpoint_and_bad_input_is_named() {
     let dir = common::temp_dir("resume");
     let file = corpus(&dir);
