@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
-use crate::model::{LanguageModel, Model};
+use crate::model::Model;
 use crate::mpc::net::{Counters, LinkModel};
 use crate::mpc::{make_parties, EngineConfig, Party};
 use crate::secure::{PrivateModel, SecureModel};
@@ -27,7 +27,7 @@ where
 {
     let (client, server) = make_parties(engine)?;
     let f = Arc::new(f);
-    let shape = model.shape();
+    let shape = model.secure_shape();
     let spawn = |mut party: Party, weights: Option<Model>| {
         let (f, shape) = (f.clone(), shape.clone());
         std::thread::spawn(move || -> Result<T> {
@@ -52,7 +52,7 @@ pub fn secure_logits(
     split: usize,
 ) -> Result<Vec<Vec<f64>>> {
     let ids = ids.to_vec();
-    let vocab = model.shape().vocab_size();
+    let vocab = model.secure_shape().vocab_size();
     let (rows, _) = with_secure_model(model, engine, move |p, m| {
         let mut cache = m.new_cache(p)?;
         let mut out = Vec::new();
@@ -245,12 +245,12 @@ pub fn forward_costs_by_layers(
     tokens: &[usize],
     layers: Option<usize>,
 ) -> Result<(Vec<ForwardRow>, BTreeMap<String, Counters>)> {
-    let full = model.shape().layers();
+    let full = model.secure_shape().layers();
     let (model, measured) = match layers {
         Some(n) => (model.with_layers(n)?, n),
         None => (model.to_model(), full),
     };
-    let shape = model.shape();
+    let shape = model.secure_shape();
     let (window, vocab) = (shape.window(), shape.vocab_size());
     let max_new = tokens.iter().copied().max().unwrap_or(1);
     if tokens.contains(&0) || context + max_new > window {

@@ -19,6 +19,7 @@ use crate::bench::{engine, plot};
 use crate::model::loader::{load_model, Registry};
 use crate::mpc::LinkModel;
 use crate::report::{append_csv, print_table, write_csv};
+use crate::secure::PrivateModel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -247,7 +248,7 @@ fn latency(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
         Some(m) => (m.clone(), load_model(m, &registry)?.model),
         None => (pair.private.name.clone(), pair.private.model),
     };
-    let window = model.config().n_positions;
+    let window = model.secure_shape().window();
     let max_new = tokens.iter().copied().max().unwrap_or(1);
     let context = args
         .context
@@ -310,7 +311,7 @@ fn forward(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
     let registry = Registry::locate(registry)?;
     let loaded = load_model(args.model.as_deref().unwrap_or("tiny-private"), &registry)?;
     let model = &loaded.model;
-    let cfg = model.config();
+    let cfg = model.shape();
     let max_new = tokens.iter().copied().max().unwrap_or(1);
     if context + max_new > cfg.n_positions {
         bail!(

@@ -293,7 +293,7 @@ fn forward_only(
             }
             _ => bail!("--forward-only needs --model MODEL, --pair NAME or --private MODEL"),
         };
-    let shape = model.shape();
+    let shape = model.secure_shape();
     let window = shape.window();
     let max_new = args.tokens.iter().copied().max().unwrap_or(1);
     let context = args

@@ -54,6 +54,8 @@ pub struct LlamaConfig {
     pub head_dim: Option<usize>,
     #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f64,
+    /// transformers 5 writes `rope_parameters: {rope_theta, rope_type}` instead; [`Self::parse`]
+    /// folds it in here.
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
     #[serde(default = "default_max_position_embeddings")]
@@ -70,6 +72,9 @@ pub struct LlamaConfig {
     /// Only `null` is run: every scaling kind (linear, dynamic, yarn, llama3) is refused.
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
+    /// transformers 5's form of `rope_theta` and `rope_scaling`: only `rope_type: "default"` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<serde_json::Value>,
     #[serde(default)]
     pub sliding_window: Option<usize>,
     /// Qwen2's switch for `sliding_window` (Mistral has none: a window given is used).
@@ -108,6 +113,20 @@ fn default_initializer_range() -> f64 {
 }
 
 impl LlamaConfig {
+    /// A `config.json`, with transformers 5's `rope_parameters` folded into `rope_theta`.
+    pub fn parse(json: serde_json::Value) -> serde_json::Result<Self> {
+        let mut cfg: Self = serde_json::from_value(json)?;
+        if let Some(theta) = cfg
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|t| t.as_f64())
+        {
+            cfg.rope_theta = theta;
+        }
+        Ok(cfg)
+    }
+
     pub fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
@@ -185,6 +204,15 @@ impl LlamaConfig {
         if self.mlp_bias {
             bail!("config: mlp_bias = true is not supported")
         }
+        if let Some(kind) = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_type"))
+            .and_then(|k| k.as_str())
+            .filter(|&k| k != "default")
+        {
+            bail!("config: rope_parameters of rope_type {kind:?} is not supported (plain rotary positions only)")
+        }
         if let Some(scaling) = self.rope_scaling.as_ref().filter(|s| !s.is_null()) {
             let kind = scaling
                 .get("rope_type")
@@ -239,6 +267,7 @@ impl LlamaConfig {
             mlp_bias: false,
             hidden_act: default_hidden_act(),
             rope_scaling: None,
+            rope_parameters: None,
             sliding_window: None,
             use_sliding_window: None,
             bos_token_id: Some(TokenIds::One(1)),
@@ -576,5 +605,195 @@ impl Llama {
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .to_vec2()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(kv_heads: usize) -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 50,
+            max_position_embeddings: 32,
+            initializer_range: 0.3,
+            ..LlamaConfig::sized(32, 48, 2, 4, kv_heads)
+        }
+    }
+
+    fn rows(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn rotary_rotates_each_pair_i_and_i_plus_half_by_its_angle() {
+        let (d, theta, past, len) = (8, 500.0, 3, 4);
+        let values: Vec<f32> = (0..len * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        let xs = Tensor::from_vec(values.clone(), (1, 1, len, d), &Device::Cpu).unwrap();
+        let (cos, sin) = rotary_tables(d, theta, past, len, &Device::Cpu).unwrap();
+        let got = rows(&apply_rotary(&xs, &cos, &sin).unwrap());
+        for t in 0..len {
+            for i in 0..d / 2 {
+                // f64: the 2-D rotation of (x_i, x_{i + d/2}) by (past + t) * theta^(-2i/d).
+                let angle = (past + t) as f64 * theta.powf(-2.0 * i as f64 / d as f64);
+                let (a, b) = (values[t * d + i] as f64, values[t * d + i + d / 2] as f64);
+                let want = (
+                    a * angle.cos() - b * angle.sin(),
+                    a * angle.sin() + b * angle.cos(),
+                );
+                assert!((got[t * d + i] as f64 - want.0).abs() < 1e-5);
+                assert!((got[t * d + i + d / 2] as f64 - want.1).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_its_f64_definition() {
+        let values: Vec<f32> = (0..12).map(|i| i as f32 * 0.7 - 3.0).collect();
+        let weight: Vec<f32> = (0..6).map(|i| 0.5 + i as f32 * 0.25).collect();
+        let norm = RmsNorm {
+            weight: Tensor::new(weight.as_slice(), &Device::Cpu).unwrap(),
+            eps: 1e-6,
+        };
+        let xs = Tensor::from_vec(values.clone(), (2, 6), &Device::Cpu).unwrap();
+        let got = rows(&norm.forward(&xs).unwrap());
+        for r in 0..2 {
+            let row = &values[r * 6..r * 6 + 6];
+            let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / 6.0;
+            for (i, &v) in row.iter().enumerate() {
+                let want = v as f64 / (ms + 1e-6).sqrt() * weight[i] as f64;
+                assert!((got[r * 6 + i] as f64 - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    /// Grouped-query attention is multi-head attention whose key and value heads are repeated:
+    /// a GQA model equals the MHA model with each kv head's weights copied to its query heads.
+    #[test]
+    fn grouped_query_attention_equals_attention_with_repeated_kv_heads() {
+        let gqa = Llama::random(&tiny(2), 4).unwrap();
+        let mut mha = Llama::random(&tiny(4), 9).unwrap();
+        mha.embed_tokens = gqa.embed_tokens.clone();
+        mha.lm_head = gqa.lm_head.clone();
+        mha.norm = gqa.norm.clone();
+        let repeat = |w: &Tensor| -> Tensor {
+            // [kv * hd, d] -> [kv * 2 * hd, d]: each head's rows twice, in order.
+            let (rows_, d) = w.dims2().unwrap();
+            let hd = rows_ / 2;
+            w.reshape((2, 1, hd, d))
+                .unwrap()
+                .repeat((1, 2, 1, 1))
+                .unwrap()
+                .reshape((4 * hd, d))
+                .unwrap()
+        };
+        for (m, g) in mha.layers.iter_mut().zip(&gqa.layers) {
+            let mut layer = g.clone();
+            layer.self_attn.k_proj.weight = repeat(&g.self_attn.k_proj.weight);
+            layer.self_attn.v_proj.weight = repeat(&g.self_attn.v_proj.weight);
+            layer.self_attn.n_kv_head = 4;
+            *m = layer;
+        }
+        let ids = [3u32, 1, 4, 1, 5, 9, 2, 6];
+        let a = gqa.forward_rows(&ids, &mut gqa.new_cache()).unwrap();
+        let b = mha.forward_rows(&ids, &mut mha.new_cache()).unwrap();
+        let diff = a
+            .iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "GQA vs repeated MHA: {diff}");
+        let spread = a[7].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(
+            spread > 0.1,
+            "logits {spread}: the comparison means something"
+        );
+    }
+
+    #[test]
+    fn random_models_follow_their_seed_and_tie_the_head_when_asked() {
+        let cfg = tiny(2);
+        let (a, b, c) = (
+            Llama::random(&cfg, 1).unwrap(),
+            Llama::random(&cfg, 1).unwrap(),
+            Llama::random(&cfg, 2).unwrap(),
+        );
+        assert_eq!(rows(&a.lm_head), rows(&b.lm_head));
+        assert_ne!(rows(&a.lm_head), rows(&c.lm_head));
+        assert_ne!(rows(&a.lm_head), rows(&a.embed_tokens), "untied");
+        assert!(rows(&a.norm.weight).iter().all(|&g| g == 1.0));
+        let embed = rows(&a.embed_tokens);
+        let std = (embed.iter().map(|v| v * v).sum::<f32>() / embed.len() as f32).sqrt();
+        assert!((std - 0.3).abs() < 0.03, "std {std}");
+        let tied = Llama::random(
+            &LlamaConfig {
+                tie_word_embeddings: true,
+                ..cfg
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(rows(&tied.lm_head), rows(&tied.embed_tokens));
+    }
+
+    #[test]
+    fn configs_this_forward_cannot_run_are_refused_naming_the_field() {
+        let base = tiny(2);
+        let refused = [
+            (
+                LlamaConfig {
+                    num_key_value_heads: Some(3),
+                    ..base.clone()
+                },
+                "num_key_value_heads",
+            ),
+            (
+                LlamaConfig {
+                    rope_scaling: Some(serde_json::json!({"type": "linear", "factor": 2.0})),
+                    ..base.clone()
+                },
+                "linear",
+            ),
+            (
+                LlamaConfig {
+                    rope_parameters: Some(serde_json::json!({"rope_type": "yarn"})),
+                    ..base.clone()
+                },
+                "yarn",
+            ),
+            (
+                LlamaConfig {
+                    model_type: "mistral".into(),
+                    sliding_window: Some(8),
+                    ..base.clone()
+                },
+                "sliding_window",
+            ),
+            (
+                LlamaConfig {
+                    mlp_bias: true,
+                    ..base.clone()
+                },
+                "mlp_bias",
+            ),
+        ];
+        for (cfg, field) in refused {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        // Qwen2's window is off unless use_sliding_window says so.
+        let qwen = LlamaConfig {
+            model_type: "qwen2".into(),
+            sliding_window: Some(8),
+            use_sliding_window: Some(false),
+            ..base.clone()
+        };
+        assert!(qwen.validate().is_ok() && qwen.qkv_bias() && !qwen.o_bias());
+        // transformers 5's rope_parameters carry the theta.
+        let mut json = serde_json::to_value(&base).unwrap();
+        json["rope_parameters"] =
+            serde_json::json!({"rope_theta": 500000.0, "rope_type": "default"});
+        assert_eq!(LlamaConfig::parse(json).unwrap().rope_theta, 500000.0);
     }
 }

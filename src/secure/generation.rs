@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{Costs, SecureVerifier};
 use crate::decoding::{decode_with, DecodeOptions, Decoded};
-use crate::model::{Gpt2, Tokenizer};
+use crate::model::{LanguageModel, Model, Tokenizer};
 use crate::mpc::{EngineConfig, LinkModel};
 use crate::progress::progress;
 
@@ -249,8 +249,8 @@ pub fn summarise(rows: &[VerifyRow]) -> Vec<VerifySummary> {
 /// Every prompt (id, token ids) by every method on each simulated link: one secure session per
 /// link, whose setup shares the private model once.
 pub fn generate_simulated(
-    public: &Gpt2,
-    private: &Gpt2,
+    public: &Model,
+    private: &Model,
     tokenizer: Option<&Tokenizer>,
     prepared: &[(Value, Vec<u32>)],
     links: &[(String, LinkModel)],
@@ -258,7 +258,7 @@ pub fn generate_simulated(
     plan: &Generation,
 ) -> Result<(Vec<VerifyRow>, Vec<VerifyResult>)> {
     let methods = &plan.methods;
-    let eos = private.config().end_of_text();
+    let eos = private.end_of_text();
     let bar = progress(links.len() * methods.len() * prepared.len(), "secure");
     let (mut rows, mut results) = (Vec::new(), Vec::new());
     for (net, link) in links {
@@ -324,7 +324,7 @@ pub fn generate_simulated(
 /// Every prompt (id, token ids) by every method through one session with a server process; over
 /// a real link the measured wall time is the time. Ends the session.
 pub fn generate_connected(
-    public: &Gpt2,
+    public: &Model,
     tokenizer: Option<&Tokenizer>,
     mut verifier: SecureVerifier,
     prepared: &[(String, Vec<u32>)],

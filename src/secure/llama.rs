@@ -75,6 +75,21 @@ fn stacked(layers: &[(&Linear, f64)]) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     Ok((w, bias))
 }
 
+/// The eps the fused norm can encode at width `d`: narrow rows cannot span Q's range down to a
+/// tiny eps (d = 32 at 1e-6), so eps rises to the smallest power-of-two multiple that fits, at most
+/// 1e-4; that changes only rows whose mean square is below it (none in a real model's residual
+/// stream). Wide models (LLaMA-68M's d = 768 at 1e-6) keep their own.
+fn usable_eps(d: usize, frac_bits: u32, eps: f64) -> Result<f64> {
+    let mut e = eps;
+    while e <= 1e-4 {
+        if check_layernorm_matmul(d, frac_bits, e).is_ok() {
+            return Ok(e);
+        }
+        e *= 2.0;
+    }
+    check_layernorm_matmul(d, frac_bits, eps).map(|_| eps)
+}
+
 /// An RMSNorm and the linear layer after it as one protocol, the norm's gain folded into the
 /// weight's rows by the server.
 struct SecureRmsLinear {
@@ -90,7 +105,7 @@ impl SecureRmsLinear {
         (d_in, d_out): (usize, usize),
         eps: f64,
     ) -> anyhow::Result<Self> {
-        check_layernorm_matmul(d_in, p.fp.frac_bits, eps)?;
+        let eps = usable_eps(d_in, p.fp.frac_bits, eps)?;
         let (w, b) = match (norm, linear) {
             (Some(norm), Some((mut w, b))) => {
                 let gamma = values(&norm.weight)?;

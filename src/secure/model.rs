@@ -71,7 +71,7 @@ impl From<&LlamaConfig> for SecureShape {
 
 /// A plaintext model the server can share: GPT-2, a LLaMA, or a [`Model`] of either.
 pub trait PrivateModel {
-    fn shape(&self) -> SecureShape;
+    fn secure_shape(&self) -> SecureShape;
     /// The model as the toolkit's one type (cheap: candle tensors are shared, not copied).
     fn to_model(&self) -> Model;
 
@@ -99,7 +99,7 @@ pub trait PrivateModel {
 }
 
 impl PrivateModel for Gpt2 {
-    fn shape(&self) -> SecureShape {
+    fn secure_shape(&self) -> SecureShape {
         self.config().into()
     }
     fn to_model(&self) -> Model {
@@ -108,7 +108,7 @@ impl PrivateModel for Gpt2 {
 }
 
 impl PrivateModel for Llama {
-    fn shape(&self) -> SecureShape {
+    fn secure_shape(&self) -> SecureShape {
         self.config().into()
     }
     fn to_model(&self) -> Model {
@@ -117,10 +117,10 @@ impl PrivateModel for Llama {
 }
 
 impl PrivateModel for Model {
-    fn shape(&self) -> SecureShape {
+    fn secure_shape(&self) -> SecureShape {
         match self {
-            Model::Gpt2(m) => m.shape(),
-            Model::Llama(m) => m.shape(),
+            Model::Gpt2(m) => m.secure_shape(),
+            Model::Llama(m) => m.secure_shape(),
         }
     }
     fn to_model(&self) -> Model {

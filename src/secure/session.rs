@@ -202,7 +202,7 @@ impl SecureVerifier {
     ) -> Result<Self> {
         check_temperature(temperature).map_err(|why| anyhow!(why))?;
         let (client, mut server) = make_parties(engine)?;
-        let shape = model.shape();
+        let shape = model.secure_shape();
         let (server_model, server_shape) = (model.to_model(), shape.clone());
         let (tx, reports) = channel();
         if record_server {

@@ -9,7 +9,11 @@ use post::mpc::EngineConfig;
 
 /// Absolute logit error of a model over a sequence split in two forwards.
 fn error_of(name: &str, len: usize, split: usize) -> LogitError {
-    let model = load_model(name, &registry()).unwrap().model;
+    let model = load_model(name, &registry())
+        .unwrap()
+        .model
+        .into_gpt2()
+        .unwrap();
     let vocab = model.config().vocab_size;
     let ids: Vec<u32> = (0..len).map(|i| ((i * 7919 + 11) % vocab) as u32).collect();
     let engine = EngineConfig {
@@ -190,4 +194,22 @@ fn costs_measured_on_two_layers_project_the_full_model() {
     let gpt2 = crate::common::random_model(&crate::common::tiny_config(16, 16, 1, 2, 16), 1, 0.3);
     let err = forward_costs_by_layers("gpt2", &gpt2, &links, 2, &[1], Some(1)).unwrap_err();
     assert!(err.to_string().contains("LLaMA-style"), "{err}");
+}
+
+#[test]
+fn secure_logits_match_candle_on_the_llama_fixture() {
+    // The Hugging Face fixture (GQA 4/2 heads, untied head, d = 32, eps 1e-6) as the loader
+    // reads it, over two forwards through the shared KV cache.
+    let model = load_model("tiny-llama", &registry()).unwrap().model;
+    let ids: Vec<u32> = (0..40).map(|i| ((i * 7919 + 11) % 256) as u32).collect();
+    let engine = EngineConfig {
+        seed: Some(1),
+        ..EngineConfig::default()
+    };
+    let e = logit_error(&model, &engine, &ids, 29).unwrap();
+    println!(
+        "tiny-llama fixture: max |error| {:.2e}, mean {:.2e}, largest |logit| {:.2}",
+        e.max, e.mean, e.max_abs_logit
+    );
+    assert!(e.max < 1e-2 && e.mean < 1e-3, "{e:?}");
 }
