@@ -123,14 +123,15 @@ fn secure_llama_logits_match_candle_on_a_tiny_model() {
 #[test]
 fn secure_llama_decoding_at_t0_gives_the_plaintext_tokens() {
     use post::decoding::{decode_with, DecodeOptions};
+    use post::model::LanguageModel;
     use post::mpc::LinkModel;
     use post::secure::SecureVerifier;
     use rand::SeedableRng;
     let private = tiny_llama();
-    // The drafter: a random GPT-2 over the same vocabulary (its drafts are mostly rejected, so
-    // both the accepting and the rejecting paths run).
-    let public =
-        crate::common::random_model(&crate::common::tiny_config(256, 32, 1, 2, 128), 3, 0.3);
+    // Drafters: the private model itself (every draft passes) and a random GPT-2 over the same
+    // vocabulary (most are rejected), so both the accepting and the rejecting paths run.
+    let gpt2 = crate::common::random_model(&crate::common::tiny_config(256, 32, 1, 2, 128), 3, 0.3);
+    let drafters: [&dyn LanguageModel; 2] = [&private, &gpt2];
     let engine = EngineConfig {
         link: LinkModel::ideal(),
         seed: Some(1),
@@ -139,17 +140,29 @@ fn secure_llama_decoding_at_t0_gives_the_plaintext_tokens() {
     let mut verifier = SecureVerifier::start(&private, &engine, 0.0).unwrap();
     for prompt in [vec![7u32], vec![1, 2, 3, 4, 200]] {
         let want = greedy(&private, &prompt, 12);
-        for k in [0, 3] {
-            let opts = DecodeOptions {
-                draft_len: k,
-                temperature: 0.0,
-                max_new_tokens: 12,
-                stop_token: None,
-            };
-            let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(0);
-            let got = decode_with(&public, &mut verifier, &prompt, &opts, &mut rng).unwrap();
-            assert_eq!(got.output_ids, want, "K={k}, prompt {prompt:?}");
-            println!("K={k}: steps {}, accepted {}", got.steps, got.accepted);
+        for (d, public) in drafters.iter().enumerate() {
+            for k in [0, 3] {
+                let opts = DecodeOptions {
+                    draft_len: k,
+                    temperature: 0.0,
+                    max_new_tokens: 12,
+                    stop_token: None,
+                };
+                let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(0);
+                let got = decode_with(*public, &mut verifier, &prompt, &opts, &mut rng).unwrap();
+                assert_eq!(
+                    got.output_ids, want,
+                    "drafter {d}, K={k}, prompt {prompt:?}"
+                );
+                if d == 0 && k == 3 {
+                    // Self-drafting at T = 0: every draft is the private argmax.
+                    assert!(got.accepted > 0 && got.accepted == got.drafted, "{got:?}");
+                }
+                println!(
+                    "drafter {d}, K={k}: steps {}, accepted {}",
+                    got.steps, got.accepted
+                );
+            }
         }
     }
     verifier.finish().unwrap();
