@@ -64,7 +64,7 @@ pub struct VerifyArgs {
     pub context: Option<usize>,
     /// With --forward-only: the model to measure instead of the pair's private one: a model
     /// reference, `random-gpt2-small` (GPT-2 small's shape with GPT-2's random initialisation) or
-    /// `random-llama-68m` (JackFram/llama-68m's shape, random).
+    /// `random-llama-68m` / `random-llama-160m` (JackFram's shapes, random).
     #[arg(long, value_name = "MODEL", conflicts_with_all = ["pair", "public", "private"])]
     pub model: Option<String>,
     /// With --forward-only: measure the model's first N decoder layers at full width (with the
@@ -265,12 +265,14 @@ fn run_connected(args: &VerifyArgs, registry: &Registry, addr: &str) -> Result<(
 
 /// GPT-2 small's shape with GPT-2's random initialisation (no download needed).
 pub const RANDOM_GPT2_SMALL: &str = "random-gpt2-small";
-/// The shape of JackFram/llama-68m (the POST paper's drafter) with LLaMA's random
-/// initialisation.
-pub const RANDOM_LLAMA_68M: &str = "random-llama-68m";
-
-fn llama_68m() -> LlamaConfig {
-    LlamaConfig::sized(768, 3072, 2, 12, 12)
+/// The shapes of JackFram/llama-68m and llama-160m (the POST paper's drafters) with LLaMA's
+/// random initialisation: `--model random-llama-68m`, `random-llama-160m`.
+fn random_llama(name: &str) -> Option<LlamaConfig> {
+    match name {
+        "random-llama-68m" => Some(LlamaConfig::sized(768, 3072, 2, 12, 12)),
+        "random-llama-160m" => Some(LlamaConfig::sized(768, 3072, 12, 12, 12)),
+        _ => None,
+    }
 }
 
 fn forward_only(
@@ -283,10 +285,10 @@ fn forward_only(
             (Some(m), _, _) if m == RANDOM_GPT2_SMALL => {
                 (m.clone(), Gpt2::random(&Config::gpt2_small(), 0)?.into())
             }
-            (Some(m), _, _) if m == RANDOM_LLAMA_68M => {
-                (m.clone(), Llama::random(&llama_68m(), 0)?.into())
-            }
-            (Some(m), _, _) => (m.clone(), load_model(m, registry)?.model.into()),
+            (Some(m), _, _) => match random_llama(m) {
+                Some(cfg) => (m.clone(), Llama::random(&cfg, 0)?.into()),
+                None => (m.clone(), load_model(m, registry)?.model.into()),
+            },
             (None, Some(_), _) | (None, None, Some(_)) => {
                 let pair = args.models.load(registry)?;
                 (pair.private.name.clone(), pair.private.model.into())
