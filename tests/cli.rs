@@ -422,3 +422,28 @@ fn the_secure_path_refuses_a_llama_model_with_one_clear_line() {
     let err = post_error(&["verify", "--pair", "tiny-llama", "--prompt-ids", "1,2"]);
     assert!(err.contains("GPT-2") && err.contains("qwen2"), "{err}");
 }
+
+#[test]
+fn bench_times_a_llama_forward_in_plaintext() {
+    let out = post_ok(&[
+        "bench",
+        "--mode",
+        "forward",
+        "--model",
+        "tiny-llama",
+        "--context",
+        "8",
+        "--tokens",
+        "1,4",
+        "--repeats",
+        "2",
+    ]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("tiny-llama")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (row, tokens) in rows.iter().zip(["1", "4"]) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1..3], ["8", tokens], "{row}");
+        let ms: f64 = cells[3].parse().unwrap();
+        assert!(ms > 0.0 && ms.is_finite(), "{row}");
+    }
+}
