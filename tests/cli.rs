@@ -454,3 +454,28 @@ fn verify_runs_a_llama_pair_and_refuses_biases_in_one_line() {
     ]);
     assert!(err.contains("biases") && err.contains("qwen2"), "{err}");
 }
+
+#[test]
+fn bench_times_a_llama_forward_in_plaintext() {
+    let out = post_ok(&[
+        "bench",
+        "--mode",
+        "forward",
+        "--model",
+        "tiny-llama",
+        "--context",
+        "8",
+        "--tokens",
+        "1,4",
+        "--repeats",
+        "2",
+    ]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("tiny-llama")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (row, tokens) in rows.iter().zip(["1", "4"]) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1..3], ["8", tokens], "{row}");
+        let ms: f64 = cells[3].parse().unwrap();
+        assert!(ms > 0.0 && ms.is_finite(), "{row}");
+    }
+}

@@ -59,7 +59,7 @@ fn train_tiny(
 ) -> (Trainee, Tokenizer, post::train::FitReport, TokenStream) {
     let file = corpus(dir);
     let tokenizer = Tokenizer::train_bpe(std::slice::from_ref(&file), 300).unwrap();
-    let trainee = Trainee::fresh(&tiny_cfg(tokenizer.vocab_size()), 3).unwrap();
+    let trainee = Trainee::fresh(tiny_cfg(tokenizer.vocab_size()), 3).unwrap();
     let stream = TokenStream::from_files(&[file], &tokenizer).unwrap();
     let opts = options(steps);
     let report = fit(
@@ -467,7 +467,7 @@ fn tiny_llama(vocab: usize, std: f64) -> LlamaConfig {
 fn distilling_a_llama_student_lowers_the_loss_and_raises_acceptance() {
     let dir = common::temp_dir("distill-llama");
     let teacher = Llama::random(&tiny_llama(40, 0.5), 21).unwrap();
-    let student = Trainee::fresh(&tiny_llama(40, 0.02), 5).unwrap();
+    let student = Trainee::fresh(tiny_llama(40, 0.02), 5).unwrap();
     assert_eq!(student.model.architecture(), "llama");
     let mut rng = ChaCha12Rng::seed_from_u64(8);
     let tokens: Vec<u32> = (0..4000).map(|_| rng.random_range(0..40)).collect();

@@ -328,7 +328,11 @@ fn known_shape(hub: &str) -> Option<ModelConfig> {
         "JackFram/llama-160m" => Some(llama(768, 3072, 12, 12, 12, 32000, 2048, false)),
         "lmsys/vicuna-7b-v1.3" => Some(llama(4096, 11008, 32, 32, 32, 32000, 2048, false)),
         "TinyLlama/TinyLlama-1.1B-Chat-v1.0" => {
-            Some(llama(2048, 5632, 22, 32, 4, 32000, 2048, false))
+            let mut cfg = llama(2048, 5632, 22, 32, 4, 32000, 2048, false);
+            if let ModelConfig::Llama(c) = &mut cfg {
+                c.rms_norm_eps = 1e-5;
+            }
+            Some(cfg)
         }
         _ => None,
     }
@@ -414,5 +418,22 @@ pub fn load_pair(name: &str, weights: Weights, registry: &Registry) -> Result<Mo
             };
             Ok(ModelPair { public, private })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_llama_shapes_have_their_published_parameter_counts() {
+        let count = |hub| known_shape(hub).unwrap().parameter_count();
+        // LLaMA-7B (Vicuna's base) and TinyLlama-1.1B as their model cards count them.
+        assert_eq!(count("lmsys/vicuna-7b-v1.3"), 6_738_415_616);
+        assert_eq!(count("TinyLlama/TinyLlama-1.1B-Chat-v1.0"), 1_100_048_384);
+        // The drafters' names round their sizes: 68 M and 162 M.
+        assert_eq!(count("JackFram/llama-68m") / 1_000_000, 68);
+        assert_eq!(count("JackFram/llama-160m") / 1_000_000, 162);
+        assert_eq!(count("gpt2"), 124_439_808);
     }
 }

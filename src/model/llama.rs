@@ -381,9 +381,9 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
-    n_head: usize,
-    n_kv_head: usize,
-    head_dim: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
 }
 
 impl Attention {
