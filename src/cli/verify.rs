@@ -287,11 +287,11 @@ fn forward_only(
             }
             (Some(m), _, _) => match random_llama(m) {
                 Some(cfg) => (m.clone(), Llama::random(&cfg, 0)?.into()),
-                None => (m.clone(), load_model(m, registry)?.model.into()),
+                None => (m.clone(), load_model(m, registry)?.model),
             },
             (None, Some(_), _) | (None, None, Some(_)) => {
                 let pair = args.models.load(registry)?;
-                (pair.private.name.clone(), pair.private.model.into())
+                (pair.private.name.clone(), pair.private.model)
             }
             _ => bail!("--forward-only needs --model MODEL, --pair NAME or --private MODEL"),
         };
