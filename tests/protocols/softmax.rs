@@ -15,7 +15,7 @@ fn softmax_with_causal_mask_on_attention_logits() {
     let out = run(&cfg(), vec![encode(fp(), &[t, total], &x)], move |p, s| {
         Ok(vec![softmax(p, &s[0], Some(&mask_for_run))?])
     });
-    assert_costs(&out, 19, 30144, 1874496);
+    assert_costs(&out, 19, 25344, 353088);
     let got = decode_at(&out.outputs[0], 16);
     let want = softmax_rows(&x, &mask, total);
     // exp's bias (3.4e-6 at most) and a few ulps on entries below the row maximum, over a sum >= 1.
@@ -38,7 +38,7 @@ fn softmax_over_a_vocabulary_row() {
     let want = softmax_ref(&x, &vec![true; n]);
     // max over 50,257 (16 binary levels of 1 round), exp (8), reciprocal (4), and the product
     // truncated in its own round.
-    assert_costs(&out, 29, 5228904, 199424952);
+    assert_costs(&out, 29, 5226792, 74381256);
     let got = decode_at(&out.outputs[0], 16);
     // A row of one element is 1 whatever its value.
     let single = run(
@@ -78,5 +78,5 @@ fn softmax_times_cached_values_in_softmax_rounds() {
     // by the values opens with the reciprocal's grid; apart it takes 2 rounds more.
     assert_eq!(fused.client.rounds, 1 + 19);
     assert_eq!(apart.client.rounds, 1 + 19 + 2);
-    assert_costs(&fused, 20, 66176, 3724416);
+    assert_costs(&fused, 20, 56576, 681600);
 }

@@ -5,7 +5,8 @@
 //! L has degree 4 in u, C degree 4 in u^2; both were fitted (minimax by reweighted least squares)
 //! to the tanh form: |error| <= 1e-4 on every piece, 7e-5 at the cut-offs.
 //! Rounds (masked products truncate their inputs in their openings):
-//! - round 1: four comparisons b_i = [x < t_i], t = (-4, -2, 2, 4), and x^2;
+//! - round 1: four comparisons b_i = [x < t_i], t = (-4, -2, 2, 4), from one key and one opening of
+//!   x + r ([`Round::ltz_thresholds`]), and x^2;
 //! - round 2: 4u^3 = x u^2 and u^4;
 //! - round 3: u^6 = u^2 u^4 and u^8;
 //! - round 4: each piece times its indicator, truncating the polynomial in the same opening:
@@ -19,8 +20,8 @@
 //! cut-offs (using the right-hand piece up to 2^-8 left of a cut-off errs by at most 1.2e-4), so
 //! the comparisons resolve x - t to 2^-8 only ([`Round::ltz_coarse`]), skipping x's lower
 //! fractional bits: 46 - f - extra + 8 key levels (22 in the forward, where x has 2f bits; 38 on
-//! f-bit inputs) instead of 46 (63 unbounded) for each of the four; GeLU's comparisons were most of a layer's LAN
-//! compute. Cost: 4 rounds.
+//! f-bit inputs) instead of 46 (63 unbounded), one key for the four; GeLU's comparisons were most
+//! of a layer's LAN compute. Cost: 4 rounds.
 //!
 //! [`gelu_at`] takes x at f + `extra` fractional bits (a matmul's output before its truncation):
 //! its comparisons run at that scale, its first products truncate x in their openings and the
@@ -67,9 +68,9 @@ pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> 
     p.labelled("gelu", |p| {
         let f = p.fp.frac_bits;
         let x_bits = f + extra;
-        let thresholds: Vec<RingTensor> = [-4.0, -2.0, 2.0, 4.0]
+        let thresholds: Vec<u64> = [-4.0, -2.0, 2.0, 4.0]
             .iter()
-            .map(|&t| p.add_constant(x, p.fp.constant(t).wrapping_neg() << extra))
+            .map(|&t| p.fp.constant(t) << extra)
             .collect();
         let x_f = Operand::truncated(x, extra);
         let mut round = Round::new();
@@ -77,10 +78,8 @@ pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> 
         // In the domain x - t lies within 2^(62 - f) in the ring: keys over 62 - f bits, less
         // the fractional bits of x beyond CUT_BITS.
         let skip = x_bits.saturating_sub(CUT_BITS);
-        let below = thresholds
-            .iter()
-            .map(|t| round.ltz_coarse(p, t, 62 - f, skip))
-            .collect::<Result<Vec<_>>>()?;
+        // One key and one opening of x + r for the four cut-offs.
+        let below = round.ltz_thresholds(p, x, &thresholds, 62 - f, skip)?;
         let mut out = round.run(p)?;
         let x2 = out.take(x2); // u^2 at 2f + 4 bits (x = 4u)
         let bits: Vec<RingTensor> = below.into_iter().map(|b| out.take(b)).collect();
