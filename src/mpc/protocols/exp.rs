@@ -11,8 +11,8 @@
 //! between, where the start is still valid and e^x < e^-32 is far below an ulp. Its key covers
 //! x's range above that resolution only: 62 - f - extra - n levels for any x (41 at f bits), and
 //! bound + 1 - n for x known to lie above -2^bound ([`exp_within`]: 13 in softmax, whose inputs
-//! lie above -2^17) instead of 63. Small positive x (up to 1) are in the domain too: softmax's
-//! coarse maximum leaves the top entries up to 1/2 above it. Softmax's masked entries and the
+//! lie above -2^17) instead of 63. Small positive x (up to 2) are in the domain too: softmax's
+//! coarse maximum leaves the top entries up to 2 above it. Softmax's masked entries and the
 //! wide rows of a low temperature need no clamp before.
 //!
 //! Rounds, with the masked products of [`super::round`] (each product truncates its inputs in
@@ -47,7 +47,7 @@ pub fn exp_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> {
     exp_within(p, x, extra, bound)
 }
 
-/// [`exp_at`] for x known to lie in (-2^`bound`, 1]: the clamp's key covers `bound` + 1 bits of
+/// [`exp_at`] for x known to lie in (-2^`bound`, 2]: the clamp's key covers `bound` + 1 bits of
 /// x beyond its fractional ones, less the n + f + extra that its resolution skips.
 pub fn exp_within(p: &mut Party, x: &RingTensor, extra: u32, bound: u32) -> Result<RingTensor> {
     p.labelled("exp", |p| {
@@ -81,12 +81,12 @@ pub fn exp_within(p: &mut Party, x: &RingTensor, extra: u32, bound: u32) -> Resu
         };
         // The clamp compares x with -2^n to a resolution of 2^n: x < -2^(n+1) reads below, x
         // >= -2^n reads above, and between them either (where the start is still valid, and
-        // e^-2^n is below an ulp). x + 2^n lies in (-2^(bound+1), 2^(n+1)).
+        // e^-2^n is below an ulp). x + 2^n lies in (-2^(bound+1), 2^n + 2].
         let skip = x_bits + n;
         let key_bits = (bound + 1 + x_bits).min(crate::mpc::dcf::BITS as u32);
         if bound <= n || skip >= key_bits {
             return Err(MpcError::BadConfig(format!(
-                "exp over (-2^{bound}, 1] at {x_bits} fractional bits with {n} squarings"
+                "exp over (-2^{bound}, 2] at {x_bits} fractional bits with {n} squarings"
             )));
         }
         let shift = p.fp.constant(2f64.powi(n as i32)) << extra;

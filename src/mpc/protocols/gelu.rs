@@ -8,7 +8,7 @@
 //! - round 1: four comparisons b_i = [x < t_i], t = (-4, -2, 2, 4), from one key and one opening of
 //!   x + r ([`Round::ltz_thresholds`]), and x^2;
 //! - round 2: 4u^3 = x u^2 and u^4;
-//! - round 3: u^6 = u^2 u^4 and u^8;
+//! - round 3: u^6 C[3] + u^8 C[4] = u^4 (C[3] u^2 + C[4] u^4), one product;
 //! - round 4: each piece times its indicator, truncating the polynomial in the same opening:
 //!   y = x [x >= 2] + L(-u) [2 <= x < 4] + (x/2 + C) [-2 <= x < 2] + L(u) [-4 <= x < -2],
 //!   the indicators being differences of the b_i (exact 0/1 integers).
@@ -40,6 +40,9 @@ const SQUARE_BITS: u32 = 20;
 const POWER_BITS: u32 = 22;
 /// The polynomials are assembled at this many fractional bits, then truncated to f.
 const POLY_BITS: u32 = 56;
+/// Fractional bits of the centre's top factor C[3] u^2 + C[4] u^4 before its truncation (C[4] is
+/// encoded at TAIL_BITS - 2 SQUARE_BITS = 12 bits, an error below 2^-13 u^8 < 5e-7).
+const TAIL_BITS: u32 = 52;
 
 /// L(u) = sum L[k] u^k on [-4, -2).
 const SIDE: [f64; 5] = [
@@ -92,17 +95,27 @@ pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> 
         let mut out = round.run(p)?;
         let (four_u3, u4) = (out.take(four_u3), out.take(u4));
 
-        let mut round = Round::new();
-        let u4_op = Operand::truncated(&u4, 2 * SQUARE_BITS - POWER_BITS);
-        let u6 = round.mul(p, Operand::truncated(&x2, u2_bits - POWER_BITS), u4_op)?;
-        let u8 = round.square(p, u4_op)?;
-        let mut out = round.run(p)?;
-        let (u6, u8) = (out.take(u6), out.take(u8)); // 2 POWER_BITS
-
-        // Each term at POLY_BITS: a power at b bits times its coefficient at POLY_BITS - b bits.
-        let term = |t: &RingTensor, at: u32, c: f64| {
-            t.scale((c * 2f64.powi((POLY_BITS - at) as i32)).round() as i64 as u64)
+        // Each term at `to` bits: a power at b bits times its coefficient at `to` - b bits.
+        let term_at = |t: &RingTensor, at: u32, c: f64, to: u32| {
+            t.scale((c * 2f64.powi((to - at) as i32)).round() as i64 as u64)
         };
+        let term = |t: &RingTensor, at: u32, c: f64| term_at(t, at, c, POLY_BITS);
+
+        // The centre's top terms in one product: u^4 (C[3] u^2 + C[4] u^4), at most 10.2 in
+        // magnitude on [-2, 2) inside its factor at TAIL_BITS (elsewhere multiplied by 0).
+        let tail_factor = term_at(&x2, u2_bits, CENTRE[3], TAIL_BITS).add(&term_at(
+            &u4,
+            2 * SQUARE_BITS,
+            CENTRE[4],
+            TAIL_BITS,
+        ))?;
+        let mut round = Round::new();
+        let tail = round.mul(
+            p,
+            Operand::truncated(&u4, 2 * SQUARE_BITS - POWER_BITS),
+            Operand::truncated(&tail_factor, TAIL_BITS - POWER_BITS),
+        )?;
+        let tail = round.run(p)?.take(tail); // 2 POWER_BITS
         let constant = |c: f64| {
             p.public(&RingTensor::filled(
                 x.shape(),
@@ -119,12 +132,11 @@ pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> 
         let (left, right) = (side(1.0)?, side(-1.0)?);
         let mut centre = constant(CENTRE[0]).add(&term(x, x_bits, 0.5))?;
         let powers = [
-            (&x2, u2_bits),
-            (&u4, 2 * SQUARE_BITS),
-            (&u6, 2 * POWER_BITS),
-            (&u8, 2 * POWER_BITS),
+            (&x2, u2_bits, CENTRE[1]),
+            (&u4, 2 * SQUARE_BITS, CENTRE[2]),
+            (&tail, 2 * POWER_BITS, 1.0),
         ];
-        for ((power, at), &c) in powers.into_iter().zip(&CENTRE[1..]) {
+        for (power, at, c) in powers {
             centre = centre.add(&term(power, at, c))?;
         }
 

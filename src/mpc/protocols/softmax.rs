@@ -4,13 +4,13 @@
 //! 1. Masked entries are replaced by their row's first kept entry (a public position; local), so
 //!    the maximum and exp see the row's own scores only.
 //! 2. m = a coarse maximum ([`super::max::max_value_coarse`]): the tournament's keys cover the
-//!    differences' range (18 bits above the fractional ones) resolved to 2^-r with 2^r >= 2 levels,
-//!    so m is one of the row's values at most 1/2 below its maximum: keys of 22 levels for rows of
-//!    65 to 128 instead of 63. Softmax does not depend on m, which only keeps exp's inputs in its
-//!    domain: z = x - m lies in (-2^17, 1/2], and e = exp(z) (exp clamps what is far below, its
+//!    differences' range (18 bits above the fractional ones) resolved to 2^-r with 2^r >= levels / 2,
+//!    so m is one of the row's values at most 2 below its maximum: keys of 20 levels for rows of
+//!    65 to 256 instead of 63. Softmax does not depend on m, which only keeps exp's inputs in its
+//!    domain: z = x - m lies in (-2^17, 2], and e = exp(z) (exp clamps what is far below, its
 //!    key over 13 levels), then e *= mask (local, exact zeros).
-//! 3. S = sum(e) lies in [1, n e^(1/2)] (the maximum contributes at least exp(0) = 1), so 1/S
-//!    comes from the grid-and-series reciprocal on [1/2, 2 (n + 1)] (4 rounds; its grid of one key
+//! 3. S = sum(e) lies in [1, n e^2] (the maximum contributes at least exp(0) = 1), so 1/S
+//!    comes from the grid-and-series reciprocal on [1/2, 8 (n + 1)] (4 rounds; its grid of one key
 //!    a row), left at many fractional bits;
 //!    out = e * (1/S) is one masked product that truncates 1/S in its opening and its own result
 //!    in Z_2^128 ([`super::truncating_product`]): one round, 1/S opened once a row.
@@ -64,8 +64,8 @@ pub fn softmax_at(
 /// softmax(x) V per head, at f bits: x [heads, m, rows] the scores at f + `extra` bits (with
 /// `mask` as in [`softmax_at`]), V the value rows of a KV cache after appending `new` to them
 /// (see [`super::row_cache::append_and_multiply`]). Softmax's rounds, and no more. e V at 2f bits must
-/// stay below 2^61 for its truncation, with e below e^(1/2) (the coarse maximum): values below
-/// 2^(60 - 2f) / n in magnitude (2^18 at f = 16 and 1,024 positions).
+/// stay below 2^61 for its truncation, with e below e^2 (the coarse maximum): values below
+/// 2^(58 - 2f) / n in magnitude (2^16 at f = 16 and 1,024 positions).
 pub fn softmax_values_at(
     p: &mut Party,
     x: &RingTensor,
@@ -92,9 +92,9 @@ pub fn softmax_values_at(
 pub const SCORE_BITS: u32 = 16;
 
 /// The bound on S = sum e: the maximum's entry contributes at least 1, and the coarse maximum
-/// lies less than 1/2 below the true one, so S < n e^(1/2) < 2 (n + 1).
+/// lies at most 2 below the true one, so S <= n e^2 < 8 (n + 1).
 fn sum_bound(n: usize) -> f64 {
-    2.0 * (n as f64 + 1.0)
+    8.0 * (n as f64 + 1.0)
 }
 
 /// e = exp(x - m) for a coarse maximum m, with masked entries exactly 0 (steps 1 and 2).
@@ -112,13 +112,16 @@ fn masked_exp(
     let x_bits = p.fp.frac_bits + extra;
     // Differences of two scores lie in (-2^(SCORE_BITS+1), 2^(SCORE_BITS+1)), one bit inside the
     // keys' range so that no difference reaches the window a coarse key misreads at its top.
-    // A level may lose 2^-r with 2^r >= 2 levels(n): the maximum is within 1/2 of the true one.
-    let resolution = levels(n).next_power_of_two().trailing_zeros() + 1;
+    // A level may lose 2^-r with 2^r >= levels(n) / 2: the maximum is within 2 of the true one.
+    let resolution = levels(n)
+        .next_power_of_two()
+        .trailing_zeros()
+        .saturating_sub(1);
     let key_bits = (SCORE_BITS + 2 + x_bits).min(crate::mpc::dcf::BITS as u32);
     let skip = x_bits.saturating_sub(resolution);
     let m = max_value_coarse(p, &x, key_bits, skip)?;
     let z = x.sub(&m.expand_last(n))?;
-    // z = x - m lies in (-2^(SCORE_BITS+1), 1/2].
+    // z = x - m lies in (-2^(SCORE_BITS+1), 2].
     let mut e = exp_within(p, &z, extra, SCORE_BITS + 1)?;
     if let Some(mask) = mask {
         e.data_mut().iter_mut().zip(mask).for_each(|(v, &keep)| {
