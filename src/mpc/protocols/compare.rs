@@ -316,9 +316,9 @@ impl Stage for LtzJob {
 
     fn finish(self: Box<Self>, party: usize, opened: &[u64]) -> Result<Vec<RingTensor>> {
         let bits = self.stage.finish_at(party, opened, &self.thresholds);
-        bits.chunks(opened.len().max(1))
-            .take(self.thresholds.len())
-            .map(|b| RingTensor::new(&self.shape, b.to_vec()))
+        let len = opened.len();
+        (0..self.thresholds.len())
+            .map(|i| RingTensor::new(&self.shape, bits[i * len..(i + 1) * len].to_vec()))
             .collect()
     }
 }
