@@ -32,7 +32,7 @@ fn exp_matches_on_softmax_inputs() {
 #[test]
 fn reciprocal_and_rsqrt_over_wide_ranges() {
     let mut rng = ChaCha12Rng::seed_from_u64(8);
-    // One grid comparison per point and value (176 points here), so a few hundred values suffice.
+    // One key and one opening per value for all 176 grid points (each point one evaluation).
     let x: Vec<f64> = uniform(&mut rng, 400, 0.0, 1.0)
         .iter()
         .map(|u| 10f64.powf(u * 3.0))

@@ -24,8 +24,8 @@
 //! Coarse comparisons ([`Round::ltz_coarse`]): a key may also skip the low s bits,
 //! comparing y_lo >> s with r_lo >> s (k - s levels). That borrow differs from the exact one only
 //! when the two agree above bit s and y_lo < r_lo, i.e. when x lies in (-2^s, 0) or (2^k - 2^s,
-//! 2^k): there the bit may read 0. So on [-2^k, 2^k - 2^s] the answer is exact except within 2^s
-//! below zero. A piecewise function whose pieces agree near their cut-off (GeLU's, within 1.2e-4
+//! 2^k): there the bit may flip (x just below zero reading as non-negative, x just below 2^k as
+//! negative). So on [-2^k, 2^k - 2^s] the answer is exact except within 2^s below zero. A piecewise function whose pieces agree near their cut-off (GeLU's, within 1.2e-4
 //! over 2^-8) can compare at that resolution: GeLU keeps 8 fractional bits of x - t, so its keys
 //! take 46 - f - extra + 8 levels (22 in the forward, 38 on f-bit inputs) instead of 46.
 //!
