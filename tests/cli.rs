@@ -371,3 +371,79 @@ fn verify_prints_json_and_appends_csv_rows() {
     assert_eq!(text.lines().count(), 1 + 8, "{text}");
     assert_eq!(text.lines().filter(|l| l.starts_with("id,")).count(), 1);
 }
+
+#[test]
+fn draft_runs_a_llama_pair_from_text() {
+    // A Qwen2 drafting for a LLaMA: two architectures, one tokenizer (BOS added as configured).
+    let json: serde_json::Value = serde_json::from_str(&post_ok(&[
+        "draft",
+        "--pair",
+        "tiny-llama",
+        "--prompt",
+        "Hello world",
+        "--draft-len",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--json",
+    ]))
+    .unwrap();
+    let result = &json["results"][0];
+    assert_eq!(result["prompt_ids"][0], 1, "the BOS starts the prompt");
+    assert_eq!(result["output_ids"].as_array().unwrap().len(), 8);
+    assert!(result["text"].is_string());
+    // The LLaMA folder by path, drafting for itself: every draft is accepted at T = 0.
+    let dir = common::models_dir().join("tiny-llama-ref");
+    let m = dir.to_str().unwrap();
+    let json: serde_json::Value = serde_json::from_str(&post_ok(&[
+        "draft",
+        "--public",
+        m,
+        "--private",
+        m,
+        "--prompt-ids",
+        "1,17,3",
+        "--draft-len",
+        "4",
+        "--max-new-tokens",
+        "10",
+        "--temperature",
+        "0",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(json["summary"]["acceptance_rate"], 1.0);
+}
+
+#[test]
+fn the_secure_path_refuses_a_llama_model_with_one_clear_line() {
+    let err = post_error(&["verify", "--pair", "tiny-llama", "--prompt-ids", "1,2"]);
+    assert!(err.contains("GPT-2") && err.contains("qwen2"), "{err}");
+}
+
+#[test]
+fn bench_times_a_llama_forward_in_plaintext() {
+    let out = post_ok(&[
+        "bench",
+        "--mode",
+        "forward",
+        "--model",
+        "tiny-llama",
+        "--context",
+        "8",
+        "--tokens",
+        "1,4",
+        "--repeats",
+        "2",
+    ]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("tiny-llama")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (row, tokens) in rows.iter().zip(["1", "4"]) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1..3], ["8", tokens], "{row}");
+        let ms: f64 = cells[3].parse().unwrap();
+        assert!(ms > 0.0 && ms.is_finite(), "{row}");
+    }
+}

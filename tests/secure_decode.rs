@@ -25,7 +25,7 @@ fn ideal() -> EngineConfig {
 #[test]
 fn secure_greedy_decoding_reproduces_plaintext_on_the_tiny_pair() {
     let pair = load_pair("tiny-public", "tiny-private", &registry()).unwrap();
-    let (public, private) = (&pair.public.model, &pair.private.model);
+    let (public, private) = (&pair.public.model, pair.private.model.gpt2().unwrap());
     let mut verifier = SecureVerifier::start(private, &ideal(), 0.0).unwrap();
     for prompt in [vec![7u32], vec![1, 2, 3, 4], vec![42, 999, 0, 512, 77]] {
         let opts = |k| DecodeOptions {
@@ -123,8 +123,13 @@ fn the_server_sees_uniform_bytes_and_only_the_announced_shapes_in_a_whole_genera
     };
     let mut views = Vec::new();
     for prompt in [vec![5u32, 17, 900, 3], vec![0u32, 0, 0, 0]] {
-        let mut verifier =
-            SecureVerifier::start_recording(&pair.private.model, &ideal(), 1.0, true).unwrap();
+        let mut verifier = SecureVerifier::start_recording(
+            pair.private.model.gpt2().unwrap(),
+            &ideal(),
+            1.0,
+            true,
+        )
+        .unwrap();
         let mut rng = ChaCha12Rng::seed_from_u64(3);
         let out = decode_with(&pair.public.model, &mut verifier, &prompt, &opts, &mut rng).unwrap();
         let view = verifier.finish().unwrap();
@@ -218,7 +223,7 @@ fn smallest_top2_margin(model: &post::model::Gpt2, prompt: &[u32], output: &[u32
 #[test]
 fn secure_greedy_decoding_reproduces_plaintext_on_the_shipped_pair() {
     let pair = post::model::loader::load_named_pair("default-aligned", &registry()).unwrap();
-    let (public, private) = (&pair.public.model, &pair.private.model);
+    let (public, private) = (&pair.public.model, pair.private.model.gpt2().unwrap());
     let tokenizer = pair.tokenizer().unwrap();
     let text =
         std::fs::read_to_string(common::models_dir().join("../datasets/code-completion.jsonl"))

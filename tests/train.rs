@@ -11,7 +11,7 @@ use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use post::model::loader::load_dir;
-use post::model::{Config, Tokenizer};
+use post::model::{Config, LanguageModel, Llama, LlamaConfig, Model, Tokenizer};
 use post::train::data::TokenStream;
 use post::train::distill::{loss_fn, DistillLoss};
 use post::train::{fit, next_token_loss, TrainOptions, Trainee, TrainerState};
@@ -59,7 +59,7 @@ fn train_tiny(
 ) -> (Trainee, Tokenizer, post::train::FitReport, TokenStream) {
     let file = corpus(dir);
     let tokenizer = Tokenizer::train_bpe(std::slice::from_ref(&file), 300).unwrap();
-    let trainee = Trainee::fresh(&tiny_cfg(tokenizer.vocab_size()), 3).unwrap();
+    let trainee = Trainee::fresh(tiny_cfg(tokenizer.vocab_size()), 3).unwrap();
     let stream = TokenStream::from_files(&[file], &tokenizer).unwrap();
     let opts = options(steps);
     let report = fit(
@@ -132,7 +132,7 @@ fn the_same_seed_gives_the_same_weights() {
     assert!(a == b, "two runs with one seed wrote different weights");
     // ... and training changed them: the checkpoint is not the initialisation.
     let trained = load_dir("a", &d1.join("ckpt"), &d1.join("ckpt")).unwrap();
-    let init = Trainee::fresh(trained.config(), 3).unwrap();
+    let init = Trainee::fresh(trained.model.config(), 3).unwrap();
     let ids = [5u32, 9, 40, 7];
     let x = trained
         .model
@@ -160,12 +160,10 @@ fn a_trainee_starts_from_the_models_random_weights() {
         let model = post::model::Gpt2::random(&cfg, seed).unwrap();
         let trainee = Trainee::fresh(&cfg, seed).unwrap();
         let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
-        assert_eq!(flat(model.wte()), flat(trainee.model.wte()));
-        assert_eq!(flat(model.wpe()), flat(trainee.model.wpe()));
-        assert_eq!(
-            flat(&model.ln_f().weight),
-            flat(&trainee.model.ln_f().weight)
-        );
+        let same = trainee.model.gpt2().unwrap();
+        assert_eq!(flat(model.wte()), flat(same.wte()));
+        assert_eq!(flat(model.wpe()), flat(same.wpe()));
+        assert_eq!(flat(&model.ln_f().weight), flat(&same.ln_f().weight));
         let ids = [5u32, 9, 40, 7];
         let x = model.forward_rows(&ids, &mut model.new_cache()).unwrap();
         let y = trainee
@@ -205,6 +203,51 @@ fn tiny_train_args<'a>(corpus: &'a str, out: &'a str) -> [&'a str; 21] {
         "--checkpoint-every",
         "2",
     ]
+}
+
+#[test]
+fn post_train_trains_a_llama_with_grouped_query_attention() {
+    let dir = common::temp_dir("train-llama");
+    let file = corpus(&dir);
+    let out = dir.join("run");
+    let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = tiny_train_args(f, o).to_vec();
+    let heads = args.iter().position(|&a| a == "--n-head").unwrap() + 1;
+    args[heads] = "4";
+    args.extend([
+        "--arch",
+        "llama",
+        "--n-kv-head",
+        "2",
+        "--steps",
+        "60",
+        "--warmup",
+        "5",
+        "--lr",
+        "1e-2",
+    ]);
+    let stdout = common::post_ok(&args);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let loaded = load_dir("run", &out, &out).unwrap();
+    let Model::Llama(llama) = &loaded.model else {
+        panic!(
+            "post train --arch llama wrote a {} model",
+            loaded.model.architecture()
+        )
+    };
+    assert_eq!(
+        (llama.cfg.num_attention_heads, llama.cfg.num_kv_heads()),
+        (4, 2)
+    );
+    assert_eq!(llama.cfg.intermediate_size, 32 * 8 / 3);
+    // 60 steps of a 300-token BPE: well below the uniform guess's ln(300) = 5.7 nats.
+    let loss = report["final_loss"].as_f64().unwrap();
+    assert!(loss < 4.5, "final loss {loss}");
+    let e = String::from_utf8_lossy(
+        &post(&[&tiny_train_args(f, o)[..], &["--n-kv-head", "2"]].concat()).stderr,
+    )
+    .to_string();
+    assert!(e.contains("--arch llama"), "{e}");
 }
 
 #[test]
@@ -360,8 +403,8 @@ fn distillation_losses_match_their_definitions() {
 
 /// Mean probability that the speculative rule accepts the student's draft: sum min(p, q).
 fn acceptance(
-    student: &post::model::Gpt2,
-    teacher: &post::model::Gpt2,
+    student: &dyn LanguageModel,
+    teacher: &dyn LanguageModel,
     contexts: &[Vec<u32>],
 ) -> f64 {
     let mut total = 0.0;
@@ -409,6 +452,112 @@ fn distillation_raises_acceptance() {
     .unwrap();
     let after = acceptance(&student.model, &teacher, &contexts);
     assert!(after > before + 0.1, "acceptance {before:.3} -> {after:.3}");
+}
+
+fn tiny_llama(vocab: usize, std: f64) -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: vocab,
+        max_position_embeddings: 32,
+        initializer_range: std,
+        ..LlamaConfig::sized(32, 64, 1, 4, 2)
+    }
+}
+
+#[test]
+fn distilling_a_llama_student_lowers_the_loss_and_raises_acceptance() {
+    let dir = common::temp_dir("distill-llama");
+    let teacher = Llama::random(&tiny_llama(40, 0.5), 21).unwrap();
+    let student = Trainee::fresh(tiny_llama(40, 0.02), 5).unwrap();
+    assert_eq!(student.model.architecture(), "llama");
+    let mut rng = ChaCha12Rng::seed_from_u64(8);
+    let tokens: Vec<u32> = (0..4000).map(|_| rng.random_range(0..40)).collect();
+    let stream = TokenStream { tokens };
+    let contexts: Vec<Vec<u32>> = (0..40)
+        .map(|_| (0..10).map(|_| rng.random_range(0..40)).collect())
+        .collect();
+    let loss = loss_fn(&teacher, DistillLoss::ForwardKl, 1.0);
+    // One held batch, scored before and after (the last training batch's loss is noisier).
+    let (x, y) = stream.batch(99, 0, 8, 16).unwrap();
+    let kl = |m: &Model| loss(m, &x, &y).unwrap().to_scalar::<f32>().unwrap() as f64;
+    let first = kl(&student.model);
+    let before = acceptance(&student.model, &teacher, &contexts);
+    let tokenizer = Tokenizer::train_bpe(&[corpus(&dir)], 300).unwrap();
+    let opts = TrainOptions {
+        steps: 80,
+        lr: 1e-2,
+        ..options(80)
+    };
+    fit(
+        &student,
+        &tokenizer,
+        &opts,
+        &dir.join("student"),
+        0,
+        "test",
+        DType::F32,
+        |step| stream.batch(1, step, 8, 16),
+        &loss,
+    )
+    .unwrap();
+    let last = kl(&student.model);
+    assert!(last < first * 0.8, "forward KL {first:.4} -> {last:.4}");
+    let after = acceptance(&student.model, &teacher, &contexts);
+    assert!(
+        after > before + 0.05,
+        "acceptance {before:.3} -> {after:.3}"
+    );
+    // The checkpoint is a LLaMA folder the loader reads back to the same logits.
+    // (Its tokenizer, trained only to be written, is larger than the 40-token vocabulary.)
+    let loaded = load_dir("student", &dir.join("student"), &dir).unwrap();
+    assert!(matches!(loaded.model, Model::Llama(_)));
+    let a = loaded
+        .model
+        .forward_rows(&contexts[0], &mut loaded.model.new_cache())
+        .unwrap();
+    let b = student
+        .model
+        .forward_rows(&contexts[0], &mut student.model.new_cache())
+        .unwrap();
+    let diff = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-5, "reloaded logits differ by {diff}");
+}
+
+#[test]
+fn post_distill_takes_a_llama_teacher_and_a_qwen2_student() {
+    let dir = common::temp_dir("distill-llama-cli");
+    let out = dir.join("aligned");
+    let stdout = common::post_ok(&[
+        "distill",
+        "--teacher",
+        "tiny-llama",
+        "--student",
+        "tiny-llama-qwen2",
+        "--corpus",
+        "README.md",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--warmup",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["steps"], 3, "{stdout}");
+    let aligned = load_dir("aligned", &out, &out).unwrap();
+    assert_eq!(aligned.model.architecture(), "qwen2");
+    // The student's tokenizer, its BOS rule included, comes along.
+    let tok = aligned.tokenizer.unwrap();
+    assert_eq!(tok.bos(), Some(1));
+    assert_eq!(tok.encode("Hello").unwrap()[0], 1);
 }
 
 #[test]

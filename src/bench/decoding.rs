@@ -4,7 +4,7 @@
 //!
 //! A *cell* is (pair, weights, dataset, net, temperature, new tokens, prompts, seed) with its draft
 //! lengths: standard runs once per cell and is the baseline of every POST row's speedup.
-//! With random weights (`--weights random`: the private model's shape, GPT-2's initialisation) only
+//! With random weights (`--weights random`: the private model's shape, its architecture's initialisation) only
 //! costs mean anything: acceptance, seconds per token and speedup are left empty, never reported,
 //! and the private model drafts for itself so that each pass verifies a full K.
 
@@ -14,8 +14,9 @@ use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::decoding::{decode_with_policy, Adaptive, DecodeOptions, DraftPolicy, Fixed};
+use crate::model::any::ModelConfig;
 use crate::model::loader::{read_config, resolve, LoadedModel, ModelPair, Registry};
-use crate::model::{Config, Tokenizer};
+use crate::model::{Config, LlamaConfig, Tokenizer};
 use crate::mpc::{EngineConfig, LinkModel};
 use crate::secure::{Costs, SecureVerifier};
 
@@ -25,7 +26,7 @@ use crate::secure::{Costs, SecureVerifier};
 pub enum Weights {
     /// The checkpoints the registry names.
     Trained,
-    /// The same shapes with GPT-2's random initialisation: costs only.
+    /// The same shapes with their architecture's random initialisation: costs only.
     Random,
 }
 
@@ -195,7 +196,7 @@ pub fn run_cell(cell: &Cell, mut tick: impl FnMut(&str)) -> Result<Vec<BenchRow>
         seed: cell.sim_seed,
         ..EngineConfig::default()
     };
-    let private = &cell.pair.private.model;
+    let private = cell.pair.private.model.gpt2()?;
     let mut verifier = SecureVerifier::start(private, &engine, cell.temperature)
         .context("cannot start the secure session")?;
     let setup = verifier.setup;
@@ -307,17 +308,39 @@ fn row(
     }
 }
 
-/// The shapes of the hub checkpoints the registry names, for `--weights random` without a download.
-fn known_shape(hub: &str) -> Option<Config> {
+/// The shapes of the hub checkpoints the registry names, for `--weights random` without a download
+/// (each as its `config.json` on the hub gives it).
+fn known_shape(hub: &str) -> Option<ModelConfig> {
+    let llama = |d, mlp, layers, heads, kv_heads, vocab, window, tied| {
+        ModelConfig::Llama(LlamaConfig {
+            vocab_size: vocab,
+            max_position_embeddings: window,
+            tie_word_embeddings: tied,
+            ..LlamaConfig::sized(d, mlp, layers, heads, kv_heads)
+        })
+    };
     match hub {
-        "gpt2" | "openai-community/gpt2" => Some(Config::gpt2_small()),
-        "gpt2-medium" | "openai-community/gpt2-medium" => Some(Config::gpt2_medium()),
+        "gpt2" | "openai-community/gpt2" => Some(ModelConfig::Gpt2(Config::gpt2_small())),
+        "gpt2-medium" | "openai-community/gpt2-medium" => {
+            Some(ModelConfig::Gpt2(Config::gpt2_medium()))
+        }
+        "JackFram/llama-68m" => Some(llama(768, 3072, 2, 12, 12, 32000, 2048, false)),
+        "JackFram/llama-160m" => Some(llama(768, 3072, 12, 12, 12, 32000, 2048, false)),
+        "lmsys/vicuna-7b-v1.3" => Some(llama(4096, 11008, 32, 32, 32, 32000, 2048, false)),
+        "TinyLlama/TinyLlama-1.1B-Chat-v1.0" => {
+            let mut cfg = llama(2048, 5632, 22, 32, 4, 32000, 2048, false);
+            if let ModelConfig::Llama(c) = &mut cfg {
+                c.rms_norm_eps = 1e-5;
+            }
+            Some(cfg)
+        }
         _ => None,
     }
 }
 
 /// A model of `reference`'s shape with random weights: a local folder's config.json, or the known
-/// shape of a hub checkpoint. Hub models get GPT-2's tokenizer shipped in `models/gpt2-tokenizer`.
+/// shape of a hub checkpoint. Hub GPT-2 models get GPT-2's tokenizer shipped in
+/// `models/gpt2-tokenizer`; hub LLaMA models the tokenizer in the hub cache, when it is there.
 fn random_model(reference: &str, registry: &Registry, seed: u64) -> Result<LoadedModel> {
     let hub = registry
         .models
@@ -327,10 +350,18 @@ fn random_model(reference: &str, registry: &Registry, seed: u64) -> Result<Loade
     let (cfg, tokenizer) = match hub {
         Some(hub) => {
             let cfg = known_shape(&hub).with_context(|| {
-                format!("--weights random: no known shape for hub model {hub:?} (known: gpt2, gpt2-medium)")
+                format!("--weights random: no known shape for hub model {hub:?} (known: gpt2, gpt2-medium, JackFram/llama-68m, JackFram/llama-160m, lmsys/vicuna-7b-v1.3, TinyLlama/TinyLlama-1.1B-Chat-v1.0)")
             })?;
-            let dir = registry.resolve_relative("gpt2-tokenizer");
-            (cfg, Tokenizer::from_dir(&dir)?)
+            let tokenizer = match cfg {
+                ModelConfig::Gpt2(_) => {
+                    Tokenizer::from_dir(&registry.resolve_relative("gpt2-tokenizer"))?
+                }
+                ModelConfig::Llama(_) => match resolve(reference, registry) {
+                    Ok(resolved) => Tokenizer::from_dir(&resolved.tokenizer_dir)?,
+                    Err(_) => None,
+                },
+            };
+            (cfg, tokenizer)
         }
         None => {
             let resolved = resolve(reference, registry)?;
@@ -338,13 +369,34 @@ fn random_model(reference: &str, registry: &Registry, seed: u64) -> Result<Loade
             (cfg, Tokenizer::from_dir(&resolved.tokenizer_dir)?)
         }
     };
-    let model = crate::model::Gpt2::random(&cfg, seed)?;
+    check_memory(reference, cfg.parameter_count())?;
+    let model = cfg.random(seed)?;
     Ok(LoadedModel {
         name: reference.to_string(),
         dir: Default::default(),
         model,
         tokenizer,
     })
+}
+
+/// Refuses a random model whose f32 weights would not fit in this machine's available memory
+/// (Vicuna-7B needs 27 GB): one clear line instead of the kernel's out-of-memory kill.
+fn check_memory(reference: &str, parameters: usize) -> Result<()> {
+    let available_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        });
+    let needed_gb = parameters as f64 * 4.0 / 1e9;
+    if let Some(kb) = available_kb {
+        let available_gb = kb * 1024.0 / 1e9;
+        if needed_gb > available_gb {
+            bail!("--weights random: {reference} has {parameters} parameters, {needed_gb:.1} GB as f32, more than the {available_gb:.1} GB available")
+        }
+    }
+    Ok(())
 }
 
 /// A registry pair with trained or random weights.
@@ -366,5 +418,22 @@ pub fn load_pair(name: &str, weights: Weights, registry: &Registry) -> Result<Mo
             };
             Ok(ModelPair { public, private })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_llama_shapes_have_their_published_parameter_counts() {
+        let count = |hub| known_shape(hub).unwrap().parameter_count();
+        // LLaMA-7B (Vicuna's base) and TinyLlama-1.1B as their model cards count them.
+        assert_eq!(count("lmsys/vicuna-7b-v1.3"), 6_738_415_616);
+        assert_eq!(count("TinyLlama/TinyLlama-1.1B-Chat-v1.0"), 1_100_048_384);
+        // The drafters' names round their sizes: 68 M and 162 M.
+        assert_eq!(count("JackFram/llama-68m") / 1_000_000, 68);
+        assert_eq!(count("JackFram/llama-160m") / 1_000_000, 162);
+        assert_eq!(count("gpt2"), 124_439_808);
     }
 }

@@ -239,8 +239,8 @@ fn latency(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
         Some(m) if args.weights == Weights::Random => bail!(
             "--model {m} with --weights random: name the shape with --pair (its private model)"
         ),
-        Some(m) => (m.clone(), load_model(m, &registry)?.model),
-        None => (pair.private.name.clone(), pair.private.model),
+        Some(m) => (m.clone(), load_model(m, &registry)?.model.into_gpt2()?),
+        None => (pair.private.name.clone(), pair.private.model.into_gpt2()?),
     };
     let window = model.config().n_positions;
     let max_new = tokens.iter().copied().max().unwrap_or(1);
@@ -304,7 +304,7 @@ fn forward(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
     let registry = Registry::locate(registry)?;
     let loaded = load_model(args.model.as_deref().unwrap_or("tiny-private"), &registry)?;
     let model = &loaded.model;
-    let cfg = model.config();
+    let cfg = model.shape();
     let max_new = tokens.iter().copied().max().unwrap_or(1);
     if context + max_new > cfg.n_positions {
         bail!(

@@ -177,7 +177,7 @@ pub fn run_serve(args: &ServeArgs, registry: Option<&Path>) -> Result<()> {
         (None, false) => Trust::default(),
     };
     let registry = Registry::locate(registry)?;
-    let model = load_model(&args.model, &registry)?.model;
+    let model = load_model(&args.model, &registry)?.model.into_gpt2()?;
     let engine = EngineConfig {
         link: LinkModel::parse(&args.net)?,
         timeout,

@@ -1,13 +1,15 @@
-//! `post train` (a GPT-2 from scratch on text files) and `post distill` (align a public model to a
-//! private one), sharing the optimisation flags.
+//! `post train` (a GPT-2 or a LLaMA-style model from scratch on text files) and `post distill`
+//! (align a public model to a private one, of either architecture), sharing the optimisation flags.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 
+use crate::model::any::ModelConfig;
+use crate::model::llama::TokenIds;
 use crate::model::loader::{load_pair, Registry};
-use crate::model::{Config, Tokenizer};
+use crate::model::{Config, LanguageModel, LlamaConfig, Tokenizer};
 use crate::train::data::TokenStream;
 use crate::train::distill::{loss_fn, DistillLoss};
 use crate::train::{existing_files, fit, next_token_loss, read_state, TrainOptions, Trainee};
@@ -88,6 +90,16 @@ pub struct TrainArgs {
     /// Context window.
     #[arg(long, default_value_t = 128)]
     pub n_positions: usize,
+    /// The architecture: gpt2, or llama (RMSNorm, rotary positions, SiLU-gated MLP, untied head).
+    #[arg(long, default_value = "gpt2", value_parser = ["gpt2", "llama"])]
+    pub arch: String,
+    /// llama: key-value heads (grouped-query attention); default one per head.
+    #[arg(long)]
+    pub n_kv_head: Option<usize>,
+    /// MLP width; default 4 n_embd for gpt2, 8/3 n_embd for llama (as many weights: its MLP has
+    /// three matrices).
+    #[arg(long)]
+    pub n_inner: Option<usize>,
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
@@ -114,23 +126,12 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
         (None, None) => Tokenizer::train_bpe(&corpus, args.vocab_size)?,
     };
     let eos = tokenizer.token_id(crate::model::tokenizer::END_OF_TEXT);
-    let cfg = Config {
-        vocab_size: tokenizer.vocab_size(),
-        n_positions: args.n_positions,
-        n_embd: args.n_embd,
-        n_layer: args.n_layer,
-        n_head: args.n_head,
-        n_inner: None,
-        layer_norm_epsilon: 1e-5,
-        activation_function: "gelu_new".into(),
-        eos_token_id: eos,
-    };
-    cfg.validate()?;
-    if args.optim.seq_len > cfg.n_positions {
+    let cfg = model_config(args, tokenizer.vocab_size(), eos)?;
+    let window = cfg.shape().n_positions;
+    if args.optim.seq_len > window {
         bail!(
-            "--seq-len {} exceeds --n-positions {}",
-            args.optim.seq_len,
-            cfg.n_positions
+            "--seq-len {} exceeds --n-positions {window}",
+            args.optim.seq_len
         )
     }
     let (trainee, start) = match &state {
@@ -159,7 +160,7 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
     eprintln!(
         "training {} ({} parameters) on {} tokens",
         args.out.display(),
-        parameter_count(&cfg),
+        cfg.parameter_count(),
         stream.tokens.len()
     );
     let report = fit(
@@ -179,12 +180,45 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The shape `post train` asks for, validated.
+fn model_config(args: &TrainArgs, vocab_size: usize, eos: Option<u32>) -> Result<ModelConfig> {
+    let cfg = match args.arch.as_str() {
+        "llama" => ModelConfig::Llama(LlamaConfig {
+            vocab_size,
+            max_position_embeddings: args.n_positions,
+            eos_token_id: eos.map(TokenIds::One),
+            bos_token_id: None,
+            ..LlamaConfig::sized(
+                args.n_embd,
+                args.n_inner.unwrap_or(args.n_embd * 8 / 3),
+                args.n_layer,
+                args.n_head,
+                args.n_kv_head.unwrap_or(args.n_head),
+            )
+        }),
+        _ => {
+            if args.n_kv_head.is_some() {
+                bail!("--n-kv-head goes with --arch llama")
+            }
+            ModelConfig::Gpt2(Config {
+                vocab_size,
+                n_positions: args.n_positions,
+                n_embd: args.n_embd,
+                n_layer: args.n_layer,
+                n_head: args.n_head,
+                n_inner: args.n_inner,
+                layer_norm_epsilon: 1e-5,
+                activation_function: "gelu_new".into(),
+                eos_token_id: eos,
+            })
+        }
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 pub fn parameter_count(cfg: &Config) -> usize {
-    let (d, m) = (cfg.n_embd, cfg.mlp_dim());
-    cfg.vocab_size * d
-        + cfg.n_positions * d
-        + 2 * d
-        + cfg.n_layer * (4 * d + d * 3 * d + 3 * d + d * d + d + d * m + m + m * d + d)
+    ModelConfig::from(cfg).parameter_count()
 }
 
 #[derive(Debug, clap::Args)]
@@ -239,7 +273,7 @@ pub fn run_distill(args: &DistillArgs, registry_path: Option<&Path>) -> Result<(
         .context("distillation needs a tokenizer in the student's or teacher's folder")?;
     let student = Trainee::from_dir(&pair.public.dir)?;
     let teacher = &pair.private.model;
-    if args.optim.seq_len > student.cfg.n_positions.min(teacher.config().n_positions) {
+    if args.optim.seq_len > student.cfg.shape().n_positions.min(teacher.window()) {
         bail!(
             "--seq-len {} exceeds a model's context window",
             args.optim.seq_len
@@ -301,7 +335,7 @@ pub fn run_distill(args: &DistillArgs, registry_path: Option<&Path>) -> Result<(
 
 /// The teacher's own continuations of each prompt (sampled at temperature 1): sequence-level KD data.
 fn teacher_generations(
-    teacher: &crate::model::Gpt2,
+    teacher: &dyn LanguageModel,
     tokenizer: &Tokenizer,
     path: &Path,
     n: usize,
@@ -314,9 +348,9 @@ fn teacher_generations(
         draft_len: 0,
         temperature: 1.0,
         max_new_tokens: n,
-        stop_token: teacher.config().end_of_text(),
+        stop_token: teacher.end_of_text(),
     };
-    let window = teacher.config().n_positions;
+    let window = teacher.window();
     let bar = crate::progress::progress(prompts.len(), "teacher");
     let mut out = Vec::with_capacity(prompts.len());
     for prompt in &prompts {

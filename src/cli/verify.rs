@@ -155,8 +155,8 @@ pub fn run(args: &VerifyArgs, registry: Option<&Path>) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let (rows, results) = generate_simulated(
-        &pair.public.model,
-        &pair.private.model,
+        pair.public.model.gpt2()?,
+        pair.private.model.gpt2()?,
         pair.tokenizer(),
         &prepared,
         &links,
@@ -235,7 +235,7 @@ fn run_connected(args: &VerifyArgs, registry: &Registry, addr: &str) -> Result<(
         prepared.push((id_string(&p.id), ids));
     }
     let (rows, results) = generate_connected(
-        &public.model,
+        public.model.gpt2()?,
         public.tokenizer.as_ref(),
         verifier,
         &prepared,
@@ -268,10 +268,10 @@ fn forward_only(
         (Some(m), _, _) if m == RANDOM_GPT2_SMALL => {
             (m.clone(), Gpt2::random(&Config::gpt2_small(), 0)?)
         }
-        (Some(m), _, _) => (m.clone(), load_model(m, registry)?.model),
+        (Some(m), _, _) => (m.clone(), load_model(m, registry)?.model.into_gpt2()?),
         (None, Some(_), _) | (None, None, Some(_)) => {
             let pair = args.models.load(registry)?;
-            (pair.private.name.clone(), pair.private.model)
+            (pair.private.name.clone(), pair.private.model.into_gpt2()?)
         }
         _ => bail!("--forward-only needs --model MODEL, --pair NAME or --private MODEL"),
     };

@@ -8,7 +8,7 @@ use rand::{Rng, RngCore};
 use super::adaptive::{DraftPolicy, Fixed};
 use super::rule::{verify_drafts, Verdict};
 use super::sampling::{probabilities, sample};
-use crate::model::{Gpt2, KvCache};
+use crate::model::{KvCache, LanguageModel};
 
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {
@@ -103,13 +103,13 @@ pub trait Verifier {
 
 /// The private model in plaintext candle: the oracle the secure verifier is tested against.
 pub struct PlainVerifier<'a> {
-    model: &'a Gpt2,
+    model: &'a dyn LanguageModel,
     cache: KvCache,
     temperature: f64,
 }
 
 impl<'a> PlainVerifier<'a> {
-    pub fn new(model: &'a Gpt2, temperature: f64) -> Self {
+    pub fn new(model: &'a dyn LanguageModel, temperature: f64) -> Self {
         Self {
             model,
             cache: model.new_cache(),
@@ -120,11 +120,11 @@ impl<'a> PlainVerifier<'a> {
 
 impl Verifier for PlainVerifier<'_> {
     fn window(&self) -> usize {
-        self.model.config().n_positions
+        self.model.window()
     }
 
     fn vocab_size(&self) -> usize {
-        self.model.config().vocab_size
+        self.model.vocab_size()
     }
 
     fn reset(&mut self) -> Result<()> {
@@ -158,8 +158,8 @@ impl Verifier for PlainVerifier<'_> {
 /// Decodes after `prompt` with the private model in plaintext. The output follows the private
 /// model's distribution at `temperature` exactly, whatever the public model proposes.
 pub fn speculative_decode(
-    public: &Gpt2,
-    private: &Gpt2,
+    public: &dyn LanguageModel,
+    private: &dyn LanguageModel,
     prompt: &[u32],
     opts: &DecodeOptions,
     rng: &mut impl Rng,
@@ -171,7 +171,7 @@ pub fn speculative_decode(
 /// The draft-and-verify loop: the public model drafts K tokens, `verifier` scores them in one pass
 /// and applies the rule; K = 0 is plain decoding with the private model alone.
 pub fn decode_with(
-    public: &Gpt2,
+    public: &dyn LanguageModel,
     verifier: &mut impl Verifier,
     prompt: &[u32],
     opts: &DecodeOptions,
@@ -189,7 +189,7 @@ pub fn decode_with(
 
 /// [`decode_with`] where `policy` picks each step's draft length (`opts.draft_len` is ignored).
 pub fn decode_with_policy(
-    public: &Gpt2,
+    public: &dyn LanguageModel,
     verifier: &mut impl Verifier,
     prompt: &[u32],
     opts: &DecodeOptions,
@@ -197,14 +197,14 @@ pub fn decode_with_policy(
     rng: &mut impl Rng,
 ) -> Result<Decoded> {
     opts.validate()?;
-    if public.config().vocab_size != verifier.vocab_size() {
+    if public.vocab_size() != verifier.vocab_size() {
         bail!(
             "public and private vocabularies differ ({} vs {})",
-            public.config().vocab_size,
+            public.vocab_size(),
             verifier.vocab_size()
         )
     }
-    let (private_window, public_window) = (verifier.window(), public.config().n_positions);
+    let (private_window, public_window) = (verifier.window(), public.window());
     if prompt.is_empty() {
         bail!("empty prompt: at least one token is needed")
     }

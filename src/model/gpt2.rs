@@ -11,6 +11,8 @@ use candle_core::{bail, DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+pub use super::cache::KvCache;
+
 /// The fields of a Hugging Face GPT-2 `config.json` that the forward needs.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct Config {
@@ -239,7 +241,7 @@ impl Attention {
 }
 
 /// Additive mask [t, past + t]: query i (at absolute position past + i) sees keys 0..=past + i.
-fn causal_mask(seq_len: usize, past: usize, device: &Device) -> Result<Tensor> {
+pub(crate) fn causal_mask(seq_len: usize, past: usize, device: &Device) -> Result<Tensor> {
     let total = past + seq_len;
     let mask: Vec<f32> = (0..seq_len)
         .flat_map(|i| {
@@ -299,47 +301,6 @@ impl Block {
     fn forward(&self, xs: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
         let xs = (xs + self.attn.forward(&self.ln_1.forward(xs)?, cache)?)?;
         &xs + self.mlp.forward(&self.ln_2.forward(&xs)?)?
-    }
-}
-
-/// Keys and values of every layer for the positions seen so far, held by the caller.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-}
-
-impl KvCache {
-    pub fn new(n_layer: usize) -> Self {
-        Self {
-            layers: vec![None; n_layer],
-        }
-    }
-
-    /// Number of positions cached.
-    pub fn len(&self) -> usize {
-        match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).expect("cached keys are [b, h, t, d]"),
-            _ => 0,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Keeps the first `len` positions: how rejected drafts are rolled back.
-    pub fn truncate(&mut self, len: usize) -> Result<()> {
-        if len >= self.len() {
-            return Ok(());
-        }
-        for layer in self.layers.iter_mut() {
-            *layer = match layer.take() {
-                Some(_) if len == 0 => None,
-                Some((k, v)) => Some((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?)),
-                None => None,
-            };
-        }
-        Ok(())
     }
 }
 

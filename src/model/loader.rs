@@ -10,7 +10,8 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::{Config, Gpt2, Tokenizer};
+use super::any::{Model, ModelConfig, Shape};
+use super::Tokenizer;
 
 /// `models/registry.json`: named models and named public/private pairs.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -180,29 +181,31 @@ fn hub_cache_dir(repo_id: &str) -> Result<PathBuf> {
 pub struct LoadedModel {
     pub name: String,
     pub dir: PathBuf,
-    pub model: Gpt2,
+    pub model: Model,
     pub tokenizer: Option<Tokenizer>,
 }
 
 impl LoadedModel {
-    pub fn config(&self) -> &Config {
-        self.model.config()
+    /// The vocabulary, context window and end of text, whatever the architecture.
+    pub fn config(&self) -> Shape {
+        self.model.shape()
     }
 }
 
-pub fn read_config(dir: &Path) -> Result<Config> {
+/// `config.json` of the model in `dir`, of the architecture its `model_type` names.
+pub fn read_config(dir: &Path) -> Result<ModelConfig> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("missing or unreadable {}", path.display()))?;
-    let cfg: Config =
-        serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))?;
+    let cfg =
+        ModelConfig::from_json(&text).with_context(|| format!("cannot use {}", path.display()))?;
     cfg.validate()
         .with_context(|| format!("unsupported {}", path.display()))?;
     Ok(cfg)
 }
 
 /// `model.safetensors`, or the shards listed by `model.safetensors.index.json`.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
         return Ok(vec![single]);
@@ -228,7 +231,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     bail!("no model.safetensors in {}", dir.display())
 }
 
-/// Loads the model in `dir` (f32 on the CPU) from the Hugging Face GPT-2 layout.
+/// Loads the model in `dir` (f32 on the CPU) from the Hugging Face layout of its architecture.
 pub fn load_dir(name: &str, dir: &Path, tokenizer_dir: &Path) -> Result<LoadedModel> {
     let cfg = read_config(dir)?;
     let files = weight_files(dir)?;
@@ -240,22 +243,18 @@ pub fn load_dir(name: &str, dir: &Path, tokenizer_dir: &Path) -> Result<LoadedMo
     // SAFETY: the files are memory-mapped read-only; post never writes to a model folder it loads.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }
         .with_context(|| format!("cannot read weights in {}", dir.display()))?;
-    // `save_pretrained` of GPT2LMHeadModel prefixes every key with `transformer.`; the original checkpoints do not.
-    let vb = if vb.contains_tensor("transformer.wte.weight") {
-        vb.pp("transformer")
-    } else {
-        vb
-    };
-    let model =
-        Gpt2::load(vb, &cfg).with_context(|| format!("bad weights in {}", dir.display()))?;
+    let model = cfg
+        .load(vb)
+        .with_context(|| format!("bad weights in {}", dir.display()))?;
     let tokenizer = Tokenizer::from_dir(tokenizer_dir)?;
+    let vocab_size = model.shape().vocab_size;
     if let Some(tok) = &tokenizer {
-        if tok.vocab_size() > cfg.vocab_size {
+        if tok.vocab_size() > vocab_size {
             bail!(
                 "tokenizer {} has {} tokens but the model's vocabulary is {}",
                 tok.source.display(),
                 tok.vocab_size(),
-                cfg.vocab_size
+                vocab_size
             )
         }
     }

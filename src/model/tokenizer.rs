@@ -1,7 +1,11 @@
 //! Text <-> token ids through the `tokenizers` crate.
 //!
-//! A model folder carries either a `tokenizer.json` or GPT-2's `vocab.json` + `merges.txt`
-//! (byte-level BPE, no prefix space: what Hugging Face's `GPT2Tokenizer` does).
+//! A model folder carries either a `tokenizer.json` (GPT-2's byte-level BPE, or LLaMA's
+//! sentencepiece-style BPE with byte fallback: the file says which) or GPT-2's `vocab.json` +
+//! `merges.txt` (byte-level BPE, no prefix space: what Hugging Face's `GPT2Tokenizer` does).
+//! Whether a BOS token starts every text is what `tokenizer_config.json` says (`add_bos_token`,
+//! `bos_token`, as LLaMA's checkpoints have it); without that flag, the `tokenizer.json`'s own
+//! post-processor decides (transformers 5 puts LLaMA's BOS there), as in Hugging Face.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,18 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Where it was read from, for error messages.
     pub source: PathBuf,
+    /// What starts every text.
+    bos: Bos,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Bos {
+    /// `tokenizer_config.json` asks for this token.
+    Token(u32),
+    /// `tokenizer_config.json` says `add_bos_token: false`.
+    None,
+    /// No flag: the tokenizer's post-processor adds its special tokens, if it has any.
+    PostProcessor,
 }
 
 impl Tokenizer {
@@ -28,9 +44,11 @@ impl Tokenizer {
         if json.is_file() {
             let inner = tokenizers::Tokenizer::from_file(&json)
                 .map_err(|e| anyhow!("cannot read tokenizer {}: {e}", json.display()))?;
+            let bos = bos_token(dir, &inner)?;
             return Ok(Some(Self {
                 inner,
                 source: json,
+                bos,
             }));
         }
         let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
@@ -62,15 +80,26 @@ impl Tokenizer {
         Ok(Self {
             inner,
             source: vocab.to_path_buf(),
+            bos: Bos::PostProcessor,
         })
     }
 
+    /// The ids of `text`, after the BOS token when the tokenizer's config asks for one.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner
-            .encode(text, false)
+            .encode(text, self.bos == Bos::PostProcessor)
             .map_err(|e| anyhow!("cannot tokenize: {e}"))?;
-        Ok(encoding.get_ids().to_vec())
+        let ids = encoding.get_ids().iter().copied();
+        Ok(self.bos().into_iter().chain(ids).collect())
+    }
+
+    /// The BOS token `tokenizer_config.json` asks for, if it does.
+    pub fn bos(&self) -> Option<u32> {
+        match self.bos {
+            Bos::Token(id) => Some(id),
+            _ => None,
+        }
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -129,14 +158,60 @@ impl Tokenizer {
         Ok(Self {
             inner,
             source: files.first().cloned().unwrap_or_default(),
+            bos: Bos::PostProcessor,
         })
     }
 
-    /// Writes `tokenizer.json` into `dir`.
+    /// Writes `tokenizer.json` into `dir` (and, for a tokenizer that adds a BOS token, the
+    /// `tokenizer_config.json` that says so).
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join("tokenizer.json");
         self.inner
             .save(&path, false)
-            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+        if let Some(bos) = self.bos() {
+            let token = self
+                .inner
+                .id_to_token(bos)
+                .context("the BOS id is outside the vocabulary")?;
+            let config = serde_json::json!({ "add_bos_token": true, "bos_token": token });
+            let path = dir.join("tokenizer_config.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&config)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
     }
+}
+
+/// What `dir/tokenizer_config.json` says of the BOS: `add_bos_token: true` with a `bos_token`
+/// (a string or `{"content": ...}`) that the vocabulary has, `false`, or nothing.
+fn bos_token(dir: &Path, inner: &tokenizers::Tokenizer) -> Result<Bos> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(Bos::PostProcessor);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))?;
+    match config.get("add_bos_token").and_then(|v| v.as_bool()) {
+        None => return Ok(Bos::PostProcessor),
+        Some(false) => return Ok(Bos::None),
+        Some(true) => {}
+    }
+    let token = match config.get("bos_token") {
+        Some(serde_json::Value::String(t)) => t.as_str(),
+        Some(other) => other
+            .get("content")
+            .and_then(|c| c.as_str())
+            .with_context(|| format!("{}: bos_token has no content", path.display()))?,
+        None => anyhow::bail!("{}: add_bos_token without a bos_token", path.display()),
+    };
+    let id = inner.token_to_id(token).with_context(|| {
+        format!(
+            "{}: bos_token {token:?} is not in the vocabulary",
+            path.display()
+        )
+    })?;
+    Ok(Bos::Token(id))
 }

@@ -14,7 +14,7 @@ use candle_core::{Result, Tensor, D};
 use candle_nn::ops::{log_softmax, softmax};
 
 use super::next_token_loss;
-use crate::model::Gpt2;
+use crate::model::{LanguageModel, Model};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DistillLoss {
@@ -76,11 +76,11 @@ impl DistillLoss {
 
 /// The distillation objective for [`super::fit`]: teacher logits are computed without gradients.
 pub fn loss_fn(
-    teacher: &Gpt2,
+    teacher: &dyn LanguageModel,
     loss: DistillLoss,
     temperature: f64,
-) -> impl Fn(&Gpt2, &Tensor, &Tensor) -> Result<Tensor> + '_ {
-    move |student: &Gpt2, inputs: &Tensor, targets: &Tensor| {
+) -> impl Fn(&Model, &Tensor, &Tensor) -> Result<Tensor> + '_ {
+    move |student: &Model, inputs: &Tensor, targets: &Tensor| {
         let teacher_logits = teacher.forward(inputs, &mut teacher.new_cache())?.detach();
         let student_logits = student.forward(inputs, &mut student.new_cache())?;
         loss.compute(&student_logits, &teacher_logits, targets, temperature)

@@ -1,7 +1,7 @@
-//! Training GPT-2 in candle: from scratch on a text corpus ([`train`]) and by knowledge distillation
+//! Training GPT-2 or a LLaMA-style model in candle: from scratch on a text corpus ([`train`]) and by knowledge distillation
 //! from a teacher ([`distill`]). Both share one loop ([`fit`]): AdamW, linear warm-up then cosine
 //! decay, global gradient-norm clipping, an indicatif bar with loss and tokens/s, and checkpoints in
-//! the Hugging Face GPT-2 layout (config.json + model.safetensors + tokenizer.json) that the loader
+//! the Hugging Face layout (config.json + model.safetensors + tokenizer.json) that the loader
 //! reads unchanged. A checkpoint is written to a temporary file and renamed, so an interrupted run
 //! never loses the last one; `--resume` continues from it with the same batches (each step's batch
 //! is a function of the seed and the step number; Adam's moments restart).
@@ -18,7 +18,8 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Config, Gpt2, Tokenizer};
+use crate::model::any::ModelConfig;
+use crate::model::{LanguageModel, Model, Tokenizer};
 
 /// Knobs of one optimisation run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,28 +79,32 @@ pub struct TrainerState {
 /// A model whose weights are variables, with the config that shaped it.
 pub struct Trainee {
     pub varmap: VarMap,
-    pub model: Gpt2,
-    pub cfg: Config,
+    pub model: Model,
+    pub cfg: ModelConfig,
 }
 
 impl Trainee {
-    /// GPT-2's initialisation drawn from `seed` ([`Gpt2::random`]), with the weights as variables.
-    pub fn fresh(cfg: &Config, seed: u64) -> Result<Self> {
-        let (model, varmap) = Gpt2::random_with_vars(cfg, seed)?;
-        Ok(Self {
-            varmap,
-            model,
-            cfg: cfg.clone(),
-        })
+    /// The architecture's initialisation drawn from `seed` ([`ModelConfig::random`]), with the
+    /// weights as variables.
+    pub fn fresh(cfg: impl Into<ModelConfig>, seed: u64) -> Result<Self> {
+        let cfg = cfg.into();
+        let (model, varmap) = cfg.random_with_vars(seed)?;
+        Ok(Self { varmap, model, cfg })
     }
 
-    /// Variables initialised from a model folder in the Hugging Face layout.
+    /// Variables initialised from a model folder in the Hugging Face layout (one weight file or
+    /// the shards its index lists).
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let cfg = crate::model::loader::read_config(dir)?;
-        let trainee = Self::fresh(&cfg, 0)?;
+        let trainee = Self::fresh(cfg, 0)?;
+        let mut tensors = HashMap::new();
+        for path in crate::model::loader::weight_files(dir)? {
+            tensors.extend(
+                candle_core::safetensors::load(&path, &Device::Cpu)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            );
+        }
         let path = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
-            .with_context(|| format!("cannot read {}", path.display()))?;
         let prefixed = tensors.contains_key("transformer.wte.weight");
         {
             let data = trainee.varmap.data().lock().expect("varmap lock");
@@ -158,7 +163,7 @@ impl Trainee {
             Ok(candle_core::safetensors::save(&tensors, p)?)
         })?;
         write("config.json", &|p| {
-            Ok(std::fs::write(p, serde_json::to_string_pretty(&self.cfg)?)?)
+            Ok(std::fs::write(p, self.cfg.to_json()?)?)
         })?;
         write("tokenizer.json", &|p| {
             tokenizer
@@ -167,6 +172,17 @@ impl Trainee {
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
             Ok(())
         })?;
+        // The BOS a LLaMA tokenizer adds is said in tokenizer_config.json, not tokenizer.json.
+        if let Some(bos) = tokenizer.bos() {
+            write("tokenizer_config.json", &|p| {
+                let token = tokenizer
+                    .inner()
+                    .id_to_token(bos)
+                    .context("the BOS id is outside the vocabulary")?;
+                let config = serde_json::json!({ "add_bos_token": true, "bos_token": token });
+                Ok(std::fs::write(p, serde_json::to_string_pretty(&config)?)?)
+            })?;
+        }
         write("trainer_state.json", &|p| {
             Ok(std::fs::write(p, serde_json::to_string_pretty(state)?)?)
         })?;
@@ -249,7 +265,7 @@ pub fn fit(
     recipe: &str,
     save_dtype: DType,
     mut batch: impl FnMut(usize) -> Result<(Tensor, Tensor)>,
-    loss: impl Fn(&Gpt2, &Tensor, &Tensor) -> candle_core::Result<Tensor>,
+    loss: impl Fn(&Model, &Tensor, &Tensor) -> candle_core::Result<Tensor>,
 ) -> Result<FitReport> {
     opts.validate()?;
     check_writable(out)?;
@@ -303,8 +319,8 @@ pub fn fit(
 
 /// Mean next-token cross-entropy (nats) of `model` over token sequences (each scored from its
 /// second token on, in windows of the context length); perplexity is its exponential.
-pub fn cross_entropy_on(model: &Gpt2, sequences: &[Vec<u32>]) -> Result<(f64, usize)> {
-    let window = model.config().n_positions;
+pub fn cross_entropy_on(model: &dyn LanguageModel, sequences: &[Vec<u32>]) -> Result<(f64, usize)> {
+    let window = model.window();
     let (mut total, mut count) = (0.0f64, 0usize);
     for seq in sequences {
         for chunk in seq.chunks(window) {

@@ -850,11 +850,11 @@ fn compare(rebuilt: &[f64], truth: &[f64]) -> (f64, f64) {
 fn a_capture_of_all_three_links_rebuilds_the_token_table_over_plaintext_only() {
     let started = Instant::now();
     let registry = post::model::Registry::locate(None).unwrap();
-    let private = post::model::load_model("tiny-private", &registry).unwrap();
+    let loaded = post::model::load_model("tiny-private", &registry).unwrap();
+    let private = loaded.model.gpt2().unwrap();
     let cfg = private.config().clone();
     let (v, d) = (cfg.vocab_size, cfg.n_embd);
     let truth: Vec<f64> = private
-        .model
         .wte()
         .flatten_all()
         .unwrap()

@@ -9,7 +9,11 @@ use post::mpc::EngineConfig;
 
 /// Absolute logit error of a model over a sequence split in two forwards.
 fn error_of(name: &str, len: usize, split: usize) -> LogitError {
-    let model = load_model(name, &registry()).unwrap().model;
+    let model = load_model(name, &registry())
+        .unwrap()
+        .model
+        .into_gpt2()
+        .unwrap();
     let vocab = model.config().vocab_size;
     let ids: Vec<u32> = (0..len).map(|i| ((i * 7919 + 11) % vocab) as u32).collect();
     let engine = EngineConfig {

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use post::decoding::sampling::sample;
 use post::decoding::{speculative_decode, verify_drafts, DecodeOptions};
 use post::model::loader::{load_pair, Registry};
-use post::model::Gpt2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
@@ -118,7 +117,7 @@ fn decoder_on_tiny_models_emits_the_private_distribution() {
     }
 }
 
-fn greedy(model: &Gpt2, prompt: &[u32], n: usize) -> Vec<u32> {
+fn greedy(model: &dyn post::model::LanguageModel, prompt: &[u32], n: usize) -> Vec<u32> {
     let opts = DecodeOptions {
         draft_len: 0,
         temperature: 0.0,
