@@ -218,7 +218,14 @@ fn correlation_of(size: fn() -> BoxedStrategy<usize>) -> BoxedStrategy<Correlati
         (id(), size(), size()).prop_map(|(id, rows, width)| RowMask { id, rows, width }),
         (id(), size()).prop_map(|(id, rows)| RowTruncate { id, rows }),
         (size(), or(0..70), or(0..70)).prop_map(|(len, bits, skip)| Comparison { len, bits, skip }),
-        (size(), or(0..12)).prop_map(|(len, operands)| ComparisonProducts { len, operands }),
+        (size(), or(0..12), or(0..70), or(0..70)).prop_map(|(len, operands, bits, skip)| {
+            ComparisonProducts {
+                len,
+                operands,
+                bits,
+                skip,
+            }
+        }),
         (
             size(),
             vec(shift(), 0..20),
@@ -1513,12 +1520,21 @@ fn what_these_properties_found_is_refused() {
     let (dealer, limits) = (new_dealer(), tiny_limits());
     // A payload of the comparison bit and 1 to 3 products (dcf::MAX_WIDTH): 4 to 8 operands
     // indexed past it (a panic), 0 made a frame the parties do not expect.
-    for operands in [0, 4, 8] {
-        let corr = ComparisonProducts { len: 1, operands };
+    let products = |operands, bits, skip| ComparisonProducts {
+        len: 1,
+        operands,
+        bits,
+        skip,
+    };
+    for corr in [products(0, 63, 0), products(4, 63, 0), products(8, 63, 0)] {
         assert!(admit(&dealer, &limits, &corr).is_err(), "{corr:?}");
     }
-    for operands in [1, 3] {
-        assert!(admit(&dealer, &limits, &ComparisonProducts { len: 1, operands }).is_ok());
+    // Keys over 1 to 63 bits, skipping fewer than they cover.
+    for corr in [products(1, 0, 0), products(1, 64, 0), products(1, 20, 20)] {
+        assert!(admit(&dealer, &limits, &corr).is_err(), "{corr:?}");
+    }
+    for corr in [products(1, 63, 0), products(3, 63, 0), products(1, 40, 20)] {
+        assert!(admit(&dealer, &limits, &corr).is_ok(), "{corr:?}");
     }
     // Shifts of a 64-bit mask by 64 or more (a debug build's panic).
     for shifts in [vec![64], vec![0, 200]] {

@@ -63,9 +63,15 @@ pub enum Correlation {
     },
     /// A comparison whose bit t = [x < 0] also multiplies `operands` masked values in the same
     /// opening (see `protocols::compare::stage_products`): masks r_0 (the compared value's) and
-    /// r_1 .. r_(k-1), each party's root seeds, shares of m = msb(r_0) and of m r_j, and DCF words
-    /// with the payload (1 - 2m) (1, r_0, .., r_(k-1)).
-    ComparisonProducts { len: usize, operands: usize },
+    /// r_1 .. r_(k-1), each party's root seeds, shares of m = bit `bits` of r_0 and of m r_j, and
+    /// DCF words over bits `skip..bits` (as [`Correlation::Comparison`]) with the payload
+    /// (1 - 2m) (1, r_0, .., r_(k-1)).
+    ComparisonProducts {
+        len: usize,
+        operands: usize,
+        bits: usize,
+        skip: usize,
+    },
     /// Masked openings with products between them (see `protocols::masked`): per operand o a uniform
     /// mask r_o and, where `shifts[o]` > 0, a_o = r_o >> shift and b_o = msb(r_o) 2^(64 - shift);
     /// per pair (u, v) the cross terms a_u a_v, a_u b_v, b_u a_v and b_u b_v (those not always zero).
@@ -177,7 +183,9 @@ impl Correlation {
             }
             _ => {}
         }
-        if let Correlation::Comparison { bits, skip, .. } = *self {
+        if let Correlation::Comparison { bits, skip, .. }
+        | Correlation::ComparisonProducts { bits, skip, .. } = *self
+        {
             if !(1..=BITS).contains(&bits) || skip >= bits {
                 return Err(MpcError::Malformed(format!(
                     "comparison keys over {bits} bits skipping {skip}"
@@ -221,13 +229,18 @@ impl Correlation {
                 (Additive, len, true),
                 (Public, mul(super::dcf::words(1, bits - skip), len), true),
             ],
-            Correlation::ComparisonProducts { len, operands } => {
+            Correlation::ComparisonProducts {
+                len,
+                operands,
+                bits,
+                skip,
+            } => {
                 let mut comps = vec![(Additive, len, false), (Own, mul(2, len), false)];
                 comps.extend(vec![(Additive, len, false); operands.saturating_sub(1)]);
                 comps.extend(vec![(Additive, len, true); 1 + operands]);
                 comps.push((
                     Public,
-                    mul(super::dcf::words(1 + operands, BITS), len),
+                    mul(super::dcf::words(1 + operands, bits - skip), len),
                     true,
                 ));
                 comps

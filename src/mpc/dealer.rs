@@ -17,7 +17,6 @@ use rayon::prelude::*;
 use super::correlation::{
     draw, lanes_add, lanes_sub, masked_cross_terms, table_row_words, Correlation, Sharing,
 };
-use super::dcf::BITS;
 use super::error::{MpcError, Result};
 use super::matmul::head_matmul;
 use super::ring::{wide_from_words, words_from_wide};
@@ -103,11 +102,16 @@ impl Correlation {
                     });
                 vec![msb, words]
             }
-            Correlation::ComparisonProducts { len, operands } => {
+            Correlation::ComparisonProducts {
+                len,
+                operands,
+                bits,
+                skip,
+            } => {
                 let masks: Vec<&Vec<u64>> = std::iter::once(&free[0]).chain(&free[2..]).collect();
-                let msb: Vec<u64> = masks[0].iter().map(|r| r >> 63).collect();
+                let msb: Vec<u64> = masks[0].iter().map(|r| (r >> bits) & 1).collect();
                 let width = 1 + operands;
-                let key_len = super::dcf::words(width, BITS);
+                let key_len = super::dcf::words(width, bits - skip);
                 let mut words = vec![0u64; key_len * len];
                 let roots = own.map(|o| wide_from_words(&o[1]));
                 let root = |b: usize, i: usize| roots[b][i];
@@ -115,14 +119,14 @@ impl Correlation {
                     .par_chunks_mut(key_len)
                     .enumerate()
                     .for_each(|(i, key)| {
-                        let alpha = masks[0][i] & ((1 << BITS) - 1);
+                        let alpha = (masks[0][i] & ((1 << bits) - 1)) >> skip;
                         let sign = 1u64.wrapping_sub(2 * msb[i]);
                         let mut beta = [sign; super::dcf::MAX_WIDTH];
                         for (j, r) in masks.iter().enumerate() {
                             beta[1 + j] = sign.wrapping_mul(r[i]);
                         }
                         let roots = [root(0, i), root(1, i)];
-                        super::dcf::generate(alpha, &beta[..width], BITS, roots, key);
+                        super::dcf::generate(alpha, &beta[..width], bits - skip, roots, key);
                     });
                 let mut out = vec![msb.clone()];
                 out.extend(masks.iter().map(|r| {

@@ -1,6 +1,7 @@
 //! Every protocol on secret shares, opened and compared with f64 plaintext over realistic GPT-2
 //! ranges; rounds must not depend on the number of rows. One binary, a module per family
-//! (plus the engine's network, shaping and leakage tests); the helpers the families share are here.
+//! (plus the engine's network and leakage tests; real-time shaping, timed by the wall clock, is a
+//! binary of its own, tests/shaping.rs); the helpers the families share are here.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -12,7 +13,6 @@ mod matmul;
 mod network;
 mod nonlinear;
 mod normalisation;
-mod shaping;
 mod softmax;
 
 use common::mpc::{assert_close, assert_costs, decode_at, encode, run, uniform, Outcome};

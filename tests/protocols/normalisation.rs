@@ -28,7 +28,7 @@ fn layernorm_over_variances_from_0_to_1e6() {
         1.5e-3,
         0.0,
     );
-    assert_costs(&out, 5, 64512, 3563000);
+    assert_costs(&out, 5, 46872, 158480);
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn layernorm_and_the_next_product_in_five_rounds() {
         assert!(diff == 0 || diff == 1, "residual truncation off by {diff}");
     }
     // Two calls after the weight's preparation (1 round): 5 rounds each.
-    assert_costs(&out, 11, 79600, 7026096);
+    assert_costs(&out, 11, 44320, 217056);
     // An eps so small that Q's range cannot be encoded is refused before any round.
     let check = protocols::layernorm_matmul::check_layernorm_matmul;
     for d in [64, 128, 192, 768, 1024, 1280, 1600] {
@@ -170,7 +170,7 @@ fn rmsnorm_and_the_next_product_in_five_rounds() {
         println!("{name}: worst error {worst:.2} of its bound");
     }
     // The weight's preparation (1 round), then 5 rounds a call.
-    assert_costs(&out, 11, 92672, 8696832);
+    assert_costs(&out, 11, 48896, 248064);
 }
 
 #[test]

@@ -15,7 +15,7 @@ fn softmax_with_causal_mask_on_attention_logits() {
     let out = run(&cfg(), vec![encode(fp(), &[t, total], &x)], move |p, s| {
         Ok(vec![softmax(p, &s[0], Some(&mask_for_run))?])
     });
-    assert_costs(&out, 19, 30144, 1874496);
+    assert_costs(&out, 19, 25344, 338112);
     let got = decode_at(&out.outputs[0], 16);
     let want = softmax_rows(&x, &mask, total);
     // exp's bias (3.4e-6 at most) and a few ulps on entries below the row maximum, over a sum >= 1.
@@ -38,7 +38,7 @@ fn softmax_over_a_vocabulary_row() {
     let want = softmax_ref(&x, &vec![true; n]);
     // max over 50,257 (16 binary levels of 1 round), exp (8), reciprocal (4), and the product
     // truncated in its own round.
-    assert_costs(&out, 29, 5228904, 199424952);
+    assert_costs(&out, 29, 5226792, 71164872);
     let got = decode_at(&out.outputs[0], 16);
     // A row of one element is 1 whatever its value.
     let single = run(
@@ -78,5 +78,56 @@ fn softmax_times_cached_values_in_softmax_rounds() {
     // by the values opens with the reciprocal's grid; apart it takes 2 rounds more.
     assert_eq!(fused.client.rounds, 1 + 19);
     assert_eq!(apart.client.rounds, 1 + 19 + 2);
-    assert_costs(&fused, 20, 66176, 3724416);
+    assert_costs(&fused, 20, 56576, 651648);
+}
+
+#[test]
+fn softmax_at_the_edges_of_its_score_domain() {
+    // Scores up to 2^16 in magnitude (the keys' range) at 2f bits, as attention gives them: rows
+    // spanning the whole domain, rows of near ties (where the coarse maximum keeps a value up to
+    // 1/2 below the top), and a causal mask whose masked entries lie outside the domain.
+    let mut rng = ChaCha12Rng::seed_from_u64(16);
+    let (rows, n) = (8, 128);
+    let edge = 65535.9;
+    let mut x = Vec::with_capacity(rows * n);
+    for r in 0..rows {
+        let row: Vec<f64> = match r % 4 {
+            0 => uniform(&mut rng, n, -edge, edge),
+            1 => uniform(&mut rng, n, -0.4, 0.0)
+                .iter()
+                .map(|v| v + edge)
+                .collect(),
+            2 => uniform(&mut rng, n, -0.3, 0.3),
+            _ => (0..n)
+                .map(|j| if j % 2 == 0 { edge } else { -edge })
+                .collect(),
+        };
+        x.extend(row);
+    }
+    let mask: Vec<bool> = (0..rows * n).map(|i| i % n <= 100 + i / n).collect();
+    let mut raw = at_2f(&[rows, n], &x);
+    // Masked entries hold anything: here values far outside the domain.
+    for (v, &keep) in raw.data_mut().iter_mut().zip(&mask) {
+        if !keep {
+            *v = 1 << 60;
+        }
+    }
+    let mask_for_run = mask.clone();
+    let out = run(&cfg(), vec![raw], move |p, s| {
+        Ok(vec![protocols::softmax::softmax_at(
+            p,
+            &s[0],
+            16,
+            Some(&mask_for_run),
+        )?])
+    });
+    let got = decode_at(&out.outputs[0], 16);
+    let want = softmax_rows(&x, &mask, n);
+    // As on attention logits: exp's bias and a few ulps over a sum of at least 1.
+    assert_close("softmax (domain edges)", &got, &want, 1e-4, 0.0);
+    for (g, keep) in got.iter().zip(&mask) {
+        if !keep {
+            assert_eq!(*g, 0.0, "masked entries are exact zeros");
+        }
+    }
 }

@@ -24,17 +24,28 @@
 //! Coarse comparisons ([`Round::ltz_coarse`]): a key may also skip the low s bits,
 //! comparing y_lo >> s with r_lo >> s (k - s levels). That borrow differs from the exact one only
 //! when the two agree above bit s and y_lo < r_lo, i.e. when x lies in (-2^s, 0) or (2^k - 2^s,
-//! 2^k): there the bit may read 0. So on [-2^k, 2^k - 2^s] the answer is exact except within 2^s
-//! below zero. A piecewise function whose pieces agree near their cut-off (GeLU's, within 1.2e-4
+//! 2^k): there the bit may flip (x just below zero reading as non-negative, x just below 2^k as
+//! negative). So on [-2^k, 2^k - 2^s] the answer is exact except within 2^s below zero. A piecewise function whose pieces agree near their cut-off (GeLU's, within 1.2e-4
 //! over 2^-8) can compare at that resolution: GeLU keeps 8 fractional bits of x - t, so its keys
 //! take 46 - f - extra + 8 levels (22 in the forward, 38 on f-bit inputs) instead of 46.
+//!
+//! Many thresholds, one key ([`Round::ltz_thresholds`]): [x < t] for public t is [x - t < 0],
+//! and (x - t) + r = y - t is public once y = x + r is open, so the key for r evaluated at y - t
+//! answers it (the top bit of y - t read per threshold). One opening and one key serve every
+//! threshold on the same value; only the evaluations grow with their number. The outputs are
+//! shares of exactly what separate comparisons of x - t would give, and a key's evaluations at
+//! many public points reveal nothing more than one (each party's key alone is pseudorandom). The
+//! grids of the reciprocal and of LayerNorm (over a hundred points a row) and GeLU's four cut-offs
+//! take one key a value this way.
 //!
 //! Products with the bit in the same round ([`stage_products`]). With x = y - r public-minus-shared,
 //! t x = t y - t r, and t y is local; t r follows from u = m xor c (t = u, or 1 - u when msb(y) = 1)
 //! and u r = m r + (1 - 2m) c r, so a DCF whose payload also carries (1 - 2m) r gives it, with the
 //! dealer's shares of m r. Any other value w opened as w + r_w in the same round is multiplied
 //! alike (payload word (1 - 2m) r_w). So select(t, a, b) and max(a, b) = a - [a - b < 0] (a - b)
-//! take the comparison's one round instead of two, 8 bytes an element and operand each way.
+//! take the comparison's one round instead of two, 8 bytes an element and operand each way. The key
+//! may be bounded and coarse as above ([`Round::ltz_products_coarse`]): the products are exact for
+//! whichever bit it gives (softmax's maximum, [`super::max::max_value_coarse`]).
 
 use super::round::{Round, Slot, Stage};
 use crate::mpc::correlation::Correlation;
@@ -89,15 +100,27 @@ pub(crate) fn stage(
 }
 
 impl LtzStage {
-    /// Shares of [x < 0] from the opened y = x + r.
-    pub(crate) fn finish(self, party: usize, y: &[u64]) -> Vec<u64> {
+    /// Shares of [x < t] for every public t of `thresholds` (threshold-major), from the one
+    /// opened y = x + r: y - t = (x - t) + r is x - t masked by the same r, so the one key
+    /// evaluated at y - t gives [x - t < 0], with the top bit of y - t read per threshold.
+    pub(crate) fn finish_at(&self, party: usize, y: &[u64], thresholds: &[u64]) -> Vec<u64> {
         let client = party == crate::mpc::CLIENT;
         let bits = self.bits;
-        let shares = evaluate_keys(party, &self.roots, &self.words, y, (1, bits, self.skip));
+        let shifted: Vec<u64> = thresholds
+            .iter()
+            .flat_map(|t| y.iter().map(move |y| y.wrapping_sub(*t)))
+            .collect();
+        let shares = evaluate_keys(
+            party,
+            &self.roots,
+            &self.words,
+            &shifted,
+            (1, bits, self.skip),
+        );
         shares
             .iter()
-            .zip(&self.m)
-            .zip(y)
+            .zip(self.m.iter().cycle())
+            .zip(&shifted)
             .map(|((v, m), y)| {
                 let g = m.wrapping_add(*v);
                 if (y >> bits) & 1 == 0 {
@@ -113,7 +136,7 @@ impl LtzStage {
 }
 
 /// This party's DCF outputs (`width` words each) at bits `skip..bits` of every opened y, in
-/// parallel chunks.
+/// parallel chunks. `y` may hold several inputs per key (key i takes y[i], y[len + i], ...).
 fn evaluate_keys(
     party: usize,
     roots: &[u128],
@@ -125,15 +148,19 @@ fn evaluate_keys(
     let inputs: Vec<u64> = y.iter().map(|y| (y & low) >> skip).collect();
     let levels = bits - skip;
     let key_len = dcf::words(width, levels);
+    let len = roots.len();
     const CHUNK: usize = 512;
-    inputs
-        .par_chunks(CHUNK)
-        .enumerate()
-        .flat_map_iter(|(c, xs)| {
-            let start = c * CHUNK;
-            let keys = &words[start * key_len..(start + xs.len()) * key_len];
-            let roots = &roots[start..start + xs.len()];
-            dcf::evaluate_many(party, roots, keys, xs, (width, levels))
+    // Chunks of consecutive keys, for each pass over the keys.
+    let chunks: Vec<(usize, usize)> = (0..inputs.len() / len.max(1))
+        .flat_map(|pass| (0..len).step_by(CHUNK).map(move |start| (pass, start)))
+        .collect();
+    chunks
+        .par_iter()
+        .flat_map_iter(|&(pass, start)| {
+            let end = (start + CHUNK).min(len);
+            let xs = &inputs[pass * len + start..pass * len + end];
+            let keys = &words[start * key_len..end * key_len];
+            dcf::evaluate_many(party, &roots[start..end], keys, xs, (width, levels))
         })
         .collect()
 }
@@ -148,14 +175,19 @@ pub(crate) struct LtzProductStage {
     /// Shares of m r_j.
     m_masks: Vec<Vec<u64>>,
     words: Vec<u64>,
+    bits: usize,
+    skip: usize,
 }
 
 /// Deals the keys for [x < 0] with its products by x and by each of `others`, and returns the
-/// values to open: x + r_0, then each w_j + r_j.
+/// values to open: x + r_0, then each w_j + r_j. The key compares bits `skip..bits` of x, as
+/// [`stage`] does (`bits` = [`dcf::BITS`], `skip` = 0: exact for any x); the products are exact
+/// for whatever bit it gives.
 pub(crate) fn stage_products(
     p: &mut Party,
     x: &[u64],
     others: &[&[u64]],
+    (bits, skip): (usize, usize),
 ) -> Result<(Vec<u64>, LtzProductStage)> {
     let len = x.len();
     let operands = 1 + others.len();
@@ -168,10 +200,15 @@ pub(crate) fn stage_products(
     }
     let mut shapes = vec![vec![len], vec![2 * len]];
     shapes.extend(vec![vec![len]; others.len() + 1 + operands]);
-    shapes.push(vec![dcf::words(width, dcf::BITS) * len]);
+    shapes.push(vec![dcf::words(width, bits - skip) * len]);
     let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
     let parts = p.deal(
-        &Correlation::ComparisonProducts { len, operands },
+        &Correlation::ComparisonProducts {
+            len,
+            operands,
+            bits,
+            skip,
+        },
         &shape_refs,
     )?;
     let mut parts = parts.into_iter().map(RingTensor::into_data);
@@ -202,6 +239,8 @@ pub(crate) fn stage_products(
             m,
             m_masks,
             words,
+            bits,
+            skip,
         },
     ))
 }
@@ -219,12 +258,18 @@ impl LtzProductStage {
         let width = 1 + operands;
         let len = self.m.len();
         let y = &opened[..len];
-        let payloads = evaluate_keys(party, &self.roots, &self.words, y, (width, dcf::BITS, 0));
+        let payloads = evaluate_keys(
+            party,
+            &self.roots,
+            &self.words,
+            y,
+            (width, self.bits, self.skip),
+        );
         let mut out = vec![Vec::with_capacity(len); 1 + operands];
         for i in 0..len {
             let v = &payloads[i * width..(i + 1) * width];
             let u = self.m[i].wrapping_add(v[0]);
-            let flip = y[i] >> 63 == 1;
+            let flip = (y[i] >> self.bits) & 1 == 1;
             // t = u, or 1 - u when the opened top bit is set.
             let t = match (flip, client) {
                 (false, _) => u,
@@ -257,13 +302,24 @@ pub struct LtzProducts {
     pub times: Vec<Slot>,
 }
 
-/// A staged comparison and the shape of its input, as a round runs it.
-struct LtzJob(LtzStage, Vec<usize>);
+/// A staged comparison against public thresholds and the shape of its input, as a round runs it.
+struct LtzJob {
+    stage: LtzStage,
+    thresholds: Vec<u64>,
+    shape: Vec<usize>,
+}
 
 impl Stage for LtzJob {
+    fn outputs(&self) -> usize {
+        self.thresholds.len()
+    }
+
     fn finish(self: Box<Self>, party: usize, opened: &[u64]) -> Result<Vec<RingTensor>> {
-        let LtzJob(stage, shape) = *self;
-        Ok(vec![RingTensor::new(&shape, stage.finish(party, opened))?])
+        let bits = self.stage.finish_at(party, opened, &self.thresholds);
+        let len = opened.len();
+        (0..self.thresholds.len())
+            .map(|i| RingTensor::new(&self.shape, bits[i * len..(i + 1) * len].to_vec()))
+            .collect()
     }
 }
 
@@ -309,14 +365,40 @@ impl Round {
         bits: u32,
         skip: u32,
     ) -> Result<Slot> {
-        if !(1..=dcf::BITS as u32).contains(&bits) || skip >= bits {
+        Ok(self.ltz_thresholds(p, x, &[0], bits, skip)?[0])
+    }
+
+    /// Shares of [x < t] for each public t of `thresholds` (raw ring values at x's scale), one
+    /// slot each, from one key and one opening of x + r: each x - t is x + r less the public t,
+    /// so the key for r is evaluated at every (x + r) - t. Each x - t must lie in
+    /// [-2^bits, 2^bits), and the key resolves it to 2^`skip` as [`Self::ltz_coarse`] does: exact
+    /// on [-2^bits, 2^bits - 2^skip] but for x - t in (-2^skip, 0), which may read as non-negative.
+    /// Dealer bytes and openings are those of one comparison whatever the number of thresholds;
+    /// only the key evaluations grow with it.
+    pub fn ltz_thresholds(
+        &mut self,
+        p: &mut Party,
+        x: &RingTensor,
+        thresholds: &[u64],
+        bits: u32,
+        skip: u32,
+    ) -> Result<Vec<Slot>> {
+        if !(1..=dcf::BITS as u32).contains(&bits) || skip >= bits || thresholds.is_empty() {
             return Err(MpcError::BadConfig(format!(
-                "a comparison over {bits} bits skipping {skip}: at most {} bits, and fewer skipped",
+                "a comparison over {bits} bits skipping {skip} against {} thresholds: at most {} \
+                 bits, fewer skipped, and at least one threshold",
+                thresholds.len(),
                 dcf::BITS
             )));
         }
         let (masked, stage) = stage(p, x.data(), bits as usize, skip as usize)?;
-        Ok(self.push(masked, Box::new(LtzJob(stage, x.shape().to_vec()))))
+        let job = LtzJob {
+            stage,
+            thresholds: thresholds.to_vec(),
+            shape: x.shape().to_vec(),
+        };
+        let first = self.push(masked, Box::new(job));
+        Ok((0..thresholds.len()).map(|i| first.offset(i)).collect())
     }
 
     /// Shares of t = [x < 0], of t x and of t w for each of `others` (same shape as x), all from
@@ -327,6 +409,25 @@ impl Round {
         x: &RingTensor,
         others: &[&RingTensor],
     ) -> Result<LtzProducts> {
+        self.ltz_products_coarse(p, x, others, dcf::BITS as u32, 0)
+    }
+
+    /// [`Self::ltz_products`] with the key of [`Self::ltz_coarse`]: x in [-2^bits, 2^bits),
+    /// resolved to 2^`skip`. The products are exact for the bit the key gives.
+    pub fn ltz_products_coarse(
+        &mut self,
+        p: &mut Party,
+        x: &RingTensor,
+        others: &[&RingTensor],
+        bits: u32,
+        skip: u32,
+    ) -> Result<LtzProducts> {
+        if !(1..=dcf::BITS as u32).contains(&bits) || skip >= bits {
+            return Err(MpcError::BadConfig(format!(
+                "a comparison over {bits} bits skipping {skip}: at most {} bits, and fewer skipped",
+                dcf::BITS
+            )));
+        }
         for w in others {
             if w.shape() != x.shape() {
                 return Err(MpcError::ShapeMismatch {
@@ -337,7 +438,7 @@ impl Round {
             }
         }
         let data: Vec<&[u64]> = others.iter().map(|w| w.data()).collect();
-        let (masked, stage) = stage_products(p, x.data(), &data)?;
+        let (masked, stage) = stage_products(p, x.data(), &data, (bits as usize, skip as usize))?;
         let first = self.push(masked, Box::new(LtzProductsJob(stage, x.shape().to_vec())));
         Ok(LtzProducts {
             bit: first,

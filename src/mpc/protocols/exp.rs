@@ -5,9 +5,15 @@
 //! Bias: 2^n ln(s) = x - x^5 / (120 * 16^n) + ..., so the result is above e^x by at most
 //! 5^5 e^-5 / (120 * 16^n) = 1.7e-7 at n = 5 (at x = -5). The start is positive and at most 1 on
 //! [-2, 0] in y, so every square stays in [0, 1]; below -2^(n+1) (y < -2) it grows, so a comparison
-//! (in the first round) gives b = [x >= -2^(n+1)] and the last round multiplies by it: e^-64 is far
-//! below an ulp, and a deselected value, however wrong, times an exact 0 is 0. Softmax's masked
-//! entries and the wide rows of a low temperature need no clamp before.
+//! (in the first round) gives a bit b and the last round multiplies by it, and a deselected value,
+//! however wrong, times an exact 0 is 0. The clamp need not be exact: b compares x with -2^n at a
+//! resolution of 2^n ([`Round::ltz_coarse`]), so b = 0 below -2^(n+1), b = 1 from -2^n, and either
+//! between, where the start is still valid and e^x < e^-32 is far below an ulp. Its key covers
+//! x's range above that resolution only: 62 - f - extra - n levels for any x (41 at f bits), and
+//! bound + 1 - n for x known to lie above -2^bound ([`exp_within`]: 13 in softmax, whose inputs
+//! lie above -2^17) instead of 63. Small positive x (up to 2) are in the domain too: softmax's
+//! coarse maximum leaves the top entries up to 2 above it. Softmax's masked entries and the
+//! wide rows of a low temperature need no clamp before.
 //!
 //! Rounds, with the masked products of [`super::round`] (each product truncates its inputs in
 //! its own opening):
@@ -26,6 +32,7 @@ use super::compare::not;
 use super::masked::Operand;
 use super::round::Round;
 use crate::mpc::error::MpcError;
+use crate::mpc::fixed::TRUNC_BOUND_BITS;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
@@ -35,6 +42,14 @@ pub fn exp(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
 
 /// exp of x given at f + `extra` fractional bits; the result has f bits.
 pub fn exp_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> {
+    // Any x of the fixed-point range: |x| below 2^61 in the ring.
+    let bound = TRUNC_BOUND_BITS.saturating_sub(p.fp.frac_bits + extra);
+    exp_within(p, x, extra, bound)
+}
+
+/// [`exp_at`] for x known to lie in (-2^`bound`, 2]: the clamp's key covers `bound` + 1 bits of
+/// x beyond its fractional ones, less the n + f + extra that its resolution skips.
+pub fn exp_within(p: &mut Party, x: &RingTensor, extra: u32, bound: u32) -> Result<RingTensor> {
     p.labelled("exp", |p| {
         let (n, f) = (p.approx.exp_iters, p.fp.frac_bits);
         // y = x / 2^n at B = f + n + 1 bits (one bit more than x carries, for the squarings);
@@ -64,8 +79,18 @@ pub fn exp_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> {
             let y = y_at(b);
             round.square(p, Operand::plain(&y))?
         };
-        let floor = p.fp.constant(2f64.powi(n as i32 + 1)) << extra;
-        let below = round.ltz(p, &p.add_constant(x, floor))?;
+        // The clamp compares x with -2^n to a resolution of 2^n: x < -2^(n+1) reads below, x
+        // >= -2^n reads above, and between them either (where the start is still valid, and
+        // e^-2^n is below an ulp). x + 2^n lies in (-2^(bound+1), 2^n + 2].
+        let skip = x_bits + n;
+        let key_bits = (bound + 1 + x_bits).min(crate::mpc::dcf::BITS as u32);
+        if bound <= n || skip >= key_bits {
+            return Err(MpcError::BadConfig(format!(
+                "exp over (-2^{bound}, 2] at {x_bits} fractional bits with {n} squarings"
+            )));
+        }
+        let shift = p.fp.constant(2f64.powi(n as i32)) << extra;
+        let below = round.ltz_coarse(p, &p.add_constant(x, shift), key_bits, skip)?;
         let mut out = round.run(p)?;
         let (y2, keep) = (out.take(y2), not(p, &out.take(below)));
 

@@ -5,9 +5,10 @@
 //! L has degree 4 in u, C degree 4 in u^2; both were fitted (minimax by reweighted least squares)
 //! to the tanh form: |error| <= 1e-4 on every piece, 7e-5 at the cut-offs.
 //! Rounds (masked products truncate their inputs in their openings):
-//! - round 1: four comparisons b_i = [x < t_i], t = (-4, -2, 2, 4), and x^2;
+//! - round 1: four comparisons b_i = [x < t_i], t = (-4, -2, 2, 4), from one key and one opening of
+//!   x + r ([`Round::ltz_thresholds`]), and x^2;
 //! - round 2: 4u^3 = x u^2 and u^4;
-//! - round 3: u^6 = u^2 u^4 and u^8;
+//! - round 3: u^6 C[3] + u^8 C[4] = u^4 (C[3] u^2 + C[4] u^4), one product;
 //! - round 4: each piece times its indicator, truncating the polynomial in the same opening:
 //!   y = x [x >= 2] + L(-u) [2 <= x < 4] + (x/2 + C) [-2 <= x < 2] + L(u) [-4 <= x < -2],
 //!   the indicators being differences of the b_i (exact 0/1 integers).
@@ -19,8 +20,8 @@
 //! cut-offs (using the right-hand piece up to 2^-8 left of a cut-off errs by at most 1.2e-4), so
 //! the comparisons resolve x - t to 2^-8 only ([`Round::ltz_coarse`]), skipping x's lower
 //! fractional bits: 46 - f - extra + 8 key levels (22 in the forward, where x has 2f bits; 38 on
-//! f-bit inputs) instead of 46 (63 unbounded) for each of the four; GeLU's comparisons were most of a layer's LAN
-//! compute. Cost: 4 rounds.
+//! f-bit inputs) instead of 46 (63 unbounded), one key for the four; GeLU's comparisons were most
+//! of a layer's LAN compute. Cost: 4 rounds.
 //!
 //! [`gelu_at`] takes x at f + `extra` fractional bits (a matmul's output before its truncation):
 //! its comparisons run at that scale, its first products truncate x in their openings and the
@@ -39,6 +40,9 @@ const SQUARE_BITS: u32 = 20;
 const POWER_BITS: u32 = 22;
 /// The polynomials are assembled at this many fractional bits, then truncated to f.
 const POLY_BITS: u32 = 56;
+/// Fractional bits of the centre's top factor C[3] u^2 + C[4] u^4 before its truncation (C[4] is
+/// encoded at TAIL_BITS - 2 SQUARE_BITS = 12 bits, an error below 2^-13 u^8 < 5e-7).
+const TAIL_BITS: u32 = 52;
 
 /// L(u) = sum L[k] u^k on [-4, -2).
 const SIDE: [f64; 5] = [
@@ -67,9 +71,9 @@ pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> 
     p.labelled("gelu", |p| {
         let f = p.fp.frac_bits;
         let x_bits = f + extra;
-        let thresholds: Vec<RingTensor> = [-4.0, -2.0, 2.0, 4.0]
+        let thresholds: Vec<u64> = [-4.0, -2.0, 2.0, 4.0]
             .iter()
-            .map(|&t| p.add_constant(x, p.fp.constant(t).wrapping_neg() << extra))
+            .map(|&t| p.fp.constant(t) << extra)
             .collect();
         let x_f = Operand::truncated(x, extra);
         let mut round = Round::new();
@@ -77,10 +81,8 @@ pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> 
         // In the domain x - t lies within 2^(62 - f) in the ring: keys over 62 - f bits, less
         // the fractional bits of x beyond CUT_BITS.
         let skip = x_bits.saturating_sub(CUT_BITS);
-        let below = thresholds
-            .iter()
-            .map(|t| round.ltz_coarse(p, t, 62 - f, skip))
-            .collect::<Result<Vec<_>>>()?;
+        // One key and one opening of x + r for the four cut-offs.
+        let below = round.ltz_thresholds(p, x, &thresholds, 62 - f, skip)?;
         let mut out = round.run(p)?;
         let x2 = out.take(x2); // u^2 at 2f + 4 bits (x = 4u)
         let bits: Vec<RingTensor> = below.into_iter().map(|b| out.take(b)).collect();
@@ -93,17 +95,27 @@ pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> 
         let mut out = round.run(p)?;
         let (four_u3, u4) = (out.take(four_u3), out.take(u4));
 
-        let mut round = Round::new();
-        let u4_op = Operand::truncated(&u4, 2 * SQUARE_BITS - POWER_BITS);
-        let u6 = round.mul(p, Operand::truncated(&x2, u2_bits - POWER_BITS), u4_op)?;
-        let u8 = round.square(p, u4_op)?;
-        let mut out = round.run(p)?;
-        let (u6, u8) = (out.take(u6), out.take(u8)); // 2 POWER_BITS
-
-        // Each term at POLY_BITS: a power at b bits times its coefficient at POLY_BITS - b bits.
-        let term = |t: &RingTensor, at: u32, c: f64| {
-            t.scale((c * 2f64.powi((POLY_BITS - at) as i32)).round() as i64 as u64)
+        // Each term at `to` bits: a power at b bits times its coefficient at `to` - b bits.
+        let term_at = |t: &RingTensor, at: u32, c: f64, to: u32| {
+            t.scale((c * 2f64.powi((to - at) as i32)).round() as i64 as u64)
         };
+        let term = |t: &RingTensor, at: u32, c: f64| term_at(t, at, c, POLY_BITS);
+
+        // The centre's top terms in one product: u^4 (C[3] u^2 + C[4] u^4), at most 10.2 in
+        // magnitude on [-2, 2) inside its factor at TAIL_BITS (elsewhere multiplied by 0).
+        let tail_factor = term_at(&x2, u2_bits, CENTRE[3], TAIL_BITS).add(&term_at(
+            &u4,
+            2 * SQUARE_BITS,
+            CENTRE[4],
+            TAIL_BITS,
+        ))?;
+        let mut round = Round::new();
+        let tail = round.mul(
+            p,
+            Operand::truncated(&u4, 2 * SQUARE_BITS - POWER_BITS),
+            Operand::truncated(&tail_factor, TAIL_BITS - POWER_BITS),
+        )?;
+        let tail = round.run(p)?.take(tail); // 2 POWER_BITS
         let constant = |c: f64| {
             p.public(&RingTensor::filled(
                 x.shape(),
@@ -120,12 +132,11 @@ pub fn gelu_at(p: &mut Party, x: &RingTensor, extra: u32) -> Result<RingTensor> 
         let (left, right) = (side(1.0)?, side(-1.0)?);
         let mut centre = constant(CENTRE[0]).add(&term(x, x_bits, 0.5))?;
         let powers = [
-            (&x2, u2_bits),
-            (&u4, 2 * SQUARE_BITS),
-            (&u6, 2 * POWER_BITS),
-            (&u8, 2 * POWER_BITS),
+            (&x2, u2_bits, CENTRE[1]),
+            (&u4, 2 * SQUARE_BITS, CENTRE[2]),
+            (&tail, 2 * POWER_BITS, 1.0),
         ];
-        for ((power, at), &c) in powers.into_iter().zip(&CENTRE[1..]) {
+        for (power, at, c) in powers {
             centre = centre.add(&term(power, at, c))?;
         }
 

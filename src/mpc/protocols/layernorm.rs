@@ -9,7 +9,7 @@
 //!   out = (D gamma) c1 - ((D gamma) c2) xn + ((D gamma) c3) xn^2 + beta.
 //! Rounds (masked products truncate their inputs in their openings):
 //! - round 1: D^2 and D gamma (D = d x - sum(x) truncated by k in the opening);
-//! - round 2: Q on a grid of 8 points an octave (one comparison per point and row);
+//! - round 2: Q on a grid of 8 points an octave (one comparison key per row for all the points);
 //! - round 3: xn = Q s, and D gamma times c1, c2, c3;
 //! - round 4: (D gamma c2) xn and xn^2;
 //! - round 5: (D gamma c3) xn^2 truncated to f bits in Z_2^128 ([`super::truncating_product`], xn^2 opened once

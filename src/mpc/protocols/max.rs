@@ -20,15 +20,50 @@ const LOSER: u64 = (-(1i64 << 50)) as u64;
 
 /// (max, argmax) over the last dimension: shapes [.., 1]; the argmax is an integer share.
 pub fn max_last(p: &mut Party, x: &RingTensor) -> Result<(RingTensor, RingTensor)> {
-    tournament(p, x, true)
+    tournament(p, x, true, Keys::EXACT)
 }
 
 /// The maximum alone over the last dimension (shape [.., 1]): half the selection bytes.
 pub fn max_value_last(p: &mut Party, x: &RingTensor) -> Result<RingTensor> {
-    Ok(tournament(p, x, false)?.0)
+    Ok(tournament(p, x, false, Keys::EXACT)?.0)
 }
 
-fn tournament(p: &mut Party, x: &RingTensor, with_index: bool) -> Result<(RingTensor, RingTensor)> {
+/// A value of each row within `levels(n)` 2^`skip` below its maximum (shape [.., 1]), for rows
+/// whose pairwise differences lie in [-2^bits, 2^bits - 2^skip]: the binary tournament with
+/// comparison keys over bits `skip..bits` ([`Round::ltz_products_coarse`]). A pair whose values
+/// differ by less than 2^skip may keep the smaller one, so each level loses less than 2^skip;
+/// the result is always one of the row's values. For a maximum that only needs to be near the
+/// top (softmax's shift), at keys of `bits - skip` levels instead of 63.
+pub fn max_value_coarse(p: &mut Party, x: &RingTensor, bits: u32, skip: u32) -> Result<RingTensor> {
+    Ok(tournament(p, x, false, Keys { bits, skip })?.0)
+}
+
+/// Levels of the binary tournament over rows of `n`: what a coarse maximum can lose, in units of
+/// 2^skip.
+pub fn levels(n: usize) -> u32 {
+    n.max(1).next_power_of_two().trailing_zeros()
+}
+
+/// The comparison keys of the binary levels: over bits `skip..bits` of each difference.
+#[derive(Clone, Copy)]
+struct Keys {
+    bits: u32,
+    skip: u32,
+}
+
+impl Keys {
+    const EXACT: Keys = Keys {
+        bits: crate::mpc::dcf::BITS as u32,
+        skip: 0,
+    };
+}
+
+fn tournament(
+    p: &mut Party,
+    x: &RingTensor,
+    with_index: bool,
+    keys: Keys,
+) -> Result<(RingTensor, RingTensor)> {
     p.labelled("max", |p| {
         let n = x.last_dim();
         let rows = x.len() / n.max(1);
@@ -39,9 +74,14 @@ fn tournament(p: &mut Party, x: &RingTensor, with_index: bool) -> Result<(RingTe
             .collect();
         let mut width = n;
         while width > 1 {
-            let k = p.approx.max_arity.clamp(2, width);
+            // Coarse keys only in the binary tournament.
+            let k = if keys.skip > 0 {
+                2
+            } else {
+                p.approx.max_arity.clamp(2, width)
+            };
             if k == 2 {
-                (vals, idx) = binary_level(p, &vals, &idx, width, with_index)?;
+                (vals, idx) = binary_level(p, &vals, &idx, width, with_index, keys)?;
                 width = width.div_ceil(2);
                 continue;
             }
@@ -150,6 +190,7 @@ fn binary_level(
     idx: &[u64],
     width: usize,
     with_index: bool,
+    keys: Keys,
 ) -> Result<(Vec<u64>, Vec<u64>)> {
     let half = width / 2;
     let pick = |v: &[u64], second: bool| -> Vec<u64> {
@@ -164,7 +205,7 @@ fn binary_level(
     let others = if with_index { vec![&di] } else { vec![] };
     let (chosen, mut out) = p.labelled("ltz", |p| {
         let mut round = Round::new();
-        let chosen = round.ltz_products(p, &a.sub(&b)?, &others)?;
+        let chosen = round.ltz_products_coarse(p, &a.sub(&b)?, &others, keys.bits, keys.skip)?;
         Ok((chosen, round.run(p)?))
     })?;
     let best = a.sub(&out.take(chosen.times_x))?;

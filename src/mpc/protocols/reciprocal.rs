@@ -2,7 +2,8 @@
 //! rounds and without Newton iterations.
 //!
 //! - Round 1, a grid: comparisons against 2^(i/G) for every grid point in the range, one batch
-//!   (one comparison per point and *row*, so they cost few bytes). Any function of the interval
+//!   (one key and one opening per *row* for all the points, [`Round::ltz_thresholds`], so they
+//!   cost few bytes). Any function of the interval
 //!   [2^(k/G), 2^((k+1)/G)) that holds x is a public linear combination of these bits.
 //! - Round 2, normalise: xn = x s with s = 2^-(J+1) (1/x; xn in [1/2, 1)) or 4^-(J+1) (1/sqrt;
 //!   [1/4, 1)), exact powers of two read off the grid.
@@ -70,23 +71,20 @@ impl Grid {
     ) -> Result<(Self, Outputs)> {
         let plan = Self::plan(lo, hi, per_octave)?;
         let (g, kmin) = (per_octave as f64, plan.kmin);
-        let points: Vec<i64> = (kmin + 1..=plan.kmax()).collect();
-        let n = x.len();
-        let mut diffs = Vec::with_capacity(points.len() * n);
-        for &k in &points {
-            let t = (2f64.powf(k as f64 / g) * 2f64.powi(in_bits as i32)).round() as i64 as u64;
-            diffs.extend(p.add_constant(x, t.wrapping_neg()).into_data());
-        }
-        let less = round.ltz(p, &RingTensor::new(&[diffs.len()], diffs)?)?;
+        // Every grid point compared with one key and one opening of x + r per value.
+        let points: Vec<u64> = (kmin + 1..=plan.kmax())
+            .map(|k| (2f64.powf(k as f64 / g) * 2f64.powi(in_bits as i32)).round() as i64 as u64)
+            .collect();
+        let less = if points.is_empty() {
+            vec![]
+        } else {
+            round.ltz_thresholds(p, x, &points, crate::mpc::dcf::BITS as u32, 0)?
+        };
         let mut outputs = round.run(p)?;
-        let less = outputs.take(less);
-        let at_least = not(p, &less);
-        let bits = at_least
-            .data()
-            .chunks(n.max(1))
-            .take(points.len())
-            .map(|c| RingTensor::new(x.shape(), c.to_vec()))
-            .collect::<Result<_>>()?;
+        let bits = less
+            .into_iter()
+            .map(|slot| not(p, &outputs.take(slot)))
+            .collect();
         let grid = Self {
             per_octave,
             kmin,

@@ -1,10 +1,17 @@
 //! Softmax along the last dimension, max-subtracted, with an optional public mask (causal masking).
 //!
-//! 1. Masked entries are replaced by a public -2^20 (local), so they never win the max.
-//! 2. m = max (tournament), z = x - m <= 0, e = exp(z) (exp clamps what is far below), then
-//!    e *= mask (local, exact zeros).
-//! 3. S = sum(e) lies in [1, n] (the maximum contributes exp(0) = 1), so 1/S comes from the
-//!    grid-and-series reciprocal on [1/2, n + 1] (4 rounds), left at many fractional bits;
+//! Inputs lie in (-2^16, 2^16) ([`SCORE_BITS`]), which bounds every key's range.
+//! 1. Masked entries are replaced by their row's first kept entry (a public position; local), so
+//!    the maximum and exp see the row's own scores only.
+//! 2. m = a coarse maximum ([`super::max::max_value_coarse`]): the tournament's keys cover the
+//!    differences' range (18 bits above the fractional ones) resolved to 2^-r with 2^r >= levels / 2,
+//!    so m is one of the row's values at most 2 below its maximum: keys of 20 levels for rows of
+//!    65 to 256 instead of 63. Softmax does not depend on m, which only keeps exp's inputs in its
+//!    domain: z = x - m lies in (-2^17, 2], and e = exp(z) (exp clamps what is far below, its
+//!    key over 13 levels), then e *= mask (local, exact zeros).
+//! 3. S = sum(e) lies in [1, n e^2] (the maximum contributes at least exp(0) = 1), so 1/S
+//!    comes from the grid-and-series reciprocal on [1/2, 8 (n + 1)] (4 rounds; its grid of one key
+//!    a row), left at many fractional bits;
 //!    out = e * (1/S) is one masked product that truncates 1/S in its opening and its own result
 //!    in Z_2^128 ([`super::truncating_product`]): one round, 1/S opened once a row.
 //!
@@ -25,7 +32,10 @@ use super::masked::Operand;
 use super::reciprocal::Scaled;
 use super::round::Round;
 use super::row_cache::{stage_append_and_multiply, PreparedRows};
-use super::{exp::exp_at, max::max_value_last, reciprocal::reciprocal, reciprocal::reciprocal_in};
+use super::{
+    exp::exp_within, max::levels, max::max_value_coarse, reciprocal::reciprocal,
+    reciprocal::reciprocal_in,
+};
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
@@ -46,7 +56,7 @@ pub fn softmax_at(
         let n = x.last_dim();
         let e = masked_exp(p, x, extra, mask)?;
         let f = p.fp.frac_bits;
-        let inv = reciprocal(p, &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
+        let inv = reciprocal(p, &e.sum_last(), f, 0.5, sum_bound(n))?;
         times_inverse(p, Operand::plain(&e), &inv, n)
     })
 }
@@ -54,8 +64,8 @@ pub fn softmax_at(
 /// softmax(x) V per head, at f bits: x [heads, m, rows] the scores at f + `extra` bits (with
 /// `mask` as in [`softmax_at`]), V the value rows of a KV cache after appending `new` to them
 /// (see [`super::row_cache::append_and_multiply`]). Softmax's rounds, and no more. e V at 2f bits must
-/// stay below 2^61 for its truncation: values below 2^(61 - 2f) / n in magnitude (2^19 at f = 16
-/// and 1,024 positions).
+/// stay below 2^61 for its truncation, with e below e^2 (the coarse maximum): values below
+/// 2^(58 - 2f) / n in magnitude (2^16 at f = 16 and 1,024 positions).
 pub fn softmax_values_at(
     p: &mut Party,
     x: &RingTensor,
@@ -72,13 +82,22 @@ pub fn softmax_values_at(
         let mut first = Round::new();
         let opened = first.open(&to_open);
         let f = p.fp.frac_bits;
-        let (inv, mut outputs) = reciprocal_in(p, first, &e.sum_last(), f, 0.5, n as f64 + 1.0)?;
+        let (inv, mut outputs) = reciprocal_in(p, first, &e.sum_last(), f, 0.5, sum_bound(n))?;
         let ev = product.finish(p, values, &outputs.take(opened))?;
         times_inverse(p, Operand::truncated(&ev, f), &inv, n)
     })
 }
 
-/// e = exp(x - max(x)) with masked entries exactly 0 (steps 1 and 2).
+/// Softmax's inputs lie in (-2^SCORE_BITS, 2^SCORE_BITS): the domain its comparisons' keys cover.
+pub const SCORE_BITS: u32 = 16;
+
+/// The bound on S = sum e: the maximum's entry contributes at least 1, and the coarse maximum
+/// lies at most 2 below the true one, so S <= n e^2 < 8 (n + 1).
+fn sum_bound(n: usize) -> f64 {
+    8.0 * (n as f64 + 1.0)
+}
+
+/// e = exp(x - m) for a coarse maximum m, with masked entries exactly 0 (steps 1 and 2).
 fn masked_exp(
     p: &mut Party,
     x: &RingTensor,
@@ -87,32 +106,23 @@ fn masked_exp(
 ) -> Result<RingTensor> {
     let n = x.last_dim();
     let x = match mask {
-        Some(mask) => {
-            if mask.len() != x.len() {
-                return Err(MpcError::ShapeMismatch {
-                    op: "softmax mask",
-                    left: x.shape().to_vec(),
-                    right: vec![mask.len()],
-                });
-            }
-            let floor = if p.is_client() {
-                p.fp.constant(-((1u64 << 20) as f64)) << extra
-            } else {
-                0
-            };
-            let data = x
-                .data()
-                .iter()
-                .zip(mask)
-                .map(|(&v, &keep)| if keep { v } else { floor })
-                .collect();
-            RingTensor::new(x.shape(), data)?
-        }
+        Some(mask) => keep_first_in_masked(x, mask)?,
         None => x.clone(),
     };
-    let m = max_value_last(p, &x)?;
+    let x_bits = p.fp.frac_bits + extra;
+    // Differences of two scores lie in (-2^(SCORE_BITS+1), 2^(SCORE_BITS+1)), one bit inside the
+    // keys' range so that no difference reaches the window a coarse key misreads at its top.
+    // A level may lose 2^-r with 2^r >= levels(n) / 2: the maximum is within 2 of the true one.
+    let resolution = levels(n)
+        .next_power_of_two()
+        .trailing_zeros()
+        .saturating_sub(1);
+    let key_bits = (SCORE_BITS + 2 + x_bits).min(crate::mpc::dcf::BITS as u32);
+    let skip = x_bits.saturating_sub(resolution);
+    let m = max_value_coarse(p, &x, key_bits, skip)?;
     let z = x.sub(&m.expand_last(n))?;
-    let mut e = exp_at(p, &z, extra)?;
+    // z = x - m lies in (-2^(SCORE_BITS+1), 2].
+    let mut e = exp_within(p, &z, extra, SCORE_BITS + 1)?;
     if let Some(mask) = mask {
         e.data_mut().iter_mut().zip(mask).for_each(|(v, &keep)| {
             if !keep {
@@ -123,12 +133,38 @@ fn masked_exp(
     Ok(e)
 }
 
+/// x with each masked entry replaced by its row's first kept entry (a public position), so that
+/// the maximum and exp see the row's own scores only; the masked entries of e are zeroed after.
+fn keep_first_in_masked(x: &RingTensor, mask: &[bool]) -> Result<RingTensor> {
+    let n = x.last_dim();
+    if mask.len() != x.len() {
+        return Err(MpcError::ShapeMismatch {
+            op: "softmax mask",
+            left: x.shape().to_vec(),
+            right: vec![mask.len()],
+        });
+    }
+    let mut data = x.data().to_vec();
+    for (row, keep) in data.chunks_mut(n.max(1)).zip(mask.chunks(n.max(1))) {
+        let first = keep.iter().position(|&k| k).ok_or_else(|| {
+            MpcError::BadConfig("softmax: a row whose mask keeps no entry".into())
+        })?;
+        let kept = row[first];
+        for (v, &k) in row.iter_mut().zip(keep) {
+            if !k {
+                *v = kept;
+            }
+        }
+    }
+    RingTensor::new(x.shape(), data)
+}
+
 /// v (an operand at f bits) times 1/S (one value per row of v, for rows of `n` scores), the
 /// product truncated to f bits in Z_2^128: one round.
 fn times_inverse(p: &mut Party, v: Operand, inv: &Scaled, n: usize) -> Result<RingTensor> {
     let f = p.fp.frac_bits;
-    // 1/S at f + extra bits keeps f significant bits down to 1/(n + 1).
-    let extra = (n as f64 + 1.0).log2().ceil() as u32;
+    // 1/S at f + extra bits keeps f significant bits down to 1/S's bound.
+    let extra = sum_bound(n).log2().ceil() as u32;
     let mut round = Round::new();
     // 1/S has v's shape with a last dimension of 1: opened once a row.
     let out = round.mul_truncating_rows(

@@ -38,11 +38,15 @@ fn real_time_shaping_takes_the_time_the_virtual_clock_predicts() {
     });
     println!("virtual {virtual_s:.3} s, shaped wall time {wall_s:.3} s");
     // 10 rounds of 15 ms each way. Shaping may not beat the model by more than 15%; it may run up
-    // to 25% slower, for the TCP and thread wake-ups the virtual clock does not count (measured
-    // 10-16% slower on a 2-vCPU VM: 0.186, 0.194 and 0.196 s against 0.169-0.170 s).
-    assert!(virtual_s > 0.15, "{virtual_s}");
+    // to 40% slower, for the TCP and thread wake-ups the virtual clock does not count (measured
+    // 10-16% slower on an idle 2-vCPU VM, up to 23% with builds on both cores). A shaper that
+    // charged each latency twice, or none, fails.
+    // The clock counts from this party's start; the first message it waits on was sent from the
+    // peer's clock, which may lag by the peer's compute (seen: 0.1498 s on a loaded CI core), so
+    // the floor is 10 one-way latencies less 10 ms. Nine rounds (0.135 s) still fail it.
+    assert!(virtual_s > 0.14, "{virtual_s}");
     assert!(
-        wall_s >= 0.85 * virtual_s && wall_s <= 1.25 * virtual_s,
+        wall_s >= 0.85 * virtual_s && wall_s <= 1.4 * virtual_s,
         "virtual {virtual_s:.3} s, shaped {wall_s:.3} s"
     );
 }
