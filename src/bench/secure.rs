@@ -14,9 +14,10 @@ use crate::mpc::net::{Counters, LinkModel};
 use crate::mpc::{make_parties, EngineConfig, Party};
 use crate::secure::SecureGpt2;
 
-/// Runs `f` as both parties, each with its side of the shared model set up first.
-/// Returns (client's result, server's result).
-pub fn with_secure_model<T, F>(model: &Gpt2, engine: &EngineConfig, f: F) -> Result<(T, T)>
+/// Runs `f` as both parties, each with its side of the shared model set up first; the server's
+/// thread drops `model` once it is shared (the plaintext weights are not held beside the shares
+/// unless the caller keeps them). Returns (client's result, server's result).
+pub fn with_secure_model<T, F>(model: Gpt2, engine: &EngineConfig, f: F) -> Result<(T, T)>
 where
     T: Send + 'static,
     F: Fn(&mut Party, &SecureGpt2) -> Result<T> + Send + Sync + 'static,
@@ -33,7 +34,7 @@ where
         })
     };
     let h0 = spawn(client, None);
-    let h1 = spawn(server, Some(model.clone()));
+    let h1 = spawn(server, Some(model));
     let r0 = h0.join().map_err(|_| anyhow!("the client panicked"))?;
     let r1 = h1.join().map_err(|_| anyhow!("the server panicked"))?;
     Ok((r0?, r1?))
@@ -49,7 +50,7 @@ pub fn secure_logits(
 ) -> Result<Vec<Vec<f64>>> {
     let ids = ids.to_vec();
     let vocab = model.config().vocab_size;
-    let (rows, _) = with_secure_model(model, engine, move |p, m| {
+    let (rows, _) = with_secure_model(model.clone(), engine, move |p, m| {
         let mut cache = m.new_cache(p)?;
         let mut out = Vec::new();
         for part in [&ids[..split], &ids[split..]] {
@@ -195,10 +196,11 @@ type Measured = (Vec<Counters>, BTreeMap<String, Counters>);
 /// Costs of one secure forward over each of `tokens` new tokens after `context` positions, on each
 /// link. The context is filled with random keys and values (1 round per matrix, not counted), so a
 /// long context costs no forward. One setup serves every measurement. Also returns, per label of
-/// the first measured forward, both parties' counters together.
+/// the first measured forward, both parties' counters together. Takes the model, which it drops
+/// once shared.
 pub fn forward_costs(
     name: &str,
-    model: &Gpt2,
+    model: Gpt2,
     links: &[(String, LinkModel)],
     context: usize,
     tokens: &[usize],

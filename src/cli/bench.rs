@@ -251,7 +251,7 @@ fn latency(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
         "{name} ({} weights): one secure forward per (net, N) at context {context}",
         args.weights.name()
     );
-    let (forward, _) = forward_costs(&name, &model, &links, context, &tokens)?;
+    let (forward, _) = forward_costs(&name, model, &links, context, &tokens)?;
     let rows = latency_rows(&forward, args.weights.name())?;
     append_csv(&out, &rows)?;
     print_table(

@@ -295,7 +295,7 @@ fn forward_only(
             e.max, e.mean, e.max_abs_logit
         );
     }
-    let (rows, by_part) = forward_costs(&name, &model, links, context, &args.tokens)?;
+    let (rows, by_part) = forward_costs(&name, model, links, context, &args.tokens)?;
     if let Some(path) = &args.csv {
         crate::report::append_csv(path, &rows)?;
     }

@@ -21,6 +21,34 @@ use super::dcf::BITS;
 use super::error::{MpcError, Result};
 use super::matmul::head_matmul;
 use super::ring::{wide_from_words, words_from_wide};
+use super::seeded_mask::{left_product_of_sum, SeededMask};
+
+/// A fixed mask the dealer keeps for the session, `rows` x `cols`.
+pub(crate) struct KeptMask {
+    rows: usize,
+    cols: usize,
+    kind: MaskKind,
+}
+
+enum MaskKind {
+    /// A row mask (a KV cache's), row-major.
+    Rows(Vec<u64>),
+    /// A lifted weight's 128-bit mask, two words an entry.
+    Wide(Vec<u64>),
+    /// A weight mask: the keys of both parties' shares, whose streams are the mask's two shares
+    /// (regenerated for each product, never held whole).
+    Seeded(Box<[SeededMask; 2]>),
+}
+
+impl KeptMask {
+    /// Words the dealer holds for it.
+    fn words(&self) -> usize {
+        match &self.kind {
+            MaskKind::Rows(w) | MaskKind::Wide(w) => w.len(),
+            MaskKind::Seeded(_) => 4,
+        }
+    }
+}
 
 impl Correlation {
     /// The derived components' values from the free components' values (`own`: each party's
@@ -29,7 +57,7 @@ impl Correlation {
         &self,
         free: &[Vec<u64>],
         own: [&[Vec<u64>]; 2],
-        masks: &HashMap<u64, (usize, usize, Vec<u64>)>,
+        masks: &HashMap<u64, KeptMask>,
     ) -> Vec<Vec<u64>> {
         match *self {
             Correlation::MulTriple { .. } => vec![free[0]
@@ -56,9 +84,14 @@ impl Correlation {
                 vec![words_from_wide(&r_wide), msb]
             }
             Correlation::WideWeightTriple { id, m } => {
-                let (k, n, words) = masks
-                    .get(&id)
-                    .expect("wide weight triple for a mask the dealer made");
+                let Some(KeptMask {
+                    rows: k,
+                    cols: n,
+                    kind: MaskKind::Wide(words),
+                }) = masks.get(&id)
+                else {
+                    panic!("wide weight triple for a mask the dealer did not make for it")
+                };
                 let (k, n) = (*k, *n);
                 let b = wide_from_words(words);
                 let r = &free[0];
@@ -80,10 +113,14 @@ impl Correlation {
                 vec![words_from_wide(&r_wide), msb, words_from_wide(&c), table]
             }
             Correlation::WeightTriple { id, m } => {
-                let (k, n, mask) = masks
-                    .get(&id)
-                    .expect("weight triple for a mask the dealer made");
-                vec![super::matmul::matmul_u64(&free[0], mask, m, *k, *n)]
+                let Some(KeptMask {
+                    kind: MaskKind::Seeded(keys),
+                    ..
+                }) = masks.get(&id)
+                else {
+                    panic!("weight triple for a mask the dealer did not make for it")
+                };
+                vec![left_product_of_sum(&free[0], m, &keys[0], &keys[1])]
             }
             Correlation::Comparison { len, bits, skip } => {
                 let r = &free[0];
@@ -218,9 +255,14 @@ impl Correlation {
                 values.iter().map(|v| words_from_wide(v)).collect()
             }
             Correlation::HeadTriple { id, heads, m, keys } => {
-                let (rows, _, mask) = masks
-                    .get(&id)
-                    .expect("head triple for a row mask the dealer made");
+                let Some(KeptMask {
+                    rows,
+                    kind: MaskKind::Rows(mask),
+                    ..
+                }) = masks.get(&id)
+                else {
+                    panic!("head triple for a mask the dealer did not make for it")
+                };
                 vec![head_matmul(&free[0], m, mask, *rows, heads, keys)]
             }
         }
@@ -268,7 +310,7 @@ fn split_off(sharing: Sharing, value: &[u64], share0: &[u64]) -> Vec<u64> {
 pub(crate) struct Dealer {
     rng0: ChaCha12Rng,
     rng1: ChaCha12Rng,
-    masks: HashMap<u64, (usize, usize, Vec<u64>)>,
+    masks: HashMap<u64, KeptMask>,
 }
 
 impl Dealer {
@@ -282,30 +324,37 @@ impl Dealer {
     }
 
     /// Refuses a product against a mask the dealer never made, or made for another kind of
-    /// product (a remote dealer takes its requests from a peer): a weight triple needs a 64-bit
-    /// weight mask, a wide weight triple a 128-bit one, a head triple a row mask.
+    /// product (a remote dealer takes its requests from a peer): a weight triple needs a weight
+    /// mask, a wide weight triple a 128-bit one, a head triple a row mask whose width the heads
+    /// divide. A new weight mask needs an id no kept mask has, and rows grow (or are cut from) a
+    /// row mask only: one id never names masks of two kinds.
     pub(crate) fn check_mask(&self, corr: &Correlation) -> Result<()> {
-        let (id, words_per_entry) = match *corr {
-            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. } => {
-                (id, 1usize)
+        let kept = |id: u64| self.masks.get(&id).map(|m| &m.kind);
+        let ok = match *corr {
+            Correlation::WeightTriple { id, .. } => matches!(kept(id), Some(MaskKind::Seeded(_))),
+            Correlation::WideWeightTriple { id, .. } => matches!(kept(id), Some(MaskKind::Wide(_))),
+            Correlation::HeadTriple { id, heads, .. } => match self.masks.get(&id) {
+                Some(m) => matches!(m.kind, MaskKind::Rows(_)) && m.cols.is_multiple_of(heads),
+                None => false,
+            },
+            Correlation::WeightMask { id, .. } | Correlation::WideWeightMask { id, .. } => {
+                kept(id).is_none()
             }
-            Correlation::WideWeightTriple { id, .. } => (id, 2),
-            _ => return Ok(()),
-        };
-        let heads = match *corr {
-            Correlation::HeadTriple { heads, .. } => heads,
-            _ => 1,
-        };
-        match self.masks.get(&id) {
-            Some((k, n, words))
-                if words.len() == words_per_entry.saturating_mul(*k).saturating_mul(*n)
-                    && n.is_multiple_of(heads) =>
-            {
-                Ok(())
+            Correlation::RowMask { id, width, .. } => match self.masks.get(&id) {
+                Some(m) => matches!(m.kind, MaskKind::Rows(_)) && m.cols == width,
+                None => true,
+            },
+            Correlation::RowTruncate { id, .. } => {
+                matches!(kept(id), None | Some(MaskKind::Rows(_)))
             }
-            _ => Err(MpcError::Malformed(format!(
-                "a product against mask {id}, which the dealer did not make for it"
-            ))),
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(MpcError::Malformed(format!(
+                "{corr:?} against a mask the dealer did not make for it"
+            )))
         }
     }
 
@@ -320,13 +369,14 @@ impl Dealer {
 
     /// Words of the fixed masks the dealer keeps now.
     pub(crate) fn mask_words(&self) -> usize {
-        self.masks.values().map(|m| m.2.len()).sum()
+        self.masks.values().map(KeptMask::words).sum()
     }
 
     /// Words `corr` adds to the kept masks.
     pub(crate) fn new_mask_words(&self, corr: &Correlation) -> usize {
         match *corr {
-            Correlation::WeightMask { k, n, .. } => k.saturating_mul(n),
+            // Two keys of two words.
+            Correlation::WeightMask { .. } => 4,
             Correlation::WideWeightMask { k, n, .. } => k.saturating_mul(n).saturating_mul(2),
             Correlation::RowMask { rows, width, .. } => rows.saturating_mul(width),
             _ => 0,
@@ -336,7 +386,7 @@ impl Dealer {
     fn mask_shapes(&self) -> HashMap<u64, (usize, usize)> {
         self.masks
             .iter()
-            .map(|(id, (k, n, _))| (*id, (*k, *n)))
+            .map(|(id, m)| (*id, (m.rows, m.cols)))
             .collect()
     }
 
@@ -360,22 +410,34 @@ impl Dealer {
             }
             share0.push(s0);
         }
+        let kept = |rows, cols, kind| KeptMask { rows, cols, kind };
         match *corr {
             Correlation::WeightMask { id, k, n } => {
-                self.masks.insert(id, (k, n, free[0].clone()));
+                // Each party's share is the stream of the key it drew from its own seed.
+                let key = |o: &[Vec<u64>]| SeededMask::new([o[0][0], o[0][1]], k, n);
+                let keys = Box::new([key(&own0), key(&own1)]);
+                self.masks.insert(id, kept(k, n, MaskKind::Seeded(keys)));
             }
             Correlation::WideWeightMask { id, k, n } => {
-                self.masks.insert(id, (k, n, free[1].clone()));
+                let words = MaskKind::Wide(free[1].clone());
+                self.masks.insert(id, kept(k, n, words));
             }
             Correlation::RowMask { id, rows, width } => {
-                let entry = self.masks.entry(id).or_insert((0, width, Vec::new()));
-                entry.0 += rows;
-                entry.2.extend_from_slice(&free[0]);
+                let entry = self
+                    .masks
+                    .entry(id)
+                    .or_insert_with(|| kept(0, width, MaskKind::Rows(Vec::new())));
+                if let MaskKind::Rows(words) = &mut entry.kind {
+                    entry.rows += rows;
+                    words.extend_from_slice(&free[0]);
+                }
             }
             Correlation::RowTruncate { id, rows } => {
                 if let Some(entry) = self.masks.get_mut(&id) {
-                    entry.0 = entry.0.min(rows);
-                    entry.2.truncate(entry.0 * entry.1);
+                    if let MaskKind::Rows(words) = &mut entry.kind {
+                        entry.rows = entry.rows.min(rows);
+                        words.truncate(entry.rows * entry.cols);
+                    }
                 }
             }
             _ => {}
@@ -389,9 +451,12 @@ impl Dealer {
             .zip(derived_values)
             .map(|((i, &(sharing, _, _)), value)| {
                 if sharing == Sharing::Public {
+                    // One copy to each party (comparison keys' words are the largest requests).
                     public.push(value.clone());
+                    value
+                } else {
+                    split_off(sharing, &value, &share0[i])
                 }
-                split_off(sharing, &value, &share0[i])
             })
             .collect();
         (corrections, public)
