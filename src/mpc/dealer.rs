@@ -334,7 +334,13 @@ impl Dealer {
             Correlation::WeightTriple { id, .. } => matches!(kept(id), Some(MaskKind::Seeded(_))),
             Correlation::WideWeightTriple { id, .. } => matches!(kept(id), Some(MaskKind::Wide(_))),
             Correlation::HeadTriple { id, heads, .. } => match self.masks.get(&id) {
-                Some(m) => matches!(m.kind, MaskKind::Rows(_)) && m.cols.is_multiple_of(heads),
+                // Its words must be its rows times its width (no count wrapped past them).
+                Some(m) => match &m.kind {
+                    MaskKind::Rows(words) => {
+                        words.len() == m.rows.saturating_mul(m.cols) && m.cols.is_multiple_of(heads)
+                    }
+                    _ => false,
+                },
                 None => false,
             },
             Correlation::WeightMask { id, .. } | Correlation::WideWeightMask { id, .. } => {
