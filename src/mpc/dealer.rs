@@ -216,43 +216,38 @@ impl Correlation {
                 out
             }
             Correlation::WideProduct {
+                len,
                 ref shifts,
                 per_row,
-                ..
             } => {
-                // a_o and m_o per operand, then the cross terms, as 128-bit words.
-                let parts: Vec<(Vec<u128>, Vec<u128>)> = shifts
-                    .iter()
-                    .zip(free)
-                    .map(|(&s, r)| {
-                        let a = r.iter().map(|&r| (r >> s) as u128).collect();
-                        let m = r.iter().map(|&r| (r >> 63) as u128).collect();
-                        (a, m)
-                    })
-                    .collect();
-                let product = |x: &[u128], y: &[u128]| -> Vec<u128> {
-                    x.iter().zip(y).map(|(x, y)| x.wrapping_mul(*y)).collect()
-                };
-                let mut values: Vec<Vec<u128>> = parts
-                    .iter()
-                    .flat_map(|(a, m)| [a.clone(), m.clone()])
-                    .collect();
-                // A row factor meets every element of its row.
-                let rows = |x: &[u128]| -> Vec<u128> {
-                    x.iter()
-                        .flat_map(|&v| std::iter::repeat_n(v, per_row))
+                // a_o and m_o per operand, then the cross terms, as 128-bit words, one component
+                // at a time (a wide product's components are its largest: no copies of them).
+                let wide = |n: usize, value: &dyn Fn(usize) -> u128| -> Vec<u64> {
+                    (0..n)
+                        .flat_map(|i| {
+                            let v = value(i);
+                            [v as u64, (v >> 64) as u64]
+                        })
                         .collect()
                 };
-                let (au, mu) = &parts[0];
-                let last = parts.last().expect("a product has operands");
-                let (av, mv) = (&rows(&last.0), &rows(&last.1));
-                values.push(product(au, av));
-                values.push(product(au, mv));
-                if shifts.len() > 1 {
-                    values.push(product(mu, av));
-                    values.push(product(mu, mv));
+                let a = |o: usize, i: usize| (free[o][i] >> shifts[o]) as u128;
+                let m = |o: usize, i: usize| (free[o][i] >> 63) as u128;
+                let mut values: Vec<Vec<u64>> = Vec::new();
+                for o in 0..shifts.len() {
+                    values.push(wide(free[o].len(), &|i| a(o, i)));
+                    values.push(wide(free[o].len(), &|i| m(o, i)));
                 }
-                values.iter().map(|v| words_from_wide(v)).collect()
+                // The second operand (a factor per row where per_row > 1) meets every element of
+                // its row; a square meets itself.
+                let v = shifts.len() - 1;
+                let row = |i: usize| if v == 0 { i } else { i / per_row };
+                values.push(wide(len, &|i| a(0, i).wrapping_mul(a(v, row(i)))));
+                values.push(wide(len, &|i| a(0, i).wrapping_mul(m(v, row(i)))));
+                if shifts.len() > 1 {
+                    values.push(wide(len, &|i| m(0, i).wrapping_mul(a(v, row(i)))));
+                    values.push(wide(len, &|i| m(0, i).wrapping_mul(m(v, row(i)))));
+                }
+                values
             }
             Correlation::HeadTriple { id, heads, m, keys } => {
                 let Some(KeptMask {
@@ -275,12 +270,14 @@ fn zip_lanes(a: &[u64], b: &[u64], op: fn(u64, u64) -> u64) -> Vec<u64> {
 
 /// `op` on the 128-bit values of two word vectors (the layout of [`Sharing::Additive128`]).
 fn zip_wide(a: &[u64], b: &[u64], op: fn(u128, u128) -> u128) -> Vec<u64> {
-    let values: Vec<u128> = wide_from_words(a)
-        .into_iter()
-        .zip(wide_from_words(b))
-        .map(|(x, y)| op(x, y))
-        .collect();
-    words_from_wide(&values)
+    let wide = |w: &[u64]| w[0] as u128 | (w[1] as u128) << 64;
+    a.chunks_exact(2)
+        .zip(b.chunks_exact(2))
+        .flat_map(|(x, y)| {
+            let v = op(wide(x), wide(y));
+            [v as u64, (v >> 64) as u64]
+        })
+        .collect()
 }
 
 fn combine(sharing: Sharing, a: &[u64], b: &[u64]) -> Vec<u64> {

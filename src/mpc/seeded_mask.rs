@@ -4,15 +4,16 @@
 //! B_p is only ever used in products X B_p. So B_p is the ChaCha12 stream of a 2-word key that
 //! the party draws from its own seed (the dealer mirrors that seed, so it draws the same key):
 //! word w of the [k, n] row-major mask is word w of the stream, read from any position without
-//! the words before it. A product regenerates the
-//! mask a band of rows at a time ([`SeededMask::left_product`]), so a party holds 16 bytes for
-//! its share of the mask, not 8 k n; the dealer holds both keys and forms C = A (B_0 + B_1) the
-//! same way ([`left_product_of_sum`]), never holding a whole mask either.
+//! the words before it. A product regenerates the mask a band of rows at a time
+//! ([`SeededMask::left_product`]), so a party holds 16 bytes for its share of the mask, not 8 k n;
+//! the dealer holds both keys and forms C = A (B_0 + B_1) the same way ([`left_product_of_sum`]),
+//! never holding a whole mask either.
 //!
-//! Cost: the mask's words of stream at every product (regenerated, not kept);
-//! `cargo test --release --lib seeded_mask -- --ignored --nocapture` times it. ChaCha rather than
-//! AES-128-CTR: on this project's 2-vCPU machines the `aes` crate's CTR stream took 15 to 39 ns a
-//! word, ChaCha8 3 to 6.
+//! Cost: the mask's words of stream at every product (regenerated, not kept): at one row of X,
+//! about 8 times a product with a stored mask, 2.5 times at 16 rows, 1.3 times at 128
+//! (`cargo test --release --lib seeded_mask -- --ignored --nocapture`, 768 x 3072). ChaCha rather
+//! than AES-128-CTR: on this project's 2-vCPU machines the `aes` crate's CTR stream took 15 to 39
+//! ns a word, ChaCha8 3 to 6.
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;

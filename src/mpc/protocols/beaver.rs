@@ -8,7 +8,7 @@
 //! Cost: 1 round; each way 8 bytes per element of x and y (elementwise), 8 (m k + k n) per matmul,
 //! or 8 m k against a prepared weight whose mask was opened once. A prepared weight holds W - B
 //! (8 bytes an entry) and this party's share of B as a key ([`SeededMask`]), regenerated in each
-//! product: one AES block per two entries of the weight per product, for no weight-sized mask.
+//! product: the weight's words of stream per product, for no weight-sized mask.
 
 use crate::mpc::correlation::Correlation;
 use crate::mpc::error::MpcError;
