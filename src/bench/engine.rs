@@ -196,7 +196,8 @@ fn layer_rows(link_name: &str, link: LinkModel) -> Result<Vec<ProtocolRow>> {
     };
     let model = crate::model::Gpt2::random(&cfg, 3)?;
     let links = [(link_name.to_string(), link)];
-    let (_, labels) = crate::bench::secure::forward_costs("gpt2-small", &model, &links, 120, &[8])?;
+    let (_, labels) =
+        crate::bench::secure::forward_costs("gpt2-small", model.into(), &links, 120, &[8])?;
     let labelled = |label: &str, protocol: &str, shape: &str| -> Result<ProtocolRow> {
         let c = labels
             .get(label)

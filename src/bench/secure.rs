@@ -14,13 +14,10 @@ use crate::mpc::net::{Counters, LinkModel};
 use crate::mpc::{make_parties, EngineConfig, Party};
 use crate::secure::{PrivateModel, SecureModel};
 
-/// Runs `f` as both parties, each with its side of the shared model set up first.
-/// Returns (client's result, server's result).
-pub fn with_secure_model<T, F>(
-    model: &(impl PrivateModel + ?Sized),
-    engine: &EngineConfig,
-    f: F,
-) -> Result<(T, T)>
+/// Runs `f` as both parties, each with its side of the shared model set up first; the server's
+/// thread drops `model` once it is shared (the plaintext weights are not held beside the shares
+/// unless the caller keeps them). Returns (client's result, server's result).
+pub fn with_secure_model<T, F>(model: Model, engine: &EngineConfig, f: F) -> Result<(T, T)>
 where
     T: Send + 'static,
     F: Fn(&mut Party, &SecureModel) -> Result<T> + Send + Sync + 'static,
@@ -37,7 +34,7 @@ where
         })
     };
     let h0 = spawn(client, None);
-    let h1 = spawn(server, Some(model.to_model()));
+    let h1 = spawn(server, Some(model));
     let r0 = h0.join().map_err(|_| anyhow!("the client panicked"))?;
     let r1 = h1.join().map_err(|_| anyhow!("the server panicked"))?;
     Ok((r0?, r1?))
@@ -53,7 +50,7 @@ pub fn secure_logits(
 ) -> Result<Vec<Vec<f64>>> {
     let ids = ids.to_vec();
     let vocab = model.secure_shape().vocab_size();
-    let (rows, _) = with_secure_model(model, engine, move |p, m| {
+    let (rows, _) = with_secure_model(model.to_model(), engine, move |p, m| {
         let mut cache = m.new_cache(p)?;
         let mut out = Vec::new();
         for part in [&ids[..split], &ids[split..]] {
@@ -223,10 +220,11 @@ fn plus_layers(c: &Counters, layer: &Counters, k: usize) -> Counters {
 /// Costs of one secure forward over each of `tokens` new tokens after `context` positions, on each
 /// link. The context is filled with random keys and values (1 round per matrix, not counted), so a
 /// long context costs no forward. One setup serves every measurement. Also returns, per label of
-/// the first measured forward, both parties' counters together.
+/// the first measured forward, both parties' counters together. Takes the model, which it drops
+/// once shared.
 pub fn forward_costs(
     name: &str,
-    model: &(impl PrivateModel + ?Sized),
+    model: Model,
     links: &[(String, LinkModel)],
     context: usize,
     tokens: &[usize],
@@ -239,7 +237,7 @@ pub fn forward_costs(
 /// labelled `projected_from_layers = n`; the by-part counters are the measured model's.
 pub fn forward_costs_by_layers(
     name: &str,
-    model: &(impl PrivateModel + ?Sized),
+    model: Model,
     links: &[(String, LinkModel)],
     context: usize,
     tokens: &[usize],
@@ -248,7 +246,7 @@ pub fn forward_costs_by_layers(
     let full = model.secure_shape().layers();
     let (model, measured) = match layers {
         Some(n) => (model.with_layers(n)?, n),
-        None => (model.to_model(), full),
+        None => (model, full),
     };
     let shape = model.secure_shape();
     let (window, vocab) = (shape.window(), shape.vocab_size());
@@ -264,40 +262,39 @@ pub fn forward_costs_by_layers(
     // stream at 2f bits (the first at f, one opening fewer), so with n >= 2 the projection of
     // rounds and bytes is exact.
     let last_layer = format!("block{}", measured.saturating_sub(1));
-    let (client, server): (Measured, Measured) =
-        with_secure_model(&model, &engine, move |p, m| {
-            let width = shape.kv_width();
-            let mut rng = ChaCha12Rng::seed_from_u64(7);
-            let kv: Vec<f64> = (0..context * width)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let mut per_call = Vec::new();
-            let mut labels = BTreeMap::new();
-            for (_, link) in &link_list {
-                p.net.link = *link;
-                for &t in &token_list {
-                    let mut cache = m.new_cache(p)?;
-                    if context > 0 {
-                        cache.fill(p, (!p.is_client()).then_some(&kv[..]), context)?;
-                    }
-                    let ids: Vec<u32> = (0..t).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
-                    let (before, labels_before) = (p.net.total(), p.net.counters().clone());
-                    m.forward(p, p.is_client().then_some(&ids[..]), t, &mut cache)?;
-                    let layer = |labels: &BTreeMap<String, Counters>| {
-                        labels.get(&last_layer).copied().unwrap_or_default()
-                    };
-                    let first = layer(p.net.counters()).since(&layer(&labels_before));
-                    per_call.push((p.net.total().since(&before), first));
-                    if labels.is_empty() {
-                        for (label, c) in p.net.counters() {
-                            let old = labels_before.get(label).copied().unwrap_or_default();
-                            labels.insert(label.clone(), c.since(&old));
-                        }
+    let (client, server): (Measured, Measured) = with_secure_model(model, &engine, move |p, m| {
+        let width = shape.kv_width();
+        let mut rng = ChaCha12Rng::seed_from_u64(7);
+        let kv: Vec<f64> = (0..context * width)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let mut per_call = Vec::new();
+        let mut labels = BTreeMap::new();
+        for (_, link) in &link_list {
+            p.net.link = *link;
+            for &t in &token_list {
+                let mut cache = m.new_cache(p)?;
+                if context > 0 {
+                    cache.fill(p, (!p.is_client()).then_some(&kv[..]), context)?;
+                }
+                let ids: Vec<u32> = (0..t).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
+                let (before, labels_before) = (p.net.total(), p.net.counters().clone());
+                m.forward(p, p.is_client().then_some(&ids[..]), t, &mut cache)?;
+                let layer = |labels: &BTreeMap<String, Counters>| {
+                    labels.get(&last_layer).copied().unwrap_or_default()
+                };
+                let first = layer(p.net.counters()).since(&layer(&labels_before));
+                per_call.push((p.net.total().since(&before), first));
+                if labels.is_empty() {
+                    for (label, c) in p.net.counters() {
+                        let old = labels_before.get(label).copied().unwrap_or_default();
+                        labels.insert(label.clone(), c.since(&old));
                     }
                 }
             }
-            Ok((per_call, labels))
-        })?;
+        }
+        Ok((per_call, labels))
+    })?;
     let mut rows = Vec::new();
     let mut i = 0;
     for (link_name, _) in links {

@@ -258,7 +258,7 @@ fn latency(args: &BenchArgs, registry: Option<&Path>) -> Result<()> {
         args.weights.name()
     );
     let (forward, _) =
-        forward_costs_by_layers(&name, &model, &links, context, &tokens, args.layers)?;
+        forward_costs_by_layers(&name, model, &links, context, &tokens, args.layers)?;
     let rows = latency_rows(&forward, args.weights.name())?;
     append_csv(&out, &rows)?;
     print_table(

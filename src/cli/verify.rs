@@ -317,7 +317,7 @@ fn forward_only(
         );
     }
     let (rows, by_part) =
-        forward_costs_by_layers(&name, &model, links, context, &args.tokens, args.layers)?;
+        forward_costs_by_layers(&name, model, links, context, &args.tokens, args.layers)?;
     if let Some(path) = &args.csv {
         crate::report::append_csv(path, &rows)?;
     }

@@ -41,7 +41,8 @@ pub enum Correlation {
         k: usize,
         n: usize,
     },
-    /// A fixed mask B [k, n] for a weight used many times, remembered by the dealer under `id`.
+    /// A fixed mask B [k, n] for a weight used many times, remembered by the dealer under `id`:
+    /// each party's share is the stream of a 2-word key from its own seed (`super::seeded_mask`).
     WeightMask { id: u64, k: usize, n: usize },
     /// A [m, k] and C = A B for the weight mask `id`.
     WeightTriple { id: u64, m: usize },
@@ -218,7 +219,7 @@ impl Correlation {
                     (Additive, mul3(batch, m, n), true),
                 ]
             }
-            Correlation::WeightMask { k, n, .. } => vec![(Additive, mul(k, n), false)],
+            Correlation::WeightMask { .. } => vec![(Own, 2, false)],
             Correlation::WeightTriple { id, m } => {
                 let (k, n) = masks.get(&id).copied().unwrap_or((0, 0));
                 vec![(Additive, mul(m, k), false), (Additive, mul(m, n), true)]

@@ -20,6 +20,34 @@ use super::correlation::{
 use super::error::{MpcError, Result};
 use super::matmul::head_matmul;
 use super::ring::{wide_from_words, words_from_wide};
+use super::seeded_mask::{left_product_of_sum, SeededMask};
+
+/// A fixed mask the dealer keeps for the session, `rows` x `cols`.
+pub(crate) struct KeptMask {
+    rows: usize,
+    cols: usize,
+    kind: MaskKind,
+}
+
+enum MaskKind {
+    /// A row mask (a KV cache's), row-major.
+    Rows(Vec<u64>),
+    /// A lifted weight's 128-bit mask, two words an entry.
+    Wide(Vec<u64>),
+    /// A weight mask: the keys of both parties' shares, whose streams are the mask's two shares
+    /// (regenerated for each product, never held whole).
+    Seeded(Box<[SeededMask; 2]>),
+}
+
+impl KeptMask {
+    /// Words the dealer holds for it.
+    fn words(&self) -> usize {
+        match &self.kind {
+            MaskKind::Rows(w) | MaskKind::Wide(w) => w.len(),
+            MaskKind::Seeded(_) => 4,
+        }
+    }
+}
 
 impl Correlation {
     /// The derived components' values from the free components' values (`own`: each party's
@@ -28,7 +56,7 @@ impl Correlation {
         &self,
         free: &[Vec<u64>],
         own: [&[Vec<u64>]; 2],
-        masks: &HashMap<u64, (usize, usize, Vec<u64>)>,
+        masks: &HashMap<u64, KeptMask>,
     ) -> Vec<Vec<u64>> {
         match *self {
             Correlation::MulTriple { .. } => vec![free[0]
@@ -55,9 +83,14 @@ impl Correlation {
                 vec![words_from_wide(&r_wide), msb]
             }
             Correlation::WideWeightTriple { id, m } => {
-                let (k, n, words) = masks
-                    .get(&id)
-                    .expect("wide weight triple for a mask the dealer made");
+                let Some(KeptMask {
+                    rows: k,
+                    cols: n,
+                    kind: MaskKind::Wide(words),
+                }) = masks.get(&id)
+                else {
+                    panic!("wide weight triple for a mask the dealer did not make for it")
+                };
                 let (k, n) = (*k, *n);
                 let b = wide_from_words(words);
                 let r = &free[0];
@@ -79,10 +112,14 @@ impl Correlation {
                 vec![words_from_wide(&r_wide), msb, words_from_wide(&c), table]
             }
             Correlation::WeightTriple { id, m } => {
-                let (k, n, mask) = masks
-                    .get(&id)
-                    .expect("weight triple for a mask the dealer made");
-                vec![super::matmul::matmul_u64(&free[0], mask, m, *k, *n)]
+                let Some(KeptMask {
+                    kind: MaskKind::Seeded(keys),
+                    ..
+                }) = masks.get(&id)
+                else {
+                    panic!("weight triple for a mask the dealer did not make for it")
+                };
+                vec![left_product_of_sum(&free[0], m, &keys[0], &keys[1])]
             }
             Correlation::Comparison { len, bits, skip } => {
                 let r = &free[0];
@@ -183,48 +220,48 @@ impl Correlation {
                 out
             }
             Correlation::WideProduct {
+                len,
                 ref shifts,
                 per_row,
-                ..
             } => {
-                // a_o and m_o per operand, then the cross terms, as 128-bit words.
-                let parts: Vec<(Vec<u128>, Vec<u128>)> = shifts
-                    .iter()
-                    .zip(free)
-                    .map(|(&s, r)| {
-                        let a = r.iter().map(|&r| (r >> s) as u128).collect();
-                        let m = r.iter().map(|&r| (r >> 63) as u128).collect();
-                        (a, m)
-                    })
-                    .collect();
-                let product = |x: &[u128], y: &[u128]| -> Vec<u128> {
-                    x.iter().zip(y).map(|(x, y)| x.wrapping_mul(*y)).collect()
-                };
-                let mut values: Vec<Vec<u128>> = parts
-                    .iter()
-                    .flat_map(|(a, m)| [a.clone(), m.clone()])
-                    .collect();
-                // A row factor meets every element of its row.
-                let rows = |x: &[u128]| -> Vec<u128> {
-                    x.iter()
-                        .flat_map(|&v| std::iter::repeat_n(v, per_row))
+                // a_o and m_o per operand, then the cross terms, as 128-bit words, one component
+                // at a time (a wide product's components are its largest: no copies of them).
+                let wide = |n: usize, value: &dyn Fn(usize) -> u128| -> Vec<u64> {
+                    (0..n)
+                        .flat_map(|i| {
+                            let v = value(i);
+                            [v as u64, (v >> 64) as u64]
+                        })
                         .collect()
                 };
-                let (au, mu) = &parts[0];
-                let last = parts.last().expect("a product has operands");
-                let (av, mv) = (&rows(&last.0), &rows(&last.1));
-                values.push(product(au, av));
-                values.push(product(au, mv));
-                if shifts.len() > 1 {
-                    values.push(product(mu, av));
-                    values.push(product(mu, mv));
+                let a = |o: usize, i: usize| (free[o][i] >> shifts[o]) as u128;
+                let m = |o: usize, i: usize| (free[o][i] >> 63) as u128;
+                let mut values: Vec<Vec<u64>> = Vec::new();
+                for o in 0..shifts.len() {
+                    values.push(wide(free[o].len(), &|i| a(o, i)));
+                    values.push(wide(free[o].len(), &|i| m(o, i)));
                 }
-                values.iter().map(|v| words_from_wide(v)).collect()
+                // The second operand (a factor per row where per_row > 1) meets every element of
+                // its row; a square meets itself.
+                let v = shifts.len() - 1;
+                let row = |i: usize| if v == 0 { i } else { i / per_row };
+                values.push(wide(len, &|i| a(0, i).wrapping_mul(a(v, row(i)))));
+                values.push(wide(len, &|i| a(0, i).wrapping_mul(m(v, row(i)))));
+                if shifts.len() > 1 {
+                    values.push(wide(len, &|i| m(0, i).wrapping_mul(a(v, row(i)))));
+                    values.push(wide(len, &|i| m(0, i).wrapping_mul(m(v, row(i)))));
+                }
+                values
             }
             Correlation::HeadTriple { id, heads, m, keys } => {
-                let (rows, _, mask) = masks
-                    .get(&id)
-                    .expect("head triple for a row mask the dealer made");
+                let Some(KeptMask {
+                    rows,
+                    kind: MaskKind::Rows(mask),
+                    ..
+                }) = masks.get(&id)
+                else {
+                    panic!("head triple for a mask the dealer did not make for it")
+                };
                 vec![head_matmul(&free[0], m, mask, *rows, heads, keys)]
             }
         }
@@ -237,12 +274,14 @@ fn zip_lanes(a: &[u64], b: &[u64], op: fn(u64, u64) -> u64) -> Vec<u64> {
 
 /// `op` on the 128-bit values of two word vectors (the layout of [`Sharing::Additive128`]).
 fn zip_wide(a: &[u64], b: &[u64], op: fn(u128, u128) -> u128) -> Vec<u64> {
-    let values: Vec<u128> = wide_from_words(a)
-        .into_iter()
-        .zip(wide_from_words(b))
-        .map(|(x, y)| op(x, y))
-        .collect();
-    words_from_wide(&values)
+    let wide = |w: &[u64]| w[0] as u128 | (w[1] as u128) << 64;
+    a.chunks_exact(2)
+        .zip(b.chunks_exact(2))
+        .flat_map(|(x, y)| {
+            let v = op(wide(x), wide(y));
+            [v as u64, (v >> 64) as u64]
+        })
+        .collect()
 }
 
 fn combine(sharing: Sharing, a: &[u64], b: &[u64]) -> Vec<u64> {
@@ -272,7 +311,7 @@ fn split_off(sharing: Sharing, value: &[u64], share0: &[u64]) -> Vec<u64> {
 pub(crate) struct Dealer {
     rng0: ChaCha12Rng,
     rng1: ChaCha12Rng,
-    masks: HashMap<u64, (usize, usize, Vec<u64>)>,
+    masks: HashMap<u64, KeptMask>,
 }
 
 impl Dealer {
@@ -286,30 +325,43 @@ impl Dealer {
     }
 
     /// Refuses a product against a mask the dealer never made, or made for another kind of
-    /// product (a remote dealer takes its requests from a peer): a weight triple needs a 64-bit
-    /// weight mask, a wide weight triple a 128-bit one, a head triple a row mask.
+    /// product (a remote dealer takes its requests from a peer): a weight triple needs a weight
+    /// mask, a wide weight triple a 128-bit one, a head triple a row mask whose width the heads
+    /// divide. A new weight mask needs an id no kept mask has, and rows grow (or are cut from) a
+    /// row mask only: one id never names masks of two kinds.
     pub(crate) fn check_mask(&self, corr: &Correlation) -> Result<()> {
-        let (id, words_per_entry) = match *corr {
-            Correlation::WeightTriple { id, .. } | Correlation::HeadTriple { id, .. } => {
-                (id, 1usize)
+        let kept = |id: u64| self.masks.get(&id).map(|m| &m.kind);
+        let ok = match *corr {
+            Correlation::WeightTriple { id, .. } => matches!(kept(id), Some(MaskKind::Seeded(_))),
+            Correlation::WideWeightTriple { id, .. } => matches!(kept(id), Some(MaskKind::Wide(_))),
+            Correlation::HeadTriple { id, heads, .. } => match self.masks.get(&id) {
+                // Its words must be its rows times its width (no count wrapped past them).
+                Some(m) => match &m.kind {
+                    MaskKind::Rows(words) => {
+                        words.len() == m.rows.saturating_mul(m.cols) && m.cols.is_multiple_of(heads)
+                    }
+                    _ => false,
+                },
+                None => false,
+            },
+            Correlation::WeightMask { id, .. } | Correlation::WideWeightMask { id, .. } => {
+                kept(id).is_none()
             }
-            Correlation::WideWeightTriple { id, .. } => (id, 2),
-            _ => return Ok(()),
-        };
-        let heads = match *corr {
-            Correlation::HeadTriple { heads, .. } => heads,
-            _ => 1,
-        };
-        match self.masks.get(&id) {
-            Some((k, n, words))
-                if words.len() == words_per_entry.saturating_mul(*k).saturating_mul(*n)
-                    && n.is_multiple_of(heads) =>
-            {
-                Ok(())
+            Correlation::RowMask { id, width, .. } => match self.masks.get(&id) {
+                Some(m) => matches!(m.kind, MaskKind::Rows(_)) && m.cols == width,
+                None => true,
+            },
+            Correlation::RowTruncate { id, .. } => {
+                matches!(kept(id), None | Some(MaskKind::Rows(_)))
             }
-            _ => Err(MpcError::Malformed(format!(
-                "a product against mask {id}, which the dealer did not make for it"
-            ))),
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(MpcError::Malformed(format!(
+                "{corr:?} against a mask the dealer did not make for it"
+            )))
         }
     }
 
@@ -324,13 +376,14 @@ impl Dealer {
 
     /// Words of the fixed masks the dealer keeps now.
     pub(crate) fn mask_words(&self) -> usize {
-        self.masks.values().map(|m| m.2.len()).sum()
+        self.masks.values().map(KeptMask::words).sum()
     }
 
     /// Words `corr` adds to the kept masks.
     pub(crate) fn new_mask_words(&self, corr: &Correlation) -> usize {
         match *corr {
-            Correlation::WeightMask { k, n, .. } => k.saturating_mul(n),
+            // Two keys of two words.
+            Correlation::WeightMask { .. } => 4,
             Correlation::WideWeightMask { k, n, .. } => k.saturating_mul(n).saturating_mul(2),
             Correlation::RowMask { rows, width, .. } => rows.saturating_mul(width),
             _ => 0,
@@ -340,7 +393,7 @@ impl Dealer {
     fn mask_shapes(&self) -> HashMap<u64, (usize, usize)> {
         self.masks
             .iter()
-            .map(|(id, (k, n, _))| (*id, (*k, *n)))
+            .map(|(id, m)| (*id, (m.rows, m.cols)))
             .collect()
     }
 
@@ -364,22 +417,34 @@ impl Dealer {
             }
             share0.push(s0);
         }
+        let kept = |rows, cols, kind| KeptMask { rows, cols, kind };
         match *corr {
             Correlation::WeightMask { id, k, n } => {
-                self.masks.insert(id, (k, n, free[0].clone()));
+                // Each party's share is the stream of the key it drew from its own seed.
+                let key = |o: &[Vec<u64>]| SeededMask::new([o[0][0], o[0][1]], k, n);
+                let keys = Box::new([key(&own0), key(&own1)]);
+                self.masks.insert(id, kept(k, n, MaskKind::Seeded(keys)));
             }
             Correlation::WideWeightMask { id, k, n } => {
-                self.masks.insert(id, (k, n, free[1].clone()));
+                let words = MaskKind::Wide(free[1].clone());
+                self.masks.insert(id, kept(k, n, words));
             }
             Correlation::RowMask { id, rows, width } => {
-                let entry = self.masks.entry(id).or_insert((0, width, Vec::new()));
-                entry.0 += rows;
-                entry.2.extend_from_slice(&free[0]);
+                let entry = self
+                    .masks
+                    .entry(id)
+                    .or_insert_with(|| kept(0, width, MaskKind::Rows(Vec::new())));
+                if let MaskKind::Rows(words) = &mut entry.kind {
+                    entry.rows += rows;
+                    words.extend_from_slice(&free[0]);
+                }
             }
             Correlation::RowTruncate { id, rows } => {
                 if let Some(entry) = self.masks.get_mut(&id) {
-                    entry.0 = entry.0.min(rows);
-                    entry.2.truncate(entry.0 * entry.1);
+                    if let MaskKind::Rows(words) = &mut entry.kind {
+                        entry.rows = entry.rows.min(rows);
+                        words.truncate(entry.rows * entry.cols);
+                    }
                 }
             }
             _ => {}
@@ -393,9 +458,12 @@ impl Dealer {
             .zip(derived_values)
             .map(|((i, &(sharing, _, _)), value)| {
                 if sharing == Sharing::Public {
+                    // One copy to each party (comparison keys' words are the largest requests).
                     public.push(value.clone());
+                    value
+                } else {
+                    split_off(sharing, &value, &share0[i])
                 }
-                split_off(sharing, &value, &share0[i])
             })
             .collect();
         (corrections, public)

@@ -5,8 +5,8 @@
 //! for), [`dealer`] (derives it from seeds), [`dealer_handle`] (a party's access to the dealer,
 //! a thread or a process), [`dealer_wire`] (the dealer's frames on a link), [`net`] (moves bytes,
 //! counts rounds and time), [`party`] (one party's context), [`protocols`] (one file per
-//! protocol), [`sim`] (runs both parties as threads), [`remote`] (the dealer's side of a session
-//! with two party processes).
+//! protocol), [`seeded_mask`] (a weight mask share kept as a key), [`sim`] (runs both parties
+//! as threads), [`remote`] (the dealer's side of a session with two party processes).
 
 pub mod correlation;
 pub mod dcf;
@@ -21,6 +21,7 @@ pub mod party;
 pub mod protocols;
 pub mod remote;
 pub mod ring;
+pub mod seeded_mask;
 pub mod sim;
 
 pub use error::MpcError;

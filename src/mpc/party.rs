@@ -15,6 +15,10 @@ use super::ring::{wide_from_words, words_from_wide, RingTensor};
 
 pub use super::error::Result;
 
+/// Words of one message of [`Party::open_in_place`] (32 MB): larger openings, such as a large
+/// vocabulary's token table, travel in several.
+pub const OPEN_CHUNK_WORDS: usize = 1 << 22;
+
 /// Party 0 is the client (prompt owner), party 1 the server (model owner).
 pub const CLIENT: usize = 0;
 pub const SERVER: usize = 1;
@@ -159,6 +163,21 @@ impl Party {
             log.push(words_from_wide(&opened));
         }
         Ok(opened)
+    }
+
+    /// [`Self::open`] into the share's own buffer, a message of at most [`OPEN_CHUNK_WORDS`] at
+    /// a time (one round each): a weight-sized opening holds no second weight-sized copy.
+    pub fn open_in_place(&mut self, share: &mut RingTensor) -> Result<()> {
+        for chunk in share.data_mut().chunks_mut(OPEN_CHUNK_WORDS) {
+            let theirs = self.net.exchange_u64s(chunk)?;
+            for (a, b) in chunk.iter_mut().zip(&theirs) {
+                *a = a.wrapping_add(*b);
+            }
+        }
+        if let Some(log) = self.openings.as_mut() {
+            log.push(share.data().to_vec());
+        }
+        Ok(())
     }
 
     pub fn open(&mut self, share: &RingTensor) -> Result<RingTensor> {

@@ -158,6 +158,59 @@ mod tests {
             Correlation::WideWeightTriple { id: 1, m: 2 },
         ];
         assert!(swapped.iter().all(|c| dealer.check_mask(c).is_err()));
+        // One id names one mask: no second weight mask, no rows grown onto a weight mask or a
+        // row mask of another width, no row cut of a weight mask.
+        dealer.corrections(&Correlation::RowMask {
+            id: 3,
+            rows: 2,
+            width: 8,
+        });
+        let reused = [
+            Correlation::WeightMask { id: 1, k: 3, n: 4 },
+            Correlation::WideWeightMask { id: 1, k: 3, n: 4 },
+            Correlation::WeightMask { id: 3, k: 3, n: 4 },
+            Correlation::RowMask {
+                id: 1,
+                rows: 1,
+                width: 4,
+            },
+            Correlation::RowMask {
+                id: 3,
+                rows: 1,
+                width: 4,
+            },
+            Correlation::RowTruncate { id: 2, rows: 1 },
+            Correlation::WeightTriple { id: 3, m: 1 },
+            Correlation::HeadTriple {
+                id: 1,
+                heads: 1,
+                m: 1,
+                keys: true,
+            },
+        ];
+        for corr in &reused {
+            assert!(dealer.check_mask(corr).is_err(), "{corr:?}");
+        }
+        let fine = [
+            Correlation::RowMask {
+                id: 3,
+                rows: 1,
+                width: 8,
+            },
+            Correlation::RowTruncate { id: 3, rows: 1 },
+            Correlation::HeadTriple {
+                id: 3,
+                heads: 2,
+                m: 1,
+                keys: true,
+            },
+            Correlation::WeightMask { id: 4, k: 3, n: 4 },
+        ];
+        for corr in &fine {
+            assert!(dealer.check_mask(corr).is_ok(), "{corr:?}");
+        }
+        // A weight mask is kept as two keys, not as its 12 words.
+        assert_eq!(dealer.mask_words(), 4 + 2 * 3 * 4 + 2 * 8);
     }
 }
 

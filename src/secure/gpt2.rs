@@ -40,7 +40,7 @@ use crate::mpc::protocols::{
     append_and_multiply,
     gelu::gelu_at,
     layernorm_matmul::{check_layernorm_matmul, layernorm_matmul_at},
-    matmul_weight, matmul_weight_client_input, prepare_weight,
+    matmul_weight, matmul_weight_client_input, prepare_client_input_weight, prepare_weight_owned,
     softmax::softmax_values_at,
     PreparedWeight,
 };
@@ -94,7 +94,7 @@ impl SecureConv1D {
     ) -> anyhow::Result<Self> {
         let w = server_share(p, w, &[d_in, d_out])?;
         Ok(Self {
-            weight: prepare_weight(p, &w)?,
+            weight: prepare_weight_owned(p, w)?,
             bias: server_share(p, b, &[d_out])?,
         })
     }
@@ -262,14 +262,15 @@ impl SecureGpt2 {
         }
         let (d, v, mlp) = (cfg.n_embd, cfg.vocab_size, cfg.mlp_dim());
         let eps = cfg.layer_norm_epsilon;
-        let wte_values = model.map(|m| values(m.wte())).transpose()?;
-        let head = wte_values.as_ref().map(|w| {
+        // The token table's values are read twice, so that no two copies of them are held.
+        let wte_values = || model.map(|m| values(m.wte())).transpose();
+        let head = wte_values()?.map(|w| {
             let transposed = (0..d * v).map(|i| w[(i % v) * d + i / v]).collect();
             (transposed, vec![0.0; v])
         });
         let ln_f_head =
             SecureNormLinear::from_values(p, model.map(|m| m.ln_f()), head, (d, v), eps)?;
-        let wte = prepare_weight(p, &server_share(p, wte_values, &[v, d])?)?;
+        let wte = prepare_client_input_weight(p, server_share(p, wte_values()?, &[v, d])?)?;
         let wpe = server_share(
             p,
             model.map(|m| values(m.wpe())).transpose()?,

@@ -9,7 +9,8 @@ use crate::mpc::party::Result;
 use crate::mpc::{Party, RingTensor, SERVER};
 
 pub(crate) fn values(t: &Tensor) -> anyhow::Result<Vec<f64>> {
-    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    let v = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(v.into_iter().map(f64::from).collect())
 }
 
 /// The server's weight as a share: the weight itself on the server, zeros on the client.

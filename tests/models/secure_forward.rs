@@ -98,7 +98,8 @@ fn secure_llama_logits_match_candle_on_a_tiny_model() {
     // Rounds: at a context of 96 + 4 (softmax's tournament over 65-128 positions: 7 levels) a
     // layer takes GPT-2's 37, and the forward 2 x 37 + 1 + 5.
     let links = [("ideal".to_string(), LinkModel::ideal())];
-    let (rows, parts) = forward_costs("tiny-llama", &model, &links, 96, &[4]).unwrap();
+    let (rows, parts) =
+        forward_costs("tiny-llama", model.clone().into(), &links, 96, &[4]).unwrap();
     let layer = |i: usize| parts[&format!("block{i}")].rounds;
     println!(
         "tiny llama: {} rounds a forward, {} a layer",
@@ -177,9 +178,16 @@ fn costs_measured_on_two_layers_project_the_full_model() {
     cfg.max_position_embeddings = 128;
     let model = post::model::Llama::random(&cfg, 27).unwrap();
     let links = [("lan".to_string(), LinkModel::lan())];
-    let (full, _) = forward_costs("tiny-llama", &model, &links, 40, &[1, 4]).unwrap();
-    let (projected, parts) =
-        forward_costs_by_layers("tiny-llama", &model, &links, 40, &[1, 4], Some(2)).unwrap();
+    let (full, _) = forward_costs("tiny-llama", model.clone().into(), &links, 40, &[1, 4]).unwrap();
+    let (projected, parts) = forward_costs_by_layers(
+        "tiny-llama",
+        model.clone().into(),
+        &links,
+        40,
+        &[1, 4],
+        Some(2),
+    )
+    .unwrap();
     assert!(parts.contains_key("block1") && !parts.contains_key("block2"));
     for (f, p) in full.iter().zip(&projected) {
         assert_eq!(p.projected_from_layers, Some(2));
@@ -205,7 +213,7 @@ fn costs_measured_on_two_layers_project_the_full_model() {
     }
     // GPT-2 has no by-layer path: a clear error.
     let gpt2 = crate::common::random_model(&crate::common::tiny_config(16, 16, 1, 2, 16), 1, 0.3);
-    let err = forward_costs_by_layers("gpt2", &gpt2, &links, 2, &[1], Some(1)).unwrap_err();
+    let err = forward_costs_by_layers("gpt2", gpt2.into(), &links, 2, &[1], Some(1)).unwrap_err();
     assert!(err.to_string().contains("LLaMA-style"), "{err}");
 }
 

@@ -206,3 +206,70 @@ fn client_inputs_times_a_prepared_weight_are_exact() {
         assert_eq!(o.data(), want.as_slice(), "X W in the ring");
     }
 }
+
+#[test]
+fn a_weight_for_client_inputs_multiplies_nothing_else() {
+    // The token table's preparation: the server drops W - B (it never multiplies by it), so the
+    // weight serves the client's inputs, exactly, and any other product is refused by both.
+    let mut rng = ChaCha12Rng::seed_from_u64(13);
+    let (m, k, n) = (3, 40, 16);
+    let w = uniform(&mut rng, k * n, -0.3, 0.3);
+    let x: Vec<u64> = (0..m * k)
+        .map(|_| rng.random_range(-3i64..4) as u64)
+        .collect();
+    let plain = x.clone();
+    let out = run(&cfg(), vec![encode(fp(), &[k, n], &w)], move |p, s| {
+        let table = protocols::prepare_client_input_weight(p, s[0].clone())?;
+        let mine = if p.is_client() {
+            RingTensor::new(&[m, k], plain.clone())?
+        } else {
+            RingTensor::zeros(&[m, k])
+        };
+        let z = protocols::matmul_weight_client_input(p, &mine, &table)?;
+        assert!(protocols::matmul_weight(p, &mine, &table).is_err());
+        Ok(vec![z])
+    });
+    let we = encode(fp(), &[k, n], &w);
+    let want: Vec<u64> = (0..m * n)
+        .map(|ij| {
+            (0..k).fold(0u64, |acc, p| {
+                acc.wrapping_add(x[ij / n * k + p].wrapping_mul(we.data()[p * n + ij % n]))
+            })
+        })
+        .collect();
+    assert_eq!(out.outputs[0].data(), want.as_slice(), "X W in the ring");
+}
+
+#[test]
+fn a_weight_larger_than_one_message_is_opened_in_pieces() {
+    // 2048 x 2049 words, just past one message of the opening: two rounds, the same bytes, and
+    // the products through it as exact as through a small one.
+    let mut rng = ChaCha12Rng::seed_from_u64(14);
+    let (m, k, n) = (2, 2048, 2049);
+    assert!(k * n > post::mpc::party::OPEN_CHUNK_WORDS);
+    let w = uniform(&mut rng, k * n, -0.3, 0.3);
+    let a = uniform(&mut rng, m * k, -2.0, 2.0);
+    let out = run(
+        &cfg(),
+        vec![encode(fp(), &[m, k], &a), encode(fp(), &[k, n], &w)],
+        move |p, s| {
+            let before = p.net.total();
+            let prepared = protocols::prepare_weight(p, &s[1])?;
+            let cost = p.net.total().since(&before);
+            assert_eq!(
+                (cost.rounds, cost.bytes_sent),
+                (2, 8 * (k * n) as u64),
+                "W - B in two messages"
+            );
+            Ok(vec![protocols::fixed_matmul_weight(p, &s[0], &prepared)?])
+        },
+    );
+    let want = matmul_f64(&encoded(&a), &encoded(&w), m, k, n);
+    assert_close(
+        "matmul_weight",
+        &decode_at(&out.outputs[0], 16),
+        &want,
+        ulp(),
+        0.0,
+    );
+}

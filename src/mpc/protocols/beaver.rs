@@ -6,12 +6,15 @@
 //! callers truncate afterwards ([`super::fixed_mul_many`]).
 //!
 //! Cost: 1 round; each way 8 bytes per element of x and y (elementwise), 8 (m k + k n) per matmul,
-//! or 8 m k against a prepared weight whose mask was opened once.
+//! or 8 m k against a prepared weight whose mask was opened once. A prepared weight holds W - B
+//! (8 bytes an entry) and this party's share of B as a key ([`SeededMask`]), regenerated in each
+//! product: the weight's words of stream per product, for no weight-sized mask.
 
 use crate::mpc::correlation::Correlation;
 use crate::mpc::error::MpcError;
 use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
+use crate::mpc::seeded_mask::SeededMask;
 
 /// Elementwise products of several pairs in one round (no truncation).
 pub fn mul_many(p: &mut Party, pairs: &[(&RingTensor, &RingTensor)]) -> Result<Vec<RingTensor>> {
@@ -138,11 +141,12 @@ pub fn matmul_weight_client_input(
             "the server's share of a client input must be zero".into(),
         ));
     }
-    let (masked, stage) = stage_matmul_weight(p, x, w, "matmul_weight_client_input")?;
+    let (masked, stage) = stage_weight_product(p, x, w, "matmul_weight_client_input")?;
     let eps = p.open(&masked)?;
-    let mut z = stage.c.add(&eps.matmul(&w.mask)?)?;
-    if p.is_client() {
-        z.add_assign(&sparse_rows_product(&stage.rows, &w.masked)?)?;
+    let mut z = stage.c;
+    add_mask_product(&mut z, w, &eps);
+    if let Some(f) = &w.masked {
+        z.add_assign(&sparse_rows_product(&stage.rows, f)?)?;
     }
     z.reshape(&stage.out_shape)
 }
@@ -171,20 +175,30 @@ fn out_shape(x: &RingTensor, n: usize) -> Vec<usize> {
 /// A shared weight [k, n] whose dealer mask B was opened once as F = W - B.
 pub struct PreparedWeight {
     mask_id: u64,
-    /// W - B, public to both parties.
-    masked: RingTensor,
-    /// This party's share of B.
-    mask: RingTensor,
+    shape: [usize; 2],
+    /// W - B, public to both parties; the server drops it for a weight that multiplies only the
+    /// client's inputs, where only the client uses it.
+    masked: Option<RingTensor>,
+    /// This party's share of B, kept as the key of its stream (regenerated at each product).
+    mask: SeededMask,
+    /// Prepared by [`prepare_client_input_weight`]: no product but [`matmul_weight_client_input`].
+    client_inputs_only: bool,
 }
 
 impl PreparedWeight {
     pub fn shape(&self) -> &[usize] {
-        self.masked.shape()
+        &self.shape
     }
 }
 
 /// Opens W - B once (8 k n bytes each way, one round), so later products send only the activations.
 pub fn prepare_weight(p: &mut Party, w: &RingTensor) -> Result<PreparedWeight> {
+    prepare_weight_owned(p, w.clone())
+}
+
+/// [`prepare_weight`] taking the share by value: W - B is formed in its buffer and the opening
+/// is added into it, so that the weight is held once while it is prepared.
+pub fn prepare_weight_owned(p: &mut Party, mut w: RingTensor) -> Result<PreparedWeight> {
     let [k, n] = w.shape() else {
         return Err(MpcError::ShapeMismatch {
             op: "prepare_weight",
@@ -194,15 +208,40 @@ pub fn prepare_weight(p: &mut Party, w: &RingTensor) -> Result<PreparedWeight> {
     };
     let (k, n) = (*k, *n);
     let mask_id = p.dealer.new_mask_id();
-    let mask = p
-        .deal(&Correlation::WeightMask { id: mask_id, k, n }, &[&[k, n]])?
+    let key = p
+        .deal(&Correlation::WeightMask { id: mask_id, k, n }, &[&[2]])?
         .remove(0);
-    let masked = p.open(&w.sub(&mask)?)?;
+    let mask = SeededMask::new([key.data()[0], key.data()[1]], k, n);
+    mask.subtract_from(w.data_mut());
+    p.open_in_place(&mut w)?;
     Ok(PreparedWeight {
         mask_id,
-        masked,
+        shape: [k, n],
+        masked: Some(w),
         mask,
+        client_inputs_only: false,
     })
+}
+
+/// [`prepare_weight_owned`] for a weight that multiplies only inputs the client holds in the
+/// clear ([`matmul_weight_client_input`], such as the token table): the server never uses W - B
+/// there, so it keeps only its key, and the weight may not enter any other product.
+pub fn prepare_client_input_weight(p: &mut Party, w: RingTensor) -> Result<PreparedWeight> {
+    let mut prepared = prepare_weight_owned(p, w)?;
+    if !p.is_client() {
+        prepared.masked = None;
+    }
+    prepared.client_inputs_only = true;
+    Ok(prepared)
+}
+
+/// Adds E B_p (this party's mask share, regenerated from its key) to `z` [m, n].
+fn add_mask_product(z: &mut RingTensor, w: &PreparedWeight, eps: &RingTensor) {
+    let m = eps.len() / w.shape[0].max(1);
+    let product = w.mask.left_product(eps.data(), m);
+    for (z, e) in z.data_mut().iter_mut().zip(&product) {
+        *z = z.wrapping_add(*e);
+    }
 }
 
 /// X [.., m, k] times a prepared weight [k, n]: opens only X - A (one round).
@@ -229,12 +268,27 @@ pub(crate) fn stage_matmul_weight(
     w: &PreparedWeight,
     op: &'static str,
 ) -> Result<(RingTensor, WeightStage)> {
-    let (k, n) = (w.masked.shape()[0], w.masked.shape()[1]);
+    if w.client_inputs_only {
+        return Err(MpcError::BadConfig(format!(
+            "{op}: a weight prepared for the client's inputs only"
+        )));
+    }
+    stage_weight_product(p, x, w, op)
+}
+
+/// [`stage_matmul_weight`] for any prepared weight.
+fn stage_weight_product(
+    p: &mut Party,
+    x: &RingTensor,
+    w: &PreparedWeight,
+    op: &'static str,
+) -> Result<(RingTensor, WeightStage)> {
+    let [k, n] = w.shape;
     if x.last_dim() != k {
         return Err(MpcError::ShapeMismatch {
             op,
             left: x.shape().to_vec(),
-            right: w.masked.shape().to_vec(),
+            right: w.shape.to_vec(),
         });
     }
     let m = x.len() / k.max(1);
@@ -263,13 +317,18 @@ impl WeightStage {
         w: &PreparedWeight,
         eps: RingTensor,
     ) -> Result<RingTensor> {
-        let mut z = self
-            .c
-            .add(&eps.matmul(&w.mask)?)?
-            .add(&self.a.matmul(&w.masked)?)?;
-        if p.is_client() {
-            z.add_assign(&eps.matmul(&w.masked)?)?;
-        }
+        // E F + A F as one product (E F is the client's alone), then E B_p.
+        let left = if p.is_client() {
+            self.a.add(&eps)?
+        } else {
+            self.a
+        };
+        let f = w
+            .masked
+            .as_ref()
+            .ok_or_else(|| MpcError::BadConfig("a product without W - B".into()))?;
+        let mut z = self.c.add(&left.matmul(f)?)?;
+        add_mask_product(&mut z, w, &eps);
         z.reshape(&self.out_shape)
     }
 }

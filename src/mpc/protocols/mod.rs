@@ -24,8 +24,8 @@ use crate::mpc::party::{Party, Result};
 use crate::mpc::ring::RingTensor;
 
 pub use beaver::{
-    matmul, matmul_weight, matmul_weight_client_input, mul, mul_many, prepare_weight, square,
-    PreparedWeight,
+    matmul, matmul_weight, matmul_weight_client_input, mul, mul_many, prepare_client_input_weight,
+    prepare_weight, prepare_weight_owned, square, PreparedWeight,
 };
 pub use compare::{ltz, ltz_many, not};
 pub use lifted_matmul::{matmul_weight_truncating, prepare_weight_wide, WideWeight};
