@@ -153,8 +153,10 @@ pub fn exact_distribution(
 
 /// Exact joint distribution of the first `len` tokens that speculative decoding with `k` drafts
 /// emits (steps as `decode_with` takes them) when a rejected draft is replaced by a draw from p
-/// instead of the residual (p - q)+: the subtlest sampler bug we know (a planted bias that
-/// moves 15-25% of the mass on the test models), which the distribution tests must catch.
+/// instead of the residual (p - q)+: a planted bias, the hardest to see of six sampler bugs
+/// simulated on the distribution tests' models (chi-square divergence from p 0.17-0.36; emitting
+/// q, an inverted ratio, the residual (q - p)+, the bonus from the row before, a shifted inverse
+/// CDF: 0.36 and more).
 pub fn resampling_p_distribution(
     public: &Gpt2,
     private: &Gpt2,
