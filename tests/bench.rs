@@ -208,11 +208,13 @@ fn bad_grids_and_outputs_get_one_clear_error_each() {
 fn a_sweep_killed_mid_cell_resumes_with_no_duplicate_and_no_lost_row() {
     let dir = scratch("kill");
     let csv = dir.join("sweep.csv");
-    // 2 nets x 2 temperatures = 4 cells of 1 standard + 2 POST rows each.
+    // 2 nets x 2 temperatures = 4 cells of 1 standard + 2 POST rows each. One prompt of 4 tokens:
+    // a cell still takes about 3 s of CPU (was 9 s with 2 prompts of 8), far longer than the
+    // 100 ms between the first cell's rows and the kill, so the kill lands inside a later cell.
     let grid = write_grid(
         &dir,
         &format!(
-            "pairs = [\"tiny\"]\ndatasets = [\"datasets/code-completion.jsonl\"]\nnets = [\"lan\", \"wan\"]\ndraft_lens = [2, 3]\ntemperatures = [0.0, 1.0]\nprompts = 2\nmax_new_tokens = 8\nignore_eos = true\nsim_seed = 1\nout = {:?}\n",
+            "pairs = [\"tiny\"]\ndatasets = [\"datasets/code-completion.jsonl\"]\nnets = [\"lan\", \"wan\"]\ndraft_lens = [2, 3]\ntemperatures = [0.0, 1.0]\nprompts = 1\nmax_new_tokens = 4\nignore_eos = true\nsim_seed = 1\nout = {:?}\n",
             csv.to_str().unwrap()
         ),
     );

@@ -151,6 +151,113 @@ pub fn exact_distribution(
     joint
 }
 
+/// Exact joint distribution of the first `len` tokens that speculative decoding with `k` drafts
+/// emits (steps as `decode_with` takes them) when a rejected draft is replaced by a draw from p
+/// instead of the residual (p - q)+: a planted bias, the hardest to see of six sampler bugs
+/// simulated on the distribution tests' models (chi-square divergence from p 0.17-0.36; emitting
+/// q, an inverted ratio, the residual (q - p)+, the bonus from the row before, a shifted inverse
+/// CDF: 0.36 and more).
+pub fn resampling_p_distribution(
+    public: &Gpt2,
+    private: &Gpt2,
+    prompt: &[u32],
+    temperature: f64,
+    len: usize,
+    k: usize,
+) -> HashMap<Vec<u32>, f64> {
+    let mut memo: HashMap<(bool, Vec<u32>), Vec<f64>> = HashMap::new();
+    let mut next = |is_private: bool, ctx: &[u32]| -> Vec<f64> {
+        memo.entry((is_private, ctx.to_vec()))
+            .or_insert_with(|| {
+                let model = if is_private { private } else { public };
+                let rows = model.forward_rows(ctx, &mut model.new_cache()).unwrap();
+                probabilities(rows.last().unwrap(), temperature)
+            })
+            .clone()
+    };
+    let mut done = HashMap::new();
+    // (tokens emitted so far, probability), one step at a time.
+    let mut open = vec![(vec![], 1.0)];
+    while let Some((emitted, weight)) = open.pop() {
+        if emitted.len() == len {
+            *done.entry(emitted).or_insert(0.0) += weight;
+            continue;
+        }
+        let steps = k.min(len - emitted.len() - 1);
+        let context = |extra: &[u32]| [prompt, &emitted[..], extra].concat();
+        // Every draft sequence with its probability under q.
+        let mut drafts = vec![(vec![], weight)];
+        for _ in 0..steps {
+            drafts = drafts
+                .into_iter()
+                .flat_map(|(d, w): (Vec<u32>, f64)| {
+                    let q = next(false, &context(&d));
+                    (0..q.len()).map(move |x| ([&d[..], &[x as u32][..]].concat(), w * q[x]))
+                })
+                .collect();
+        }
+        for (d, mut reach) in drafts {
+            for i in 0..=steps {
+                let p = next(true, &context(&d[..i]));
+                if i == steps {
+                    // Every draft accepted: the bonus token from p.
+                    for (t, &pt) in p.iter().enumerate() {
+                        open.push(([&emitted[..], &d[..], &[t as u32][..]].concat(), reach * pt));
+                    }
+                    break;
+                }
+                let q = next(false, &context(&d[..i]));
+                let x = d[i] as usize;
+                let accept = (p[x] / q[x]).min(1.0);
+                // The bug: the rejected draft's replacement comes from p, not from (p - q)+.
+                for (t, &pt) in p.iter().enumerate() {
+                    let w = reach * (1.0 - accept) * pt;
+                    if w > 0.0 {
+                        open.push(([&emitted[..], &d[..i], &[t as u32][..]].concat(), w));
+                    }
+                }
+                reach *= accept;
+            }
+        }
+    }
+    done
+}
+
+/// Share of `samples` simulated samples of `n` draws from `planted` that the chi-square test
+/// against `expected` at `z` standard deviations rejects: the test's power against that bias.
+pub fn chi_square_power(
+    planted: &HashMap<Vec<u32>, f64>,
+    expected: &HashMap<Vec<u32>, f64>,
+    n: usize,
+    z: f64,
+    samples: usize,
+) -> f64 {
+    let mut cells: Vec<(&Vec<u32>, f64)> = planted.iter().map(|(k, &v)| (k, v)).collect();
+    cells.sort_by(|a, b| a.0.cmp(b.0));
+    let mut total = 0.0;
+    let cdf: Vec<f64> = cells
+        .iter()
+        .map(|c| {
+            total += c.1;
+            total
+        })
+        .collect();
+    let mut rng = ChaCha12Rng::seed_from_u64(99);
+    let rejected = (0..samples)
+        .filter(|_| {
+            let mut counts = HashMap::new();
+            for _ in 0..n {
+                let u = rand::Rng::random::<f64>(&mut rng) * total;
+                let i = cdf.partition_point(|&c| c < u).min(cells.len() - 1);
+                *counts.entry(cells[i].0.clone()).or_insert(0usize) += 1;
+            }
+            let (stat, dof) = chi_square(&counts, expected, n);
+            stat >= chi_square_critical(dof, z)
+        })
+        .count();
+    rejected as f64 / samples as f64
+}
+
 /// Pearson's statistic of a byte string against uniform bytes (255 dof).
 pub fn uniformity_chi_square(bytes: &[u8]) -> f64 {
     let mut h = [0.0f64; 256];
