@@ -800,14 +800,14 @@ fn words(bytes: &[u8]) -> Vec<u64> {
 }
 
 /// A party's share of the token table's mask B, from its seed: each party draws the free
-/// components of its requests from ChaCha12(seed) in order (mpc/correlation.rs `draw`); the first
-/// request is the LM head's mask (d x vocab words), the second the token table's (vocab x d).
+/// components of its requests from ChaCha12(seed) in order (mpc/correlation.rs `draw`); a weight
+/// mask's component is the 2-word key of its stream (mpc/seeded_mask.rs, an open algorithm). The
+/// first request is the LM head's mask, the second the token table's [vocab, d].
 fn mask_share(seed: [u8; 32], v: usize, d: usize) -> Vec<u64> {
     let mut rng = ChaCha12Rng::from_seed(seed);
-    for _ in 0..d * v {
-        rng.next_u64();
-    }
-    (0..v * d).map(|_| rng.next_u64()).collect()
+    let _lm_head = [rng.next_u64(), rng.next_u64()];
+    let key = [rng.next_u64(), rng.next_u64()];
+    post::mpc::seeded_mask::SeededMask::new(key, v, d).full()
 }
 
 /// The token table rebuilt from a capture: W = (W - B1) + (-B0) + B0 + B1, each share of the
