@@ -25,7 +25,7 @@ use crate::mpc::dealer_wire::DealerLink;
 use crate::mpc::net::{shaped, Channel, Transport};
 use crate::mpc::{EngineConfig, Party, SERVER};
 use crate::secure::session::serve_client;
-use crate::secure::SecureGpt2;
+use crate::secure::{SecureGpt2, SecureModel};
 
 /// The protocol version both ends of a session must speak.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -213,7 +213,9 @@ fn handle(
             },
             &policy.engine,
         )?;
-        let secure = SecureGpt2::setup(&mut party, &cfg, Some(model)).context("weight sharing")?;
+        let secure: SecureModel = SecureGpt2::setup(&mut party, &cfg, Some(model))
+            .context("weight sharing")?
+            .into();
         serve_client(&mut party, &secure, hello.temperature).context("serving steps")
     })();
     drop(slot);

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::cache::SecureKvCache;
 use super::coins::{self, PlantedCoin, Seed, StepUniforms};
-use super::model::{PrivateModel, SecureForward, SecureModel, SecureShape};
+use super::model::{PrivateModel, SecureModel, SecureShape};
 pub use super::sampling::check_temperature;
 use super::sampling::{private_sample_at, ClientDraws};
 use super::step::Step;
@@ -82,9 +82,9 @@ pub struct ServerView {
 
 /// The server's side of a session: the coin toss, then steps until the client stops. Each step
 /// request is checked ([`Step::decode`]) against the positions verified so far.
-fn serve<M: SecureForward>(
+fn serve(
     p: &mut Party,
-    model: &M,
+    model: &SecureModel,
     temperature: f64,
     reports: &Sender<Counters>,
 ) -> Result<ServerView> {
@@ -148,11 +148,7 @@ pub struct SecureVerifier {
 
 /// The server's side of a session with a client process, once the weights are shared: steps
 /// until the client stops.
-pub(crate) fn serve_client(
-    p: &mut Party,
-    model: &impl SecureForward,
-    temperature: f64,
-) -> Result<()> {
+pub(crate) fn serve_client(p: &mut Party, model: &SecureModel, temperature: f64) -> Result<()> {
     let (reports, _) = channel();
     serve(p, model, temperature, &reports)?;
     Ok(())
