@@ -17,6 +17,19 @@ impl KvCache {
         }
     }
 
+    /// Refuses `new` positions after the cached ones past a `window`, or a cache made for a model
+    /// of another depth than `layers`.
+    pub fn check_fits(&self, new: usize, window: usize, layers: usize) -> Result<()> {
+        let total = self.len() + new;
+        if total > window {
+            candle_core::bail!("{total} positions exceed the context window of {window}")
+        }
+        if self.layers.len() != layers {
+            candle_core::bail!("cache has {} layers, model has {layers}", self.layers.len())
+        }
+        Ok(())
+    }
+
     /// Number of positions cached.
     pub fn len(&self) -> usize {
         match self.layers.first() {

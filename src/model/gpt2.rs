@@ -368,20 +368,7 @@ impl Gpt2 {
     pub fn forward(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (_b_sz, seq_len) = ids.dims2()?;
         let past = cache.len();
-        if past + seq_len > self.cfg.n_positions {
-            bail!(
-                "{} positions exceed the context window of {}",
-                past + seq_len,
-                self.cfg.n_positions
-            )
-        }
-        if cache.layers.len() != self.blocks.len() {
-            bail!(
-                "cache has {} layers, model has {}",
-                cache.layers.len(),
-                self.blocks.len()
-            )
-        }
+        cache.check_fits(seq_len, self.cfg.n_positions, self.blocks.len())?;
         let positions = Tensor::arange(past as u32, (past + seq_len) as u32, ids.device())?;
         let tok =
             self.wte

@@ -562,20 +562,7 @@ impl Llama {
     pub fn forward(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (_b_sz, seq_len) = ids.dims2()?;
         let past = cache.len();
-        if past + seq_len > self.cfg.max_position_embeddings {
-            bail!(
-                "{} positions exceed the context window of {}",
-                past + seq_len,
-                self.cfg.max_position_embeddings
-            )
-        }
-        if cache.layers.len() != self.layers.len() {
-            bail!(
-                "cache has {} layers, model has {}",
-                cache.layers.len(),
-                self.layers.len()
-            )
-        }
+        cache.check_fits(seq_len, self.cfg.max_position_embeddings, self.layers.len())?;
         let (cos, sin) = rotary_tables(
             self.cfg.head_dim(),
             self.cfg.rope_theta,
