@@ -351,3 +351,25 @@ pub fn post_error(args: &[&str]) -> String {
     );
     stderr
 }
+
+/// The largest |got - want| over rows of logits of equal shapes.
+pub fn max_abs_diff(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .flat_map(|(g, w)| {
+            assert_eq!(g.len(), w.len());
+            g.iter().zip(w).map(|(a, b)| (a - b).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Logits of `ids` one token at a time through a fresh KV cache; also the cache's final length.
+pub fn stepwise_logits(model: &post::model::Model, ids: &[u32]) -> (Vec<Vec<f32>>, usize) {
+    let mut cache = model.new_cache();
+    let rows = ids
+        .iter()
+        .map(|&id| model.forward_rows(&[id], &mut cache).unwrap().remove(0))
+        .collect();
+    (rows, cache.len())
+}

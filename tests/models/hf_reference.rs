@@ -1,7 +1,7 @@
 //! The candle GPT-2 against Hugging Face `transformers`: logits and greedy tokens of a tiny random
 //! model, saved by scripts/make_tiny_fixtures.py, loaded here through the real loader.
 
-use crate::common;
+use crate::common::{self, max_abs_diff};
 
 use post::decoding::sampling::argmax;
 use post::model::loader::load_model;
@@ -22,17 +22,6 @@ struct Case {
 fn fixture() -> Fixture {
     let path = common::models_dir().join("tiny-gpt2-ref/fixture.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn max_abs_diff(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .flat_map(|(g, w)| {
-            assert_eq!(g.len(), w.len());
-            g.iter().zip(w).map(|(a, b)| (a - b).abs())
-        })
-        .fold(0.0, f32::max)
 }
 
 fn tiny() -> post::model::LoadedModel {
@@ -61,25 +50,14 @@ fn full_sequence_logits_match_hugging_face() {
 fn incremental_kv_cached_logits_match_hugging_face() {
     let loaded = tiny();
     for case in fixture().cases {
-        let mut cache = loaded.model.new_cache();
-        let got: Vec<Vec<f32>> = case
-            .input_ids
-            .iter()
-            .map(|&id| {
-                loaded
-                    .model
-                    .forward_rows(&[id], &mut cache)
-                    .unwrap()
-                    .remove(0)
-            })
-            .collect();
+        let (got, cached) = common::stepwise_logits(&loaded.model, &case.input_ids);
         let diff = max_abs_diff(&got, &case.logits);
         assert!(
             diff < 1e-4,
             "max |logit difference| {diff} for {:?}",
             case.input_ids
         );
-        assert_eq!(cache.len(), case.input_ids.len());
+        assert_eq!(cached, case.input_ids.len());
     }
 }
 

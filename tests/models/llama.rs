@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common;
+use crate::common::{self, max_abs_diff};
 
 use post::decoding::{speculative_decode, DecodeOptions};
 use post::model::loader::{load_dir, load_model};
@@ -47,17 +47,6 @@ fn fixture(name: &str) -> Fixture {
 fn load(name: &str) -> LoadedModel {
     let dir = folder(name);
     load_dir(name, &dir, &dir).unwrap()
-}
-
-fn max_abs_diff(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .flat_map(|(g, w)| {
-            assert_eq!(g.len(), w.len());
-            g.iter().zip(w).map(|(a, b)| (a - b).abs())
-        })
-        .fold(0.0, f32::max)
 }
 
 /// A copy of a fixture folder that a test may break.
@@ -108,24 +97,13 @@ fn logits_match_hugging_face_in_one_pass_and_token_by_token() {
                 "{name}: max |logit difference| {diff} for {:?}",
                 case.input_ids
             );
-            let mut cache = loaded.model.new_cache();
-            let stepwise: Vec<Vec<f32>> = case
-                .input_ids
-                .iter()
-                .map(|&id| {
-                    loaded
-                        .model
-                        .forward_rows(&[id], &mut cache)
-                        .unwrap()
-                        .remove(0)
-                })
-                .collect();
+            let (stepwise, cached) = common::stepwise_logits(&loaded.model, &case.input_ids);
             let diff = max_abs_diff(&stepwise, &case.logits);
             assert!(
                 diff < 1e-4,
                 "{name} (cached): max |logit difference| {diff}"
             );
-            assert_eq!(cache.len(), case.input_ids.len());
+            assert_eq!(cached, case.input_ids.len());
         }
     }
 }
